@@ -1,0 +1,370 @@
+//! `syncctl`: talk to a running syncd over its control socket.
+//!
+//! One handler per command, named after it. Exit status: 0 success; 1 error (daemon unreachable,
+//! request refused); `wait-idle` 3 = idle with failed paths, 4 = timed out.
+
+use std::io::{Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use serde_json::json;
+use syncd_proto::{
+    decode_payload, encode_frame, frame_len, ByteBuf, ErrorKind, IdleOutcome, Request, Response,
+    RootState, StatusReport, HEADER_LEN, MAX_REQUEST_FRAME, MAX_RESPONSE_FRAME, PROTOCOL_VERSION,
+};
+
+/// Control a running syncd.
+#[derive(Parser, Debug)]
+#[command(name = "syncctl", version, about)]
+struct Cli {
+    /// Control socket [default: /run/syncd/syncd.sock for root]
+    #[arg(long, short = 's', env = "SYNCD_SOCKET", global = true)]
+    socket: Option<PathBuf>,
+    /// Machine-readable output.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// State and counters of every root and target.
+    Status,
+    /// Stop pushing to TARGET (or to all); changes keep being journaled.
+    Pause { target: Option<String> },
+    /// Resume pushing to TARGET (or to all).
+    Resume { target: Option<String> },
+    /// Full rsync of every root, or of the directory PATH, to one target or all.
+    Resync {
+        #[arg(long)]
+        target: Option<String>,
+        path: Option<PathBuf>,
+    },
+    /// Queue parked (failed) paths again.
+    RetryFailed {
+        #[arg(long)]
+        target: Option<String>,
+    },
+    /// List parked (failed) paths and why.
+    Failed {
+        #[arg(long)]
+        target: Option<String>,
+        /// Most paths to list.
+        #[arg(long, default_value_t = 1000)]
+        limit: u32,
+    },
+    /// Wait until nothing is pending: exit 0 idle, 3 idle with failed paths, 4 timed out.
+    WaitIdle {
+        /// Give up after this many seconds.
+        #[arg(long)]
+        timeout: Option<f64>,
+    },
+    /// Re-read the configuration file.
+    Reload,
+    /// Stop the daemon.
+    Stop,
+}
+
+struct Conn {
+    stream: UnixStream,
+}
+
+impl Conn {
+    fn open(path: &Path) -> anyhow::Result<Conn> {
+        let stream = UnixStream::connect(path).map_err(|e| {
+            let hint = match e.kind() {
+                std::io::ErrorKind::PermissionDenied => "permission denied: run as root, as syncd's user, or as a member of its socket_group",
+                _ => "is it running?",
+            };
+            anyhow::anyhow!("cannot reach syncd at {}: {hint} ({e})", path.display())
+        })?;
+        let mut c = Conn { stream };
+        match c.call(&Request::Hello {
+            protocol: PROTOCOL_VERSION,
+        })? {
+            Response::Hello { .. } => Ok(c),
+            Response::Error { message, .. } => bail!("{message}"),
+            other => bail!("unexpected answer to hello: {other:?}"),
+        }
+    }
+
+    fn call(&mut self, req: &Request) -> anyhow::Result<Response> {
+        let frame = encode_frame(req, MAX_REQUEST_FRAME)?;
+        self.stream
+            .write_all(&frame)
+            .context("sending the request")?;
+        let mut header = [0u8; HEADER_LEN];
+        self.stream
+            .read_exact(&mut header)
+            .context("syncd closed the connection")?;
+        let len = frame_len(header, MAX_RESPONSE_FRAME)?;
+        let mut payload = vec![0u8; len];
+        self.stream
+            .read_exact(&mut payload)
+            .context("reading the answer")?;
+        Ok(decode_payload(&payload, MAX_RESPONSE_FRAME)?)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("syncctl: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let socket = cli
+        .socket
+        .clone()
+        .unwrap_or_else(syncd_proto::default_socket_path);
+    let mut conn = Conn::open(&socket)?;
+    match cli.command {
+        Command::Status => status(&mut conn, cli.json),
+        Command::Pause { target } => simple(&mut conn, Request::Pause { target }, cli.json),
+        Command::Resume { target } => simple(&mut conn, Request::Resume { target }, cli.json),
+        Command::Resync { target, path } => resync(&mut conn, target, path, cli.json),
+        Command::RetryFailed { target } => {
+            simple(&mut conn, Request::RetryFailed { target }, cli.json)
+        }
+        Command::Failed { target, limit } => failed(&mut conn, target, limit, cli.json),
+        Command::WaitIdle { timeout } => wait_idle(&mut conn, timeout, cli.json),
+        Command::Reload => simple(&mut conn, Request::Reload, cli.json),
+        Command::Stop => simple(&mut conn, Request::Shutdown, cli.json),
+    }
+}
+
+fn refused(kind: ErrorKind, message: String) -> anyhow::Error {
+    match kind {
+        ErrorKind::Denied | ErrorKind::ProtocolMismatch => anyhow::anyhow!("{message}"),
+        _ => anyhow::anyhow!("syncd refused: {message}"),
+    }
+}
+
+fn simple(conn: &mut Conn, req: Request, as_json: bool) -> anyhow::Result<ExitCode> {
+    match conn.call(&req)? {
+        Response::Done { message } => {
+            if as_json {
+                println!("{}", json!({ "ok": true, "message": message }));
+            } else {
+                println!("{message}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Response::Error { kind, message } => Err(refused(kind, message)),
+        other => bail!("unexpected answer: {other:?}"),
+    }
+}
+
+fn resync(
+    conn: &mut Conn,
+    target: Option<String>,
+    path: Option<PathBuf>,
+    as_json: bool,
+) -> anyhow::Result<ExitCode> {
+    let path = match path {
+        Some(p) => {
+            let abs =
+                std::path::absolute(&p).with_context(|| format!("resolving {}", p.display()))?;
+            Some(ByteBuf::from(abs.as_os_str().as_bytes().to_vec()))
+        }
+        None => None,
+    };
+    simple(conn, Request::Resync { target, path }, as_json)
+}
+
+fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn status_json(s: &StatusReport) -> serde_json::Value {
+    let mut flat = Vec::new();
+    let roots: Vec<_> = s
+        .roots
+        .iter()
+        .map(|r| {
+            let (state, reason) = match &r.state {
+                RootState::Watching => ("watching", None),
+                RootState::ScheduledResync { reason } => ("scheduled-resync", Some(reason.clone())),
+                RootState::Unavailable { reason } => ("unavailable", Some(reason.clone())),
+            };
+            let targets: Vec<_> = r
+                .targets
+                .iter()
+                .map(|t| {
+                    let v = json!({
+                        "id": format!("{}/{}", r.name, t.name),
+                        "root": r.name,
+                        "name": t.name,
+                        "dest": t.dest,
+                        "state": t.state.as_str(),
+                        "pending": t.pending,
+                        "in_flight": t.in_flight,
+                        "failed": t.failed,
+                        "delivered": t.delivered,
+                        "oldest_pending_ms": t.oldest_pending_ms,
+                        "last_error": t.last_error,
+                        "next_retry_ms": t.next_retry_ms,
+                        "full_sync": t.full_sync.as_ref().map(|p| json!({"elapsed_ms": p.elapsed_ms, "files": p.files})),
+                    });
+                    flat.push(v.clone());
+                    v
+                })
+                .collect();
+            json!({
+                "name": r.name,
+                "source": lossy(&r.source),
+                "state": state,
+                "reason": reason,
+                "watches": r.watches,
+                "targets": targets,
+            })
+        })
+        .collect();
+    json!({ "version": s.version, "pid": s.pid, "uptime_ms": s.uptime_ms, "roots": roots, "targets": flat })
+}
+
+fn status(conn: &mut Conn, as_json: bool) -> anyhow::Result<ExitCode> {
+    let s = match conn.call(&Request::Status)? {
+        Response::Status(s) => s,
+        Response::Error { kind, message } => return Err(refused(kind, message)),
+        other => bail!("unexpected answer: {other:?}"),
+    };
+    if as_json {
+        println!("{}", status_json(&s));
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "syncd {} (pid {}), up {}s",
+        s.version,
+        s.pid,
+        s.uptime_ms / 1000
+    );
+    for r in &s.roots {
+        let state = match &r.state {
+            RootState::Watching => format!("watching ({} directories)", r.watches),
+            RootState::ScheduledResync { reason } => format!("scheduled resyncs: {reason}"),
+            RootState::Unavailable { reason } => format!("UNAVAILABLE: {reason}"),
+        };
+        println!("\n{}  {}  {}", r.name, lossy(&r.source), state);
+        println!(
+            "  {:<14} {:<13} {:>8} {:>9} {:>7} {:>10} {:>9}  dest",
+            "target", "state", "pending", "in-flight", "failed", "delivered", "oldest"
+        );
+        for t in &r.targets {
+            let oldest = t
+                .oldest_pending_ms
+                .map(|ms| format!("{:.1}s", ms as f64 / 1000.0))
+                .unwrap_or_else(|| "-".into());
+            println!(
+                "  {:<14} {:<13} {:>8} {:>9} {:>7} {:>10} {:>9}  {}",
+                t.name,
+                t.state.as_str(),
+                t.pending,
+                t.in_flight,
+                t.failed,
+                t.delivered,
+                oldest,
+                t.dest
+            );
+            if let Some(p) = &t.full_sync {
+                println!(
+                    "    full sync: {} entries in {:.1}s",
+                    p.files,
+                    p.elapsed_ms as f64 / 1000.0
+                );
+            }
+            if let Some(e) = &t.last_error {
+                let retry = t
+                    .next_retry_ms
+                    .map(|ms| format!(" (next try in {:.1}s)", ms as f64 / 1000.0))
+                    .unwrap_or_default();
+                println!("    last error: {e}{retry}");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn failed(
+    conn: &mut Conn,
+    target: Option<String>,
+    limit: u32,
+    as_json: bool,
+) -> anyhow::Result<ExitCode> {
+    let list = match conn.call(&Request::ListFailed { target, limit })? {
+        Response::Failed(l) => l,
+        Response::Error { kind, message } => return Err(refused(kind, message)),
+        other => bail!("unexpected answer: {other:?}"),
+    };
+    if as_json {
+        let entries: Vec<_> = list
+            .entries
+            .iter()
+            .map(|e| json!({"target": e.target, "path": lossy(&e.path), "attempts": e.attempts, "last_error": e.last_error}))
+            .collect();
+        println!("{}", json!({"failed": entries, "more": list.more}));
+    } else {
+        if list.entries.is_empty() {
+            println!("no failed paths");
+        }
+        for e in &list.entries {
+            // Names are escaped for humans only; never feed this output back as paths.
+            println!(
+                "{}\t{}\t{} attempt(s)\t{}",
+                e.target,
+                lossy(&e.path).escape_debug(),
+                e.attempts,
+                e.last_error
+            );
+        }
+        if list.more > 0 {
+            println!("… and {} more (use --limit)", list.more);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn wait_idle(conn: &mut Conn, timeout: Option<f64>, as_json: bool) -> anyhow::Result<ExitCode> {
+    if timeout.is_some_and(|t| !(t.is_finite() && t >= 0.0)) {
+        bail!("--timeout must be a number of seconds, 0 or more");
+    }
+    let timeout_ms = timeout.map(|t| (t * 1000.0) as u64);
+    match conn.call(&Request::WaitIdle { timeout_ms })? {
+        Response::WaitIdle(IdleOutcome::Idle { failed: 0 }) => {
+            if as_json {
+                println!("{}", json!({"idle": true, "failed": 0}));
+            } else {
+                println!("idle");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Response::WaitIdle(IdleOutcome::Idle { failed }) => {
+            if as_json {
+                println!("{}", json!({"idle": true, "failed": failed}));
+            } else {
+                println!("idle, with {failed} failed path(s): see syncctl failed");
+            }
+            Ok(ExitCode::from(3))
+        }
+        Response::WaitIdle(IdleOutcome::TimedOut { pending }) => {
+            if as_json {
+                println!("{}", json!({"idle": false, "pending": pending}));
+            } else {
+                println!("timed out with {pending} path(s) pending");
+            }
+            Ok(ExitCode::from(4))
+        }
+        Response::Error { kind, message } => Err(refused(kind, message)),
+        other => bail!("unexpected answer: {other:?}"),
+    }
+}

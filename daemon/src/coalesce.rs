@@ -1,0 +1,236 @@
+//! Coalescing: turns the watcher's [`Change`]s into journal entries for every target of the root,
+//! and wakes the targets.
+//!
+//! Invariants:
+//! - a finished change (close_write, delete, move, attrib, mkdir) is journaled and flushed at
+//!   once, batched with whatever else is already queued: under load batches grow by themselves;
+//! - a create or an unclosed write waits in memory for at most `delay` / `modify_delay` (fixed
+//!   from the first event, never extended, so a file written forever is still pushed) — a
+//!   close_write ends the wait early;
+//! - at shutdown every waiting path is journaled before the task ends;
+//! - a lost event stream (overflow) or an unwatchable root becomes a persisted resync request.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use syncd_proto::RootState;
+use tokio::sync::{mpsc, watch, Notify};
+use tokio::time::{sleep_until, Instant};
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use crate::journal::Journal;
+use crate::watch::{Change, Urgency};
+
+/// Per root: what the coalescer needs to know.
+pub struct RootSink {
+    pub target_ids: Vec<String>,
+    pub wakes: Vec<Arc<Notify>>,
+    pub delay: Duration,
+    pub modify_delay: Duration,
+    pub full_resync_interval: Duration,
+    pub state: Arc<watch::Sender<RootState>>,
+}
+
+/// The coalescer task.
+pub struct Coalescer {
+    pub journal: Journal,
+    pub roots: Vec<RootSink>,
+    /// Paths waiting in memory; `wait-idle` is not idle while this is above zero.
+    pub waiting: Arc<watch::Sender<usize>>,
+    pub tick: Arc<watch::Sender<u64>>,
+    /// Journal write failures, shown by `status`.
+    pub journal_error: Arc<watch::Sender<Option<String>>>,
+}
+
+type Key = (usize, Vec<u8>);
+
+impl Coalescer {
+    /// Run until `shutdown`, then journal everything still waiting.
+    pub async fn run(self, mut rx: mpsc::Receiver<Change>, shutdown: CancellationToken) {
+        let mut deadlines: HashMap<Key, Instant> = HashMap::new();
+        let mut timers: BTreeSet<(Instant, usize, Vec<u8>)> = BTreeSet::new();
+        let mut degraded_next: Vec<Option<Instant>> = vec![None; self.roots.len()];
+        let mut ready: Vec<Vec<Vec<u8>>> = vec![Vec::new(); self.roots.len()];
+        let mut resync: Vec<bool> = vec![false; self.roots.len()];
+        let mut barriers = Vec::new();
+        loop {
+            let far = Instant::now() + Duration::from_secs(86_400);
+            let next_timer = timers.first().map(|t| t.0).unwrap_or(far);
+            let next_degraded = degraded_next.iter().flatten().min().copied().unwrap_or(far);
+            let mut closing = false;
+            tokio::select! {
+                biased;
+                msg = rx.recv() => match msg {
+                    Some(m) => {
+                        let mut m = Some(m);
+                        // Take whatever else is queued: one journal write for all of it.
+                        let mut taken = 0;
+                        while let Some(c) = m.take() {
+                            self.take(c, &mut deadlines, &mut timers, &mut ready, &mut resync, &mut degraded_next, &mut barriers);
+                            taken += 1;
+                            if taken < 8192 {
+                                m = rx.try_recv().ok();
+                            }
+                        }
+                    }
+                    None => closing = true,
+                },
+                _ = sleep_until(next_timer) => {
+                    let now = Instant::now();
+                    while let Some(first) = timers.first() {
+                        if first.0 > now { break; }
+                        let (_, root, path) = timers.pop_first().expect("checked non-empty");
+                        deadlines.remove(&(root, path.clone()));
+                        ready[root].push(path);
+                    }
+                }
+                _ = sleep_until(next_degraded) => {
+                    let now = Instant::now();
+                    for (r, next) in degraded_next.iter_mut().enumerate() {
+                        if next.is_some_and(|n| n <= now) {
+                            resync[r] = true;
+                            *next = Some(now + self.roots[r].full_resync_interval);
+                        }
+                    }
+                }
+                _ = shutdown.cancelled() => closing = true,
+            }
+            if closing {
+                // Nothing waits in memory past shutdown: it goes to the journal now.
+                while let Ok(c) = rx.try_recv() {
+                    self.take(
+                        c,
+                        &mut deadlines,
+                        &mut timers,
+                        &mut ready,
+                        &mut resync,
+                        &mut degraded_next,
+                        &mut barriers,
+                    );
+                }
+                for (_, root, path) in std::mem::take(&mut timers) {
+                    ready[root].push(path);
+                }
+                deadlines.clear();
+            }
+            self.commit(&mut ready, &mut resync).await;
+            self.waiting.send_replace(deadlines.len());
+            for b in barriers.drain(..) {
+                let _ = b.send(());
+            }
+            if closing {
+                return;
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn take(
+        &self,
+        c: Change,
+        deadlines: &mut HashMap<Key, Instant>,
+        timers: &mut BTreeSet<(Instant, usize, Vec<u8>)>,
+        ready: &mut [Vec<Vec<u8>>],
+        resync: &mut [bool],
+        degraded_next: &mut [Option<Instant>],
+        barriers: &mut Vec<tokio::sync::oneshot::Sender<()>>,
+    ) {
+        match c {
+            Change::Path {
+                root,
+                path,
+                urgency,
+            } => {
+                let wait = match urgency {
+                    Urgency::Now => None,
+                    Urgency::Created => Some(self.roots[root].delay),
+                    Urgency::Modified => Some(self.roots[root].modify_delay),
+                };
+                let key = (root, path);
+                match wait {
+                    None => {
+                        if let Some(at) = deadlines.remove(&key) {
+                            timers.remove(&(at, key.0, key.1.clone()));
+                        }
+                        ready[key.0].push(key.1);
+                    }
+                    Some(_) if deadlines.contains_key(&key) => {}
+                    Some(w) => {
+                        let at = Instant::now() + w;
+                        timers.insert((at, key.0, key.1.clone()));
+                        deadlines.insert(key, at);
+                    }
+                }
+            }
+            Change::Resync { root, reason } => {
+                warn!(root = self.roots[root].target_ids.first().map(String::as_str).unwrap_or(""), %reason, "full resync requested");
+                resync[root] = true;
+            }
+            Change::Degraded { root, reason } => {
+                self.roots[root]
+                    .state
+                    .send_replace(RootState::ScheduledResync { reason });
+                resync[root] = true;
+                degraded_next[root] = Some(Instant::now() + self.roots[root].full_resync_interval);
+            }
+            Change::Lost { root, reason } => {
+                self.roots[root]
+                    .state
+                    .send_replace(RootState::Unavailable { reason });
+            }
+            Change::Barrier(reply) => barriers.push(reply),
+        }
+    }
+
+    async fn commit(&self, ready: &mut [Vec<Vec<u8>>], resync: &mut [bool]) {
+        let mut touched = false;
+        for (r, paths) in ready.iter_mut().enumerate() {
+            let sink = &self.roots[r];
+            let mut res = Ok(());
+            if resync[r] {
+                for t in &sink.target_ids {
+                    res = res.and(self.journal.request_resync(t, b""));
+                }
+            }
+            if !paths.is_empty() {
+                paths.sort_unstable();
+                paths.dedup();
+                res = res.and(self.journal.record(&sink.target_ids, paths));
+            }
+            if !paths.is_empty() || resync[r] {
+                touched = true;
+                match res {
+                    Ok(()) => {
+                        paths.clear();
+                        resync[r] = false;
+                        self.journal_error.send_replace(None);
+                    }
+                    Err(e) => {
+                        // Keep the paths in memory and retry with the next commit; the root is owed
+                        // a full resync in case the process dies before that.
+                        warn!(error = %e, "journal write failed; keeping changes in memory");
+                        self.journal_error
+                            .send_replace(Some(format!("journal write failed: {e}")));
+                        resync[r] = true;
+                    }
+                }
+            }
+        }
+        if !touched {
+            return;
+        }
+        if let Err(e) = self.journal.flush().await {
+            warn!(error = %e, "journal flush failed");
+            self.journal_error
+                .send_replace(Some(format!("journal flush failed: {e}")));
+        }
+        for sink in &self.roots {
+            for w in &sink.wakes {
+                w.notify_one();
+            }
+        }
+        self.tick.send_modify(|n| *n += 1);
+    }
+}

@@ -1,0 +1,483 @@
+//! The control socket: `syncctl` requests in, answers out.
+//!
+//! Invariants:
+//! - the socket is created in a private directory with a umask applied before `bind`, so it is
+//!   never reachable with looser permissions, and every connection is checked with SO_PEERCRED:
+//!   root, the daemon's own uid, or a member of `socket_group`;
+//! - a frame's length is checked against [`MAX_REQUEST_FRAME`] before anything is allocated, and
+//!   payloads are decoded with a byte limit; a malformed frame ends that connection only;
+//! - a client that connects and says nothing is dropped after a timeout; connections are capped,
+//!   so no client can exhaust the daemon.
+
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use syncd_proto::{
+    decode_payload, encode_frame, ByteBuf, ErrorKind, FailedList, FailedPath, IdleOutcome, Request,
+    Response, RootState, RootStatus, StatusReport, SyncProgress, TargetStatus, MAX_REQUEST_FRAME,
+    MAX_RESPONSE_FRAME, PROTOCOL_VERSION,
+};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio::time::{sleep_until, Instant};
+use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::engine::EngineView;
+use crate::journal::{now_ms, Journal};
+use crate::watch::WatchCmd;
+
+/// Most clients served at once; more are refused at accept.
+const MAX_CLIENTS: usize = 64;
+/// A client must send its next request within this time.
+const READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Socket setup failures: fatal at start.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("cannot create socket directory {dir}: {source}")]
+    Dir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("another syncd is already serving {0}; stop it first (syncctl --socket {0} stop)")]
+    InUse(PathBuf),
+    #[error("cannot bind control socket {path}: {source}")]
+    Bind {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Who may connect.
+#[derive(Debug, Clone)]
+pub struct Access {
+    pub uid: u32,
+    pub group: Option<(u32, Vec<String>)>,
+}
+
+impl Access {
+    /// Access for the daemon's uid and an optional group name.
+    pub fn new(group: Option<&str>) -> Access {
+        let group = group
+            .and_then(|g| nix::unistd::Group::from_name(g).ok().flatten())
+            .map(|g| (g.gid.as_raw(), g.mem));
+        Access {
+            uid: nix::unistd::geteuid().as_raw(),
+            group,
+        }
+    }
+
+    fn allows(&self, uid: u32, gid: u32) -> bool {
+        if uid == 0 || uid == self.uid {
+            return true;
+        }
+        let Some((g, members)) = &self.group else {
+            return false;
+        };
+        if gid == *g {
+            return true;
+        }
+        nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+            .ok()
+            .flatten()
+            .is_some_and(|u| members.contains(&u.name))
+    }
+}
+
+/// Bind the control socket. The caller holds the pidfile lock, so a leftover socket file that
+/// nobody answers on is stale and may be removed.
+pub fn bind(path: &Path, group: Option<&str>) -> Result<UnixListener, ControlError> {
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(if group.is_some() { 0o750 } else { 0o700 })
+            .create(dir)
+            .map_err(|source| ControlError::Dir {
+                dir: dir.to_path_buf(),
+                source,
+            })?;
+    }
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        return Err(ControlError::InUse(path.to_path_buf()));
+    }
+    let _ = std::fs::remove_file(path);
+    let mask = if group.is_some() { 0o007 } else { 0o077 };
+    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
+    let res = UnixListener::bind(path);
+    nix::sys::stat::umask(old);
+    let listener = res.map_err(|source| ControlError::Bind {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if let Some(g) = group.and_then(|g| nix::unistd::Group::from_name(g).ok().flatten()) {
+        let _ = nix::unistd::chown(path, None, Some(g.gid));
+        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660));
+    }
+    Ok(listener)
+}
+
+/// What every connection handler shares.
+pub struct Shared {
+    pub journal: Journal,
+    pub engine: watch::Receiver<Option<Arc<EngineView>>>,
+    pub started: std::time::Instant,
+    pub reload: mpsc::Sender<oneshot::Sender<Result<String, String>>>,
+    pub shutdown: CancellationToken,
+    pub access: Access,
+}
+
+/// Accept connections until `shutdown`.
+pub async fn serve(listener: UnixListener, shared: Arc<Shared>, shutdown: CancellationToken) {
+    let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(s) => s,
+                Err(e) => {
+                    warn!(error = %e, "accept failed");
+                    // EMFILE and friends: back off a little instead of spinning.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            debug!("too many control clients; refusing one");
+            continue;
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            if let Err(e) = handle(stream, &shared).await {
+                debug!(error = %e, "control connection ended");
+            }
+            drop(permit);
+        });
+    }
+}
+
+async fn send(w: &mut tokio::net::unix::OwnedWriteHalf, resp: &Response) -> std::io::Result<()> {
+    let frame = encode_frame(resp, MAX_RESPONSE_FRAME).map_err(std::io::Error::other)?;
+    w.write_all(&frame).await
+}
+
+fn err(kind: ErrorKind, message: impl Into<String>) -> Response {
+    Response::Error {
+        kind,
+        message: message.into(),
+    }
+}
+
+async fn handle(stream: UnixStream, shared: &Shared) -> std::io::Result<()> {
+    let cred = stream.peer_cred()?;
+    let (r, mut w) = stream.into_split();
+    if !shared.access.allows(cred.uid(), cred.gid()) {
+        info!(uid = cred.uid(), "control client refused");
+        return send(
+            &mut w,
+            &err(
+                ErrorKind::Denied,
+                "permission denied: only root, the daemon's user or socket_group may control syncd",
+            ),
+        )
+        .await;
+    }
+    let codec = LengthDelimitedCodec::builder()
+        .big_endian()
+        .length_field_length(4)
+        .max_frame_length(MAX_REQUEST_FRAME)
+        .new_codec();
+    let mut frames = FramedRead::new(r, codec);
+    let mut greeted = false;
+    loop {
+        let frame = match tokio::time::timeout(READ_TIMEOUT, frames.next()).await {
+            Err(_) => return Ok(()),
+            Ok(None) => return Ok(()),
+            Ok(Some(Err(e))) => {
+                let _ = send(
+                    &mut w,
+                    &err(ErrorKind::BadRequest, format!("bad frame: {e}")),
+                )
+                .await;
+                return Err(e);
+            }
+            Ok(Some(Ok(f))) => f,
+        };
+        let req: Request = match decode_payload(&frame, MAX_REQUEST_FRAME) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = send(
+                    &mut w,
+                    &err(ErrorKind::BadRequest, format!("undecodable request: {e}")),
+                )
+                .await;
+                return Ok(());
+            }
+        };
+        if !greeted {
+            match req {
+                Request::Hello { protocol } if protocol == PROTOCOL_VERSION => {
+                    greeted = true;
+                    send(
+                        &mut w,
+                        &Response::Hello {
+                            protocol: PROTOCOL_VERSION,
+                            version: env!("CARGO_PKG_VERSION").into(),
+                        },
+                    )
+                    .await?;
+                    continue;
+                }
+                Request::Hello { protocol } => {
+                    return send(&mut w, &err(ErrorKind::ProtocolMismatch, format!("syncctl speaks protocol {protocol}, syncd speaks {PROTOCOL_VERSION}: use the syncctl of the same release"))).await;
+                }
+                _ => {
+                    return send(&mut w, &err(ErrorKind::BadRequest, "expected Hello first")).await
+                }
+            }
+        }
+        let resp = answer(req, shared).await;
+        send(&mut w, &resp).await?;
+    }
+}
+
+async fn answer(req: Request, shared: &Shared) -> Response {
+    let Some(engine) = shared.engine.borrow().clone() else {
+        return err(ErrorKind::Internal, "syncd is starting");
+    };
+    match req {
+        Request::Hello { .. } => err(ErrorKind::BadRequest, "already greeted"),
+        Request::Status => status(&engine, shared),
+        Request::Pause { target } => set_paused(&engine, target.as_deref(), true),
+        Request::Resume { target } => set_paused(&engine, target.as_deref(), false),
+        Request::Resync { target, path } => resync(&engine, shared, target.as_deref(), path),
+        Request::RetryFailed { target } => {
+            let ts = match engine.select(target.as_deref()) {
+                Ok(t) => t,
+                Err(e) => return e,
+            };
+            let mut n = 0;
+            for t in ts {
+                match shared.journal.retry_failed(&t.id) {
+                    Ok(k) => n += k,
+                    Err(e) => return err(ErrorKind::Internal, e.to_string()),
+                }
+                t.kick.store(true, std::sync::atomic::Ordering::Relaxed);
+                t.wake.notify_one();
+            }
+            Response::Done {
+                message: format!("{n} failed path(s) queued again"),
+            }
+        }
+        Request::ListFailed { target, limit } => {
+            let ts = match engine.select(target.as_deref()) {
+                Ok(t) => t,
+                Err(e) => return e,
+            };
+            let mut entries = Vec::new();
+            let mut more = 0;
+            for t in ts {
+                let left = (limit as usize).saturating_sub(entries.len());
+                match shared.journal.list_failed(&t.id, left) {
+                    Ok((list, total)) => {
+                        more += total - list.len() as u64;
+                        entries.extend(list.into_iter().map(|(p, e)| FailedPath {
+                            target: t.id.clone(),
+                            path: ByteBuf::from(p),
+                            attempts: e.attempts,
+                            last_error: e.last_error.unwrap_or_default(),
+                        }));
+                    }
+                    Err(e) => return err(ErrorKind::Internal, e.to_string()),
+                }
+            }
+            Response::Failed(FailedList { entries, more })
+        }
+        Request::WaitIdle { timeout_ms } => wait_idle(&engine, shared, timeout_ms).await,
+        Request::Reload => {
+            let (tx, rx) = oneshot::channel();
+            if shared.reload.send(tx).await.is_err() {
+                return err(ErrorKind::Internal, "syncd is shutting down");
+            }
+            match rx.await {
+                Ok(Ok(m)) => Response::Done { message: m },
+                Ok(Err(m)) => err(ErrorKind::Config, m),
+                Err(_) => err(ErrorKind::Internal, "reload was interrupted"),
+            }
+        }
+        Request::Shutdown => {
+            shared.shutdown.cancel();
+            Response::Done {
+                message: "syncd is shutting down".into(),
+            }
+        }
+    }
+}
+
+fn set_paused(engine: &EngineView, target: Option<&str>, paused: bool) -> Response {
+    let ts = match engine.select(target) {
+        Ok(t) => t,
+        Err(e) => return e,
+    };
+    let names: Vec<String> = ts.iter().map(|t| t.id.clone()).collect();
+    for t in ts {
+        t.paused.send_replace(paused);
+        t.wake.notify_one();
+    }
+    Response::Done {
+        message: format!(
+            "{} {}",
+            if paused { "paused" } else { "resumed" },
+            names.join(", ")
+        ),
+    }
+}
+
+fn resync(
+    engine: &EngineView,
+    shared: &Shared,
+    target: Option<&str>,
+    path: Option<ByteBuf>,
+) -> Response {
+    let ts = match engine.select(target) {
+        Ok(t) => t,
+        Err(e) => return e,
+    };
+    let mut sub_for_root: Option<(usize, Vec<u8>)> = None;
+    if let Some(p) = path {
+        use std::os::unix::ffi::OsStrExt;
+        let p = PathBuf::from(std::ffi::OsStr::from_bytes(&p));
+        let found = engine.roots.iter().enumerate().find_map(|(i, r)| {
+            p.strip_prefix(&r.source)
+                .ok()
+                .map(|rel| (i, rel.as_os_str().as_bytes().to_vec()))
+        });
+        match found {
+            Some(f) => sub_for_root = Some(f),
+            None => {
+                return err(
+                    ErrorKind::UnknownPath,
+                    format!("{} is not inside any watched root", p.display()),
+                )
+            }
+        }
+    }
+    let mut n = 0;
+    for t in ts {
+        let sub: &[u8] = match &sub_for_root {
+            Some((r, _)) if *r != t.root => continue,
+            Some((_, s)) => s,
+            None => b"",
+        };
+        if let Err(e) = shared.journal.request_resync(&t.id, sub) {
+            return err(ErrorKind::Internal, e.to_string());
+        }
+        t.kick.store(true, std::sync::atomic::Ordering::Relaxed);
+        t.wake.notify_one();
+        n += 1;
+    }
+    Response::Done {
+        message: format!("full resync queued for {n} target(s)"),
+    }
+}
+
+fn root_state(engine: &EngineView, i: usize) -> RootState {
+    engine.roots[i].state.borrow().clone()
+}
+
+fn status(engine: &EngineView, shared: &Shared) -> Response {
+    let now = now_ms();
+    let journal_error = engine.journal_error.borrow().clone();
+    let mut roots = Vec::new();
+    for (i, r) in engine.roots.iter().enumerate() {
+        let mut targets = Vec::new();
+        for t in engine.targets.iter().filter(|t| t.root == i) {
+            let v = t.view.borrow().clone();
+            let (pending, oldest) = shared.journal.pending_stats(&t.id).unwrap_or((0, None));
+            let failed = shared.journal.failed_count(&t.id).unwrap_or(0);
+            let last_error = match (&root_state(engine, i), &journal_error) {
+                (RootState::Unavailable { reason }, _) => Some(reason.clone()),
+                (_, Some(j)) => Some(j.clone()),
+                _ => v.last_error.clone(),
+            };
+            targets.push(TargetStatus {
+                name: t.name.clone(),
+                dest: t.dest.clone(),
+                state: v.state,
+                pending,
+                in_flight: v.in_flight,
+                failed,
+                delivered: v.delivered,
+                oldest_pending_ms: oldest.map(|o| now.saturating_sub(o)),
+                last_error,
+                next_retry_ms: v
+                    .next_retry
+                    .map(|n| n.saturating_duration_since(Instant::now()).as_millis() as u64),
+                full_sync: v.full_sync.as_ref().map(|(start, p)| SyncProgress {
+                    elapsed_ms: start.elapsed().as_millis() as u64,
+                    files: p.load(std::sync::atomic::Ordering::Relaxed),
+                }),
+            });
+        }
+        use std::os::unix::ffi::OsStrExt;
+        roots.push(RootStatus {
+            name: r.name.clone(),
+            source: ByteBuf::from(r.source.as_os_str().as_bytes().to_vec()),
+            state: root_state(engine, i),
+            watches: engine.watches.watches[i].load(std::sync::atomic::Ordering::Relaxed),
+            targets,
+        });
+    }
+    Response::Status(StatusReport {
+        version: env!("CARGO_PKG_VERSION").into(),
+        pid: std::process::id(),
+        uptime_ms: shared.started.elapsed().as_millis() as u64,
+        roots,
+    })
+}
+
+async fn wait_idle(engine: &EngineView, shared: &Shared, timeout_ms: Option<u64>) -> Response {
+    let deadline = Instant::now() + Duration::from_millis(timeout_ms.unwrap_or(365 * 86_400_000));
+    let mut tick = engine.tick.subscribe();
+    // Barrier: every inotify event queued before this request is read and handed on first.
+    let (tx, rx) = oneshot::channel();
+    if engine.watch_cmd.send(WatchCmd::Barrier(tx)).await.is_ok() {
+        let _ = tokio::time::timeout_at(deadline, rx).await;
+    }
+    loop {
+        tick.borrow_and_update();
+        let mut pending = *engine.waiting.borrow() as u64;
+        let mut busy = pending > 0;
+        let mut failed = 0;
+        for t in &engine.targets {
+            let v = t.view.borrow().clone();
+            let p = shared
+                .journal
+                .pending_stats(&t.id)
+                .map(|s| s.0)
+                .unwrap_or(0);
+            let owed = shared
+                .journal
+                .resyncs(&t.id)
+                .map(|r| !r.is_empty())
+                .unwrap_or(true);
+            pending += p;
+            failed += shared.journal.failed_count(&t.id).unwrap_or(0);
+            busy |= p > 0 || v.in_flight > 0 || v.full_sync.is_some() || owed;
+        }
+        if !busy {
+            return Response::WaitIdle(IdleOutcome::Idle { failed });
+        }
+        tokio::select! {
+            r = tick.changed() => if r.is_err() { return err(ErrorKind::Internal, "syncd is shutting down") },
+            _ = sleep_until(deadline) => return Response::WaitIdle(IdleOutcome::TimedOut { pending }),
+        }
+    }
+}

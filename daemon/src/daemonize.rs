@@ -1,0 +1,122 @@
+//! Process setup: the pidfile lock and the double fork.
+//!
+//! Order matters (NOTES §6): the pidfile is locked **before** forking so "already running"
+//! reaches the terminal; the fork happens before any thread exists (no runtime, no sled, no
+//! logging thread); the launching parent waits on a pipe and exits 0 only once the daemon says
+//! it is ready, or 1 with the daemon's reason.
+
+use std::fs::File;
+use std::io::{Read, Seek, Write};
+use std::os::fd::OwnedFd;
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use nix::unistd::{fork, setsid, ForkResult};
+
+/// The locked pidfile; the lock lasts as long as this value (and survives the forks).
+pub struct PidFile {
+    file: File,
+}
+
+impl PidFile {
+    /// Lock `path`, or fail naming the running daemon.
+    pub fn lock(path: &Path) -> anyhow::Result<PidFile> {
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .with_context(|| format!("cannot open pidfile {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => Ok(PidFile { file }),
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut pid = String::new();
+                let _ = file.read_to_string(&mut pid);
+                bail!(
+                    "syncd is already running (pid {}, pidfile {} is locked); stop it with `syncctl stop` or `kill {}`",
+                    pid.trim(),
+                    path.display(),
+                    pid.trim()
+                )
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                Err(e).with_context(|| format!("cannot lock pidfile {}", path.display()))
+            }
+        }
+    }
+
+    /// Record the current pid.
+    pub fn write_pid(&mut self) -> std::io::Result<()> {
+        self.file.set_len(0)?;
+        self.file.rewind()?;
+        writeln!(self.file, "{}", std::process::id())?;
+        self.file.sync_all()
+    }
+}
+
+/// The daemon's end of the readiness pipe.
+pub struct Readiness {
+    pipe: File,
+}
+
+impl Readiness {
+    /// Tell the launcher the daemon is ready; it exits 0.
+    pub fn ready(mut self) {
+        let _ = self.pipe.write_all(b"\0");
+    }
+
+    /// Tell the launcher why the daemon could not start; it prints this and exits 1.
+    pub fn failed(mut self, why: &str) {
+        let _ = self.pipe.write_all(why.as_bytes());
+    }
+}
+
+/// Fork into the background: returns in the grandchild only. `log` receives stdout and stderr.
+pub fn daemonize(log: &Path) -> anyhow::Result<Readiness> {
+    let logf = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .with_context(|| format!("cannot open log file {}", log.display()))?;
+    let (r, w): (OwnedFd, OwnedFd) = nix::unistd::pipe().context("pipe")?;
+    // SAFETY: no other thread exists yet (no runtime, no sled, no logging thread): the child may
+    // run arbitrary code.
+    match unsafe { fork() }.context("fork")? {
+        ForkResult::Parent { .. } => {
+            drop(w);
+            let mut r = File::from(r);
+            let mut msg = Vec::new();
+            let _ = r.read_to_end(&mut msg);
+            if msg.first() == Some(&0) {
+                std::process::exit(0);
+            }
+            let why = String::from_utf8_lossy(&msg);
+            if why.is_empty() {
+                eprintln!(
+                    "syncd: the daemon exited before it was ready; see {}",
+                    log.display()
+                );
+            } else {
+                eprintln!("syncd: {why}");
+            }
+            std::process::exit(1);
+        }
+        ForkResult::Child => {}
+    }
+    drop(r);
+    setsid().context("setsid")?;
+    // SAFETY: still single-threaded.
+    match unsafe { fork() }.context("second fork")? {
+        ForkResult::Parent { .. } => std::process::exit(0),
+        ForkResult::Child => {}
+    }
+    std::env::set_current_dir("/").context("chdir /")?;
+    let null = File::open("/dev/null").context("/dev/null")?;
+    nix::unistd::dup2_stdin(&null).context("redirecting stdin")?;
+    nix::unistd::dup2_stdout(&logf).context("redirecting stdout")?;
+    nix::unistd::dup2_stderr(&logf).context("redirecting stderr")?;
+    Ok(Readiness {
+        pipe: File::from(w),
+    })
+}

@@ -1,0 +1,217 @@
+//! One generation of the replication pipeline (watcher → coalescer → target workers) for one
+//! configuration. A reload stops the running generation and starts a new one on the same
+//! journal; the control socket outlives generations.
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use syncd_proto::{ErrorKind, Response, RootState};
+use tokio::sync::{mpsc, watch, Notify};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::coalesce::{Coalescer, RootSink};
+use crate::config::Config;
+use crate::journal::Journal;
+use crate::push::{RootIdentity, Runner};
+use crate::target::{TargetHandle, Worker, WorkerView};
+use crate::watch::{WatchCmd, WatchCounts, Watcher};
+
+/// A root as the control socket sees it.
+pub struct RootView {
+    pub name: String,
+    pub source: PathBuf,
+    pub state: Arc<watch::Sender<RootState>>,
+}
+
+/// What the control socket needs of a running generation.
+pub struct EngineView {
+    pub roots: Vec<RootView>,
+    pub targets: Vec<TargetHandle>,
+    pub watches: Arc<WatchCounts>,
+    pub watch_cmd: mpsc::Sender<WatchCmd>,
+    pub waiting: watch::Receiver<usize>,
+    pub tick: Arc<watch::Sender<u64>>,
+    pub journal_error: watch::Receiver<Option<String>>,
+}
+
+impl EngineView {
+    /// Targets named by `--target`: `None` is all; `name` matches a target name in any root, or
+    /// a full `root/target` id.
+    pub fn select(&self, target: Option<&str>) -> Result<Vec<&TargetHandle>, Response> {
+        let ts: Vec<&TargetHandle> = match target {
+            None => self.targets.iter().collect(),
+            Some(n) => self
+                .targets
+                .iter()
+                .filter(|t| t.name == n || t.id == n)
+                .collect(),
+        };
+        if ts.is_empty() {
+            let known: Vec<&str> = self.targets.iter().map(|t| t.id.as_str()).collect();
+            return Err(Response::Error {
+                kind: ErrorKind::UnknownTarget,
+                message: format!(
+                    "no target named {:?}; known targets: {}",
+                    target.unwrap_or(""),
+                    known.join(", ")
+                ),
+            });
+        }
+        Ok(ts)
+    }
+}
+
+/// A running generation.
+pub struct Engine {
+    pub view: Arc<EngineView>,
+    cancel: CancellationToken,
+    tasks: JoinSet<()>,
+}
+
+/// Failures that keep a generation from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("source {path}: {source}")]
+    Root {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot start inotify: {0}")]
+    Inotify(std::io::Error),
+    #[error(transparent)]
+    Journal(#[from] crate::journal::JournalError),
+}
+
+impl Engine {
+    /// Watch every root, then start the coalescer and one worker per target. `resync_ids` are
+    /// owed a full rsync (every target at startup, new targets after a reload).
+    pub async fn start(
+        cfg: &Config,
+        journal: &Journal,
+        resync: &dyn Fn(&str) -> bool,
+        tick: Arc<watch::Sender<u64>>,
+    ) -> Result<Engine, EngineError> {
+        let cancel = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        let mut identities = Vec::new();
+        for r in &cfg.roots {
+            identities.push(
+                RootIdentity::of(&r.source).map_err(|source| EngineError::Root {
+                    path: r.source.clone(),
+                    source,
+                })?,
+            );
+        }
+        let (change_tx, change_rx) = mpsc::channel(65_536);
+        let (watcher, watches) = Watcher::start(cfg.roots.clone(), change_tx)
+            .await
+            .map_err(EngineError::Inotify)?;
+        let (cmd_tx, cmd_rx) = mpsc::channel(16);
+        let mut targets = Vec::new();
+        let mut sinks = Vec::new();
+        let mut roots = Vec::new();
+        for (ri, r) in cfg.roots.iter().enumerate() {
+            let root = Arc::new(r.clone());
+            let state = Arc::new(watch::Sender::new(RootState::Watching));
+            let mut sink = RootSink {
+                target_ids: Vec::new(),
+                wakes: Vec::new(),
+                delay: r.delay,
+                modify_delay: r.modify_delay,
+                full_resync_interval: r.full_resync_interval,
+                state: state.clone(),
+            };
+            for t in &r.targets {
+                let id = format!("{}/{}", r.name, t.name);
+                if resync(&id) {
+                    journal.request_resync(&id, b"")?;
+                }
+                let wake = Arc::new(Notify::new());
+                let (paused_tx, paused_rx) = watch::channel(false);
+                let (view_tx, view_rx) = watch::channel(WorkerView {
+                    state: syncd_proto::TargetState::Running,
+                    in_flight: 0,
+                    delivered: 0,
+                    last_error: None,
+                    next_retry: None,
+                    full_sync: None,
+                });
+                let kick = Arc::new(AtomicBool::new(false));
+                let worker = Worker {
+                    id: id.clone(),
+                    runner: Runner {
+                        root: root.clone(),
+                        target: Arc::new(t.clone()),
+                    },
+                    journal: journal.clone(),
+                    identity: identities[ri],
+                    wake: wake.clone(),
+                    paused: paused_rx,
+                    kick: kick.clone(),
+                    view: view_tx,
+                    tick: tick.clone(),
+                    grace: cfg.grace_period,
+                };
+                tasks.spawn(worker.run(cancel.clone()));
+                sink.target_ids.push(id.clone());
+                sink.wakes.push(wake.clone());
+                targets.push(TargetHandle {
+                    id,
+                    root: ri,
+                    name: t.name.clone(),
+                    dest: t.dest.to_string(),
+                    wake,
+                    paused: Arc::new(paused_tx),
+                    kick,
+                    view: view_rx,
+                });
+            }
+            sinks.push(sink);
+            roots.push(RootView {
+                name: r.name.clone(),
+                source: r.source.clone(),
+                state,
+            });
+        }
+        journal.flush().await?;
+        let waiting = Arc::new(watch::Sender::new(0usize));
+        let journal_error = Arc::new(watch::Sender::new(None));
+        let coalescer = Coalescer {
+            journal: journal.clone(),
+            roots: sinks,
+            waiting: waiting.clone(),
+            tick: tick.clone(),
+            journal_error: journal_error.clone(),
+        };
+        tasks.spawn(coalescer.run(change_rx, cancel.clone()));
+        tasks.spawn(watcher.run(cmd_rx, cancel.clone()));
+        let view = Arc::new(EngineView {
+            roots,
+            targets,
+            watches,
+            watch_cmd: cmd_tx,
+            waiting: waiting.subscribe(),
+            tick,
+            journal_error: journal_error.subscribe(),
+        });
+        info!(
+            roots = cfg.roots.len(),
+            targets = view.targets.len(),
+            "replication started"
+        );
+        Ok(Engine {
+            view,
+            cancel,
+            tasks,
+        })
+    }
+
+    /// Stop watching, journal what is waiting, let running rsyncs finish within the grace period.
+    pub async fn stop(mut self) {
+        self.cancel.cancel();
+        while self.tasks.join_next().await.is_some() {}
+    }
+}

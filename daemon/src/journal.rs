@@ -1,0 +1,444 @@
+//! The journal: every changed path, per target, from the moment it is seen until its target
+//! confirmed it. Backed by sled 0.34.
+//!
+//! Schema (all keys are bytes, all values bincode 1.3 with the varint options):
+//! - tree `pending`: `target_id 0x00 path` → [`Entry`]. Written and flushed before a path is
+//!   dispatched; removed only by [`Journal::confirm`], which compare-and-swaps against the exact
+//!   value read before the push, so a path re-dirtied during its push (new generation) stays.
+//! - tree `failed`: same key → [`Entry`] of a path that exhausted its attempts (parked).
+//! - tree `meta`: `resync 0x00 target_id 0x00 subpath` → generation: a full rsync of the root
+//!   (or of `subpath`) is owed to the target; `schema` → version.
+//!
+//! `target_id` is `root/target` (names are validated: no NUL, no `/` inside a name).
+//! Delivery is at least once: a repeat is harmless (rsync is idempotent), a loss is not.
+
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bincode::Options;
+use serde::{Deserialize, Serialize};
+use sled::transaction::{TransactionError, TransactionResult};
+use sled::{IVec, Transactional};
+
+const SCHEMA_VERSION: u32 = 1;
+
+/// Journal failures are fatal for the affected operation and reported, never ignored.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("cannot open the journal in {dir}: {source}")]
+    Open { dir: String, source: sled::Error },
+    #[error("journal in {dir} has schema {found}, this syncd understands {SCHEMA_VERSION}; move it aside to start afresh (a full resync follows)")]
+    Schema { dir: String, found: u32 },
+    #[error("journal I/O failed: {0}")]
+    Io(#[from] sled::Error),
+    #[error("journal entry is corrupt: {0}")]
+    Corrupt(#[from] bincode::Error),
+}
+
+/// One pending or parked path.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Bumped every time the path is seen changing.
+    pub generation: u64,
+    /// Unix milliseconds of the first unconfirmed change.
+    pub first_seen_ms: u64,
+    pub attempts: u32,
+    /// Unix milliseconds before which the path is not retried.
+    pub next_attempt_ms: u64,
+    pub last_error: Option<String>,
+}
+
+/// A pending path as read for a push: the raw value is what [`Journal::confirm`] compares.
+#[derive(Debug, Clone)]
+pub struct Item {
+    pub path: Vec<u8>,
+    pub entry: Entry,
+    raw: IVec,
+}
+
+/// A parked path and its entry.
+pub type ParkedPath = (Vec<u8>, Entry);
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn opts() -> impl Options {
+    bincode::DefaultOptions::new().with_limit(1 << 20)
+}
+
+fn key(target: &str, path: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(target.len() + 1 + path.len());
+    k.extend_from_slice(target.as_bytes());
+    k.push(0);
+    k.extend_from_slice(path);
+    k
+}
+
+fn prefix(target: &str) -> Vec<u8> {
+    key(target, b"")
+}
+
+fn resync_key(target: &str, sub: &[u8]) -> Vec<u8> {
+    let mut k = b"resync\0".to_vec();
+    k.extend_from_slice(&key(target, sub));
+    k
+}
+
+/// Handle to the journal; cheap to clone, shared by every task.
+#[derive(Clone)]
+pub struct Journal {
+    db: sled::Db,
+    pending: sled::Tree,
+    failed: sled::Tree,
+    meta: sled::Tree,
+}
+
+impl Journal {
+    /// Open (or create) the journal under `dir`. Fails if another process holds it.
+    pub fn open(dir: &Path) -> Result<Journal, JournalError> {
+        let d = dir.display().to_string();
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(64 * 1024 * 1024)
+            .flush_every_ms(Some(500))
+            .open()
+            .map_err(|source| JournalError::Open {
+                dir: d.clone(),
+                source,
+            })?;
+        let meta = db.open_tree("meta")?;
+        match meta.get("schema")? {
+            Some(v) => {
+                let found = opts().deserialize::<u32>(&v)?;
+                if found != SCHEMA_VERSION {
+                    return Err(JournalError::Schema { dir: d, found });
+                }
+            }
+            None => {
+                meta.insert("schema", opts().serialize(&SCHEMA_VERSION)?)?;
+            }
+        }
+        Ok(Journal {
+            pending: db.open_tree("pending")?,
+            failed: db.open_tree("failed")?,
+            meta,
+            db,
+        })
+    }
+
+    /// Make everything written so far survive a crash of the process.
+    pub async fn flush(&self) -> Result<(), JournalError> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// Record that `paths` changed, for every target in `targets`. Resets attempts (the path
+    /// changed, so it deserves fresh tries) and un-parks it.
+    pub fn record(&self, targets: &[String], paths: &[Vec<u8>]) -> Result<(), JournalError> {
+        if paths.is_empty() || targets.is_empty() {
+            return Ok(());
+        }
+        let generation = self.db.generate_id()?;
+        let now = now_ms();
+        for t in targets {
+            for p in paths {
+                let k = key(t, p);
+                let first_seen_ms = match self.pending.get(&k)? {
+                    Some(old) => opts()
+                        .deserialize::<Entry>(&old)
+                        .map(|e| e.first_seen_ms)
+                        .unwrap_or(now),
+                    None => now,
+                };
+                let e = Entry {
+                    generation,
+                    first_seen_ms,
+                    attempts: 0,
+                    next_attempt_ms: 0,
+                    last_error: None,
+                };
+                self.pending.insert(k.as_slice(), opts().serialize(&e)?)?;
+                self.failed.remove(k)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Up to `limit` pending paths of `target` due at `now_ms`, skipping `skip` (already in
+    /// flight). Also returns the earliest `next_attempt_ms` among the paths not yet due.
+    pub fn due(
+        &self,
+        target: &str,
+        now_ms: u64,
+        limit: usize,
+        skip: &dyn Fn(&[u8]) -> bool,
+    ) -> Result<(Vec<Item>, Option<u64>), JournalError> {
+        let pfx = prefix(target);
+        let mut out = Vec::new();
+        let mut next: Option<u64> = None;
+        for kv in self.pending.scan_prefix(&pfx) {
+            let (k, v) = kv?;
+            let path = &k[pfx.len()..];
+            if skip(path) {
+                continue;
+            }
+            let entry: Entry = opts().deserialize(&v)?;
+            if entry.next_attempt_ms > now_ms {
+                next =
+                    Some(next.map_or(entry.next_attempt_ms, |n: u64| n.min(entry.next_attempt_ms)));
+                continue;
+            }
+            if out.len() < limit {
+                out.push(Item {
+                    path: path.to_vec(),
+                    entry,
+                    raw: v,
+                });
+            } else {
+                break;
+            }
+        }
+        Ok((out, next))
+    }
+
+    /// The target confirmed these paths: remove each one whose entry did not change meanwhile.
+    /// Returns how many were removed.
+    pub fn confirm(&self, target: &str, items: &[Item]) -> Result<u64, JournalError> {
+        let mut n = 0;
+        for it in items {
+            if self
+                .pending
+                .compare_and_swap(key(target, &it.path), Some(&it.raw), None as Option<&[u8]>)?
+                .is_ok()
+            {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// A push of `item` failed: count the attempt and schedule the next one, or park the path in
+    /// `failed` once `max_attempts` is reached. Returns true if parked. A path that changed
+    /// meanwhile is left alone (its new generation gets fresh attempts).
+    pub fn fail(
+        &self,
+        target: &str,
+        item: &Item,
+        error: &str,
+        next_attempt_ms: u64,
+        max_attempts: u32,
+    ) -> Result<bool, JournalError> {
+        let k = key(target, &item.path);
+        let mut e = item.entry.clone();
+        e.attempts += 1;
+        e.last_error = Some(error.to_string());
+        e.next_attempt_ms = next_attempt_ms;
+        let new = opts().serialize(&e)?;
+        if e.attempts >= max_attempts {
+            let res: TransactionResult<bool, ()> =
+                (&self.pending, &self.failed).transaction(|(p, f)| {
+                    if p.get(&k)?.as_ref() != Some(&item.raw) {
+                        return Ok(false);
+                    }
+                    p.remove(k.as_slice())?;
+                    f.insert(k.as_slice(), new.as_slice())?;
+                    Ok(true)
+                });
+            return match res {
+                Ok(parked) => Ok(parked),
+                Err(TransactionError::Storage(s)) => Err(JournalError::Io(s)),
+                Err(TransactionError::Abort(())) => Ok(false),
+            };
+        }
+        let _ = self
+            .pending
+            .compare_and_swap(k, Some(&item.raw), Some(new))?;
+        Ok(false)
+    }
+
+    /// Move every parked path of `target` back to pending with fresh attempts; returns how many.
+    pub fn retry_failed(&self, target: &str) -> Result<u64, JournalError> {
+        let pfx = prefix(target);
+        let mut n = 0;
+        for kv in self.failed.scan_prefix(&pfx) {
+            let (k, v) = kv?;
+            let mut e: Entry = opts().deserialize(&v)?;
+            e.attempts = 0;
+            e.next_attempt_ms = 0;
+            // Keep last_error visible until the next attempt replaces or clears it.
+            self.pending.insert(&k, opts().serialize(&e)?)?;
+            self.failed.remove(&k)?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Parked paths of `target`, at most `limit`, and the total count.
+    pub fn list_failed(
+        &self,
+        target: &str,
+        limit: usize,
+    ) -> Result<(Vec<ParkedPath>, u64), JournalError> {
+        let pfx = prefix(target);
+        let mut out = Vec::new();
+        let mut total = 0;
+        for kv in self.failed.scan_prefix(&pfx) {
+            let (k, v) = kv?;
+            total += 1;
+            if out.len() < limit {
+                out.push((k[pfx.len()..].to_vec(), opts().deserialize(&v)?));
+            }
+        }
+        Ok((out, total))
+    }
+
+    /// Pending count and the oldest `first_seen_ms` of `target`.
+    pub fn pending_stats(&self, target: &str) -> Result<(u64, Option<u64>), JournalError> {
+        let mut n = 0;
+        let mut oldest: Option<u64> = None;
+        for kv in self.pending.scan_prefix(prefix(target)) {
+            let (_, v) = kv?;
+            n += 1;
+            let e: Entry = opts().deserialize(&v)?;
+            oldest = Some(oldest.map_or(e.first_seen_ms, |o: u64| o.min(e.first_seen_ms)));
+        }
+        Ok((n, oldest))
+    }
+
+    /// Number of parked paths of `target`.
+    pub fn failed_count(&self, target: &str) -> Result<u64, JournalError> {
+        let mut n = 0;
+        for kv in self.failed.scan_prefix(prefix(target)) {
+            kv?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Owe `target` a full rsync of its root (`sub` empty) or of the subdirectory `sub`.
+    pub fn request_resync(&self, target: &str, sub: &[u8]) -> Result<(), JournalError> {
+        let generation = self.db.generate_id()?;
+        self.meta
+            .insert(resync_key(target, sub), opts().serialize(&generation)?)?;
+        Ok(())
+    }
+
+    /// Full resyncs owed to `target`: (subpath, token for [`Journal::resync_done`]).
+    pub fn resyncs(&self, target: &str) -> Result<Vec<(Vec<u8>, IVec)>, JournalError> {
+        let pfx = resync_key(target, b"");
+        let mut out = Vec::new();
+        for kv in self.meta.scan_prefix(&pfx) {
+            let (k, v) = kv?;
+            out.push((k[pfx.len()..].to_vec(), v));
+        }
+        Ok(out)
+    }
+
+    /// A full rsync finished: clear the request unless it was renewed meanwhile (an overflow
+    /// during the run asks again, and must get another run).
+    pub fn resync_done(&self, target: &str, sub: &[u8], token: &IVec) -> Result<(), JournalError> {
+        let _ = self.meta.compare_and_swap(
+            resync_key(target, sub),
+            Some(token),
+            None as Option<&[u8]>,
+        )?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open() -> (tempfile::TempDir, Journal) {
+        let d = tempfile::tempdir().unwrap();
+        let j = Journal::open(&d.path().join("j")).unwrap();
+        (d, j)
+    }
+
+    const T: &str = "root/t1";
+
+    #[test]
+    fn confirm_removes_only_unchanged_entries() {
+        let (_d, j) = open();
+        j.record(&[T.into()], &[b"a".to_vec(), b"b".to_vec()])
+            .unwrap();
+        let (items, _) = j.due(T, now_ms(), 100, &|_| false).unwrap();
+        assert_eq!(items.len(), 2);
+        // `b` changes again while its push is in flight.
+        j.record(&[T.into()], &[b"b".to_vec()]).unwrap();
+        assert_eq!(j.confirm(T, &items).unwrap(), 1);
+        let (left, _) = j.due(T, now_ms(), 100, &|_| false).unwrap();
+        assert_eq!(
+            left.iter().map(|i| i.path.clone()).collect::<Vec<_>>(),
+            vec![b"b".to_vec()]
+        );
+    }
+
+    #[test]
+    fn failing_path_is_parked_after_max_attempts_and_can_be_retried() {
+        let (_d, j) = open();
+        j.record(&[T.into()], &[b"x".to_vec()]).unwrap();
+        for attempt in 1..=3 {
+            let (items, _) = j.due(T, u64::MAX, 10, &|_| false).unwrap();
+            assert_eq!(items.len(), 1, "attempt {attempt}");
+            let parked = j.fail(T, &items[0], "denied", 0, 3).unwrap();
+            assert_eq!(parked, attempt == 3);
+        }
+        assert_eq!(j.pending_stats(T).unwrap().0, 0);
+        let (failed, total) = j.list_failed(T, 10).unwrap();
+        assert_eq!(total, 1);
+        assert_eq!(failed[0].1.last_error.as_deref(), Some("denied"));
+        assert_eq!(j.retry_failed(T).unwrap(), 1);
+        assert_eq!(j.pending_stats(T).unwrap().0, 1);
+        assert_eq!(j.failed_count(T).unwrap(), 0);
+    }
+
+    #[test]
+    fn backoff_hides_path_until_due() {
+        let (_d, j) = open();
+        j.record(&[T.into()], &[b"x".to_vec()]).unwrap();
+        let (items, _) = j.due(T, now_ms(), 10, &|_| false).unwrap();
+        j.fail(T, &items[0], "e", 5_000, 10).unwrap();
+        let (items, next) = j.due(T, 4_999, 10, &|_| false).unwrap();
+        assert!(items.is_empty());
+        assert_eq!(next, Some(5_000));
+    }
+
+    #[test]
+    fn targets_are_separate_and_resync_token_is_checked() {
+        let (_d, j) = open();
+        j.record(&["r/a".into()], &[b"p".to_vec()]).unwrap();
+        assert_eq!(j.pending_stats("r/b").unwrap().0, 0);
+        j.request_resync("r/a", b"").unwrap();
+        let rs = j.resyncs("r/a").unwrap();
+        j.request_resync("r/a", b"").unwrap();
+        j.resync_done("r/a", b"", &rs[0].1).unwrap();
+        assert_eq!(
+            j.resyncs("r/a").unwrap().len(),
+            1,
+            "renewed request survives"
+        );
+        let rs = j.resyncs("r/a").unwrap();
+        j.resync_done("r/a", b"", &rs[0].1).unwrap();
+        assert!(j.resyncs("r/a").unwrap().is_empty());
+    }
+
+    #[test]
+    fn entries_survive_reopen() {
+        let d = tempfile::tempdir().unwrap();
+        {
+            let j = Journal::open(&d.path().join("j")).unwrap();
+            j.record(&[T.into()], &[b"keep\xff".to_vec()]).unwrap();
+            futures::executor::block_on(j.flush()).unwrap();
+        }
+        let j = Journal::open(&d.path().join("j")).unwrap();
+        let (items, _) = j.due(T, now_ms(), 10, &|_| false).unwrap();
+        assert_eq!(items[0].path, b"keep\xff");
+    }
+}

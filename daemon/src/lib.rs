@@ -1,0 +1,154 @@
+//! syncd: real-time file replication with inotify, a sled journal and the real `rsync`.
+//!
+//! [`run`] is the whole daemon once the process is set up (forked or not): it opens the journal,
+//! binds the control socket, starts the replication [`engine`] and serves until `shutdown`.
+//! The binary only parses arguments, daemonizes and builds the runtime.
+//!
+//! Task layout (see docs/architecture.md): one watcher, one coalescer, one worker per target,
+//! one control server; they talk over bounded channels, `watch` channels for published state
+//! and `Notify` for wake-ups. No lock is held across an `.await`.
+
+pub mod coalesce;
+pub mod config;
+pub mod control;
+pub mod daemonize;
+pub mod engine;
+pub mod exclude;
+pub mod journal;
+pub mod push;
+pub mod target;
+pub mod watch;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{mpsc, watch as wch};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+pub use config::Config;
+
+/// Run the daemon until `shutdown` is cancelled (or a `stop` request arrives). `ready` is called
+/// once every root is watched and the control socket accepts connections.
+pub async fn run(
+    config: Config,
+    shutdown: CancellationToken,
+    ready: Box<dyn FnOnce() + Send>,
+) -> anyhow::Result<()> {
+    let journal =
+        journal::Journal::open(&config.state_dir.join("journal")).context("opening the journal")?;
+    let listener = control::bind(&config.socket, config.socket_group.as_deref())?;
+    let socket_path = config.socket.clone();
+    let result = serve(config, journal.clone(), listener, shutdown, ready).await;
+    if let Err(e) = journal.flush().await {
+        error!(error = %e, "final journal flush failed");
+    }
+    let _ = std::fs::remove_file(&socket_path);
+    result
+}
+
+async fn serve(
+    mut config: Config,
+    journal: journal::Journal,
+    listener: tokio::net::UnixListener,
+    shutdown: CancellationToken,
+    ready: Box<dyn FnOnce() + Send>,
+) -> anyhow::Result<()> {
+    let tick = Arc::new(wch::Sender::new(0u64));
+    let (engine_tx, engine_rx) = wch::channel(None);
+    let (reload_tx, mut reload_rx) = mpsc::channel(4);
+    let shared = Arc::new(control::Shared {
+        journal: journal.clone(),
+        engine: engine_rx,
+        started: std::time::Instant::now(),
+        reload: reload_tx,
+        shutdown: shutdown.clone(),
+        access: control::Access::new(config.socket_group.as_deref()),
+    });
+    let startup_resync = config.startup_resync;
+    let mut engine =
+        engine::Engine::start(&config, &journal, &|_| startup_resync, tick.clone()).await?;
+    engine_tx.send_replace(Some(engine.view.clone()));
+    let server_stop = CancellationToken::new();
+    let server = tokio::spawn(control::serve(listener, shared, server_stop.clone()));
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    ready();
+    info!(socket = %config.socket.display(), "syncd ready");
+    loop {
+        let reply = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = hup.recv() => None,
+            r = reload_rx.recv() => match r { Some(r) => Some(r), None => break },
+        };
+        let outcome = match reload_config(&config) {
+            Err(e) => {
+                warn!(error = %e, "reload refused; the running configuration stays");
+                Err(format!(
+                    "reload refused, the running configuration stays: {e}"
+                ))
+            }
+            Ok(new) => {
+                let old_ids: HashSet<String> =
+                    engine.view.targets.iter().map(|t| t.id.clone()).collect();
+                engine_tx.send_replace(None);
+                engine.stop().await;
+                match engine::Engine::start(
+                    &new,
+                    &journal,
+                    &|id| !old_ids.contains(id),
+                    tick.clone(),
+                )
+                .await
+                {
+                    Ok(e) => {
+                        engine = e;
+                        config = new;
+                        info!("configuration reloaded");
+                        Ok("configuration reloaded".to_string())
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "new configuration failed to start; restarting the old one");
+                        engine = engine::Engine::start(&config, &journal, &|_| false, tick.clone())
+                            .await?;
+                        Err(format!(
+                            "new configuration failed to start, the old one runs again: {e}"
+                        ))
+                    }
+                }
+            }
+        };
+        engine_tx.send_replace(Some(engine.view.clone()));
+        if let Some(r) = reply {
+            let _ = r.send(outcome);
+        }
+    }
+    info!("shutting down");
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    engine_tx.send_replace(None);
+    engine.stop().await;
+    server_stop.cancel();
+    let _ = server.await;
+    Ok(())
+}
+
+fn reload_config(current: &Config) -> Result<Config, String> {
+    let Some(path) = &current.source_file else {
+        return Err(
+            "syncd was started without a config file (quick mode); there is nothing to reload"
+                .into(),
+        );
+    };
+    let new = Config::from_file(path).map_err(|e| e.to_string())?;
+    if new.state_dir != current.state_dir
+        || new.socket != current.socket
+        || new.pidfile != current.pidfile
+    {
+        return Err(
+            "state_dir, socket and pidfile cannot change on reload; restart syncd to change them"
+                .into(),
+        );
+    }
+    Ok(new)
+}

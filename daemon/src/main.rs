@@ -1,0 +1,176 @@
+//! `syncd`: parse arguments, load the configuration, lock the pidfile, daemonize, build the
+//! runtime and hand over to [`syncd::run`].
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use clap::{ArgAction, Parser, Subcommand};
+use syncd::config::{Config, DEFAULT_CONFIG_FILE, DEMO_CONFIG};
+use syncd::daemonize::{daemonize, PidFile, Readiness};
+use tokio_util::sync::CancellationToken;
+
+/// Real-time file replication: inotify, a journal, and rsync.
+#[derive(Parser, Debug)]
+#[command(name = "syncd", version, about)]
+struct Cli {
+    /// Configuration file [default: /etc/syncd/syncd.toml; without it, a demo in ./syncd-demo]
+    #[arg(long, short = 'c', global = true)]
+    config: Option<PathBuf>,
+    /// Stay in the foreground (for systemd Type=notify and tests); logs go to stderr.
+    #[arg(long, short = 'f')]
+    foreground: bool,
+    /// More log output (-v debug, -vv trace); SYNCD_LOG overrides.
+    #[arg(short, long, action = ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Quick mode: directory to watch (instead of a config file).
+    #[arg(long, requires = "target", conflicts_with = "config")]
+    source: Option<PathBuf>,
+    /// Quick mode: destination (local dir, [user@]host::module[/path] or [user@]host:path); repeatable.
+    #[arg(long, requires = "source")]
+    target: Vec<String>,
+    /// Quick mode: journal directory.
+    #[arg(long, requires = "source")]
+    state_dir: Option<PathBuf>,
+    /// Quick mode: control socket path.
+    #[arg(long, requires = "source")]
+    socket: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Validate the configuration and exit (0 valid, 1 invalid).
+    CheckConfig,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match real_main(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("syncd: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn load_config(cli: &Cli) -> anyhow::Result<Config> {
+    if let Some(src) = &cli.source {
+        return Ok(Config::quick(
+            src.clone(),
+            cli.target.clone(),
+            cli.state_dir.clone(),
+            cli.socket.clone(),
+        )?);
+    }
+    if let Some(path) = &cli.config {
+        return Ok(Config::from_file(path)?);
+    }
+    let default = PathBuf::from(DEFAULT_CONFIG_FILE);
+    if default.exists() {
+        return Ok(Config::from_file(&default)?);
+    }
+    for d in ["syncd-demo/source", "syncd-demo/state"] {
+        std::fs::create_dir_all(d).with_context(|| format!("creating {d}"))?;
+    }
+    eprintln!(
+        "syncd: no --config and no {DEFAULT_CONFIG_FILE}: running the demo.\n  \
+         files written to ./syncd-demo/source are replicated to ./syncd-demo/target\n  \
+         try: syncctl --socket syncd-demo/syncd.sock status"
+    );
+    Ok(Config::from_toml(
+        DEMO_CONFIG,
+        std::path::Path::new("(embedded demo config)"),
+    )?)
+}
+
+fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
+    let config = load_config(&cli)?;
+    if let Some(Command::CheckConfig) = cli.command {
+        let targets: usize = config.roots.iter().map(|r| r.targets.len()).sum();
+        println!(
+            "configuration is valid: {} root(s), {} target(s)",
+            config.roots.len(),
+            targets
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let (maj, min, patch) = syncd::push::probe_rsync().map_err(anyhow::Error::msg)?;
+    std::fs::create_dir_all(&config.state_dir)
+        .with_context(|| format!("cannot create state_dir {}", config.state_dir.display()))?;
+    let mut pidfile = PidFile::lock(&config.pidfile)?;
+    let readiness: Option<Readiness> = if cli.foreground {
+        None
+    } else {
+        Some(daemonize(&config.log_file)?)
+    };
+    pidfile.write_pid().context("writing the pidfile")?;
+    init_tracing(cli.verbose, cli.foreground);
+    tracing::info!(
+        rsync = format!("{maj}.{min}.{patch}"),
+        pid = std::process::id(),
+        "syncd starting"
+    );
+
+    let readiness = Arc::new(Mutex::new(readiness));
+    let on_ready = {
+        let readiness = readiness.clone();
+        let foreground = cli.foreground;
+        Box::new(move || {
+            if let Some(r) = readiness.lock().ok().and_then(|mut g| g.take()) {
+                r.ready();
+            }
+            if foreground {
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+            }
+        })
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("building the runtime")?;
+    let result = runtime.block_on(async move {
+        let shutdown = CancellationToken::new();
+        let s = shutdown.clone();
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+                _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+            }
+            s.cancel();
+        });
+        syncd::run(config, shutdown, on_ready).await
+    });
+    drop(pidfile);
+    match result {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) => {
+            tracing::error!("{e:#}");
+            if let Some(r) = readiness.lock().ok().and_then(|mut g| g.take()) {
+                r.failed(&format!("{e:#}"));
+            }
+            Err(e)
+        }
+    }
+}
+
+fn init_tracing(verbose: u8, foreground: bool) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_env("SYNCD_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let ansi = foreground && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -1,0 +1,460 @@
+//! One task per target: takes due paths from the journal, pushes them with rsync, confirms or
+//! reschedules them, and keeps the target's backoff.
+//!
+//! Invariants:
+//! - a path is in at most one rsync at a time (the in-flight set), and leaves the journal only
+//!   through [`Journal::confirm`] after rsync reported it delivered;
+//! - a target-level failure (transport, auth, disk full, killed rsync) puts the target in
+//!   backoff without spending the paths' attempts: a dead target costs one probe per step;
+//! - exit 23 is narrowed by splitting the batch until the failing paths are single, and only
+//!   those spend attempts; after `max_attempts` they are parked as failed with rsync's reason;
+//! - owed full resyncs run alone, before batches;
+//! - timers are deadlines slept on with `sleep_until`, never a polling loop.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use syncd_proto::TargetState;
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinSet;
+use tokio::time::{sleep_until, Instant};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::config::RetryPolicy;
+use crate::journal::{now_ms, Item, Journal};
+use crate::push::{check_root, plan_list, Outcome, RootIdentity, Runner};
+
+/// What a target worker publishes for `status` and `wait-idle`.
+#[derive(Debug, Clone)]
+pub struct WorkerView {
+    pub state: TargetState,
+    pub in_flight: u64,
+    pub delivered: u64,
+    pub last_error: Option<String>,
+    pub next_retry: Option<Instant>,
+    /// Start and progress counter of a running full sync.
+    pub full_sync: Option<(Instant, Arc<AtomicU64>)>,
+}
+
+/// Handle kept by the engine and the control socket.
+#[derive(Clone)]
+pub struct TargetHandle {
+    /// `root/target`, the journal's key prefix.
+    pub id: String,
+    pub root: usize,
+    pub name: String,
+    pub dest: String,
+    pub wake: Arc<Notify>,
+    pub paused: Arc<watch::Sender<bool>>,
+    /// Set to leave backoff at once (explicit resync or retry-failed).
+    pub kick: Arc<std::sync::atomic::AtomicBool>,
+    pub view: watch::Receiver<WorkerView>,
+}
+
+enum JobResult {
+    Batch {
+        paths: Vec<Vec<u8>>,
+        delivered: u64,
+        target_error: Option<(String, bool)>,
+        path_error: Option<String>,
+    },
+    Full {
+        ok: bool,
+        target_error: Option<(String, bool)>,
+        warning: Option<String>,
+    },
+}
+
+/// The worker task.
+pub struct Worker {
+    pub id: String,
+    pub runner: Runner,
+    pub journal: Journal,
+    pub identity: RootIdentity,
+    pub wake: Arc<Notify>,
+    pub paused: watch::Receiver<bool>,
+    pub kick: Arc<std::sync::atomic::AtomicBool>,
+    pub view: watch::Sender<WorkerView>,
+    /// Bumped on every state change; `wait-idle` waits on it.
+    pub tick: Arc<watch::Sender<u64>>,
+    pub grace: Duration,
+}
+
+/// Backoff after `n` consecutive failures: exponential, capped, with jitter in the upper half.
+pub fn backoff(policy: &RetryPolicy, n: u32) -> Duration {
+    let exp = policy.initial.saturating_mul(1u32 << n.min(20));
+    let d = exp.min(policy.max);
+    let half = d / 2;
+    half + Duration::from_millis(rand::thread_rng().gen_range(0..=half.as_millis() as u64))
+}
+
+impl Worker {
+    /// Run until `shutdown`, then let running rsyncs finish within the grace period.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let t = self.runner.target.clone();
+        let workers = t.workers;
+        let mut inflight: HashSet<Vec<u8>> = HashSet::new();
+        let mut jobs: JoinSet<JobResult> = JoinSet::new();
+        let mut full_running: Option<(Instant, Arc<AtomicU64>)> = None;
+        let mut failures: u32 = 0;
+        let mut backoff_until: Option<Instant> = None;
+        let mut next_failed_retry = Instant::now() + t.retry.failed_interval;
+        let mut next_due: Option<Instant> = None;
+        let mut delivered: u64 = 0;
+        let mut last_error: Option<String> = None;
+        let mut stopping: Option<Instant> = None;
+        let mut paused = self.paused.clone();
+        loop {
+            if self.kick.swap(false, Ordering::Relaxed) {
+                backoff_until = None;
+            }
+            let now = Instant::now();
+            if backoff_until.is_some_and(|b| b <= now) {
+                backoff_until = None;
+            }
+            if now >= next_failed_retry {
+                match self.journal.retry_failed(&self.id) {
+                    Ok(n) if n > 0 => {
+                        info!(target = %self.id, paths = n, "scheduled retry of failed paths")
+                    }
+                    Ok(_) => {}
+                    Err(e) => warn!(target = %self.id, error = %e, "journal read failed"),
+                }
+                next_failed_retry = now + t.retry.failed_interval;
+            }
+            let is_paused = *paused.borrow();
+            if stopping.is_none() && !is_paused && backoff_until.is_none() && full_running.is_none()
+            {
+                self.start_jobs(
+                    &mut jobs,
+                    &mut inflight,
+                    &mut full_running,
+                    &mut next_due,
+                    workers,
+                );
+            }
+            let state = if is_paused {
+                TargetState::Paused
+            } else if backoff_until.is_some() {
+                TargetState::Backoff
+            } else if full_running.is_some() {
+                TargetState::InitialSync
+            } else {
+                TargetState::Running
+            };
+            self.view.send_replace(WorkerView {
+                state,
+                in_flight: inflight.len() as u64,
+                delivered,
+                last_error: last_error.clone(),
+                next_retry: backoff_until,
+                full_sync: full_running.clone(),
+            });
+            self.tick.send_modify(|n| *n += 1);
+            if stopping.is_some() && jobs.is_empty() {
+                return;
+            }
+            let far = now + Duration::from_secs(86_400);
+            let wake_at = [backoff_until, next_due, Some(next_failed_retry)]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(far);
+            tokio::select! {
+                Some(res) = jobs.join_next(), if !jobs.is_empty() => {
+                    let res = match res {
+                        Ok(r) => r,
+                        Err(e) => { warn!(target = %self.id, error = %e, "push task failed"); continue; }
+                    };
+                    match res {
+                        JobResult::Batch { paths, delivered: n, target_error, path_error } => {
+                            for p in &paths { inflight.remove(p); }
+                            delivered += n;
+                            let clean = path_error.is_none() && target_error.is_none();
+                            if let Some(e) = path_error { last_error = Some(e); }
+                            if clean && n > 0 { last_error = None; }
+                            match target_error {
+                                Some((e, permanent)) => {
+                                    failures += 1;
+                                    let d = if permanent { t.retry.max } else { backoff(&t.retry, failures - 1) };
+                                    warn!(target = %self.id, error = %e, retry_in_ms = d.as_millis() as u64, "target failed; backing off");
+                                    last_error = Some(e);
+                                    backoff_until = Some(Instant::now() + d);
+                                }
+                                None => {
+                                    if n > 0 { failures = 0; }
+                                }
+                            }
+                        }
+                        JobResult::Full { ok, target_error, warning } => {
+                            full_running = None;
+                            let warning_was_none = warning.is_none();
+                            if let Some(w) = warning { last_error = Some(w); }
+                            if let Some((e, permanent)) = target_error {
+                                failures += 1;
+                                let d = if permanent { t.retry.max } else { backoff(&t.retry, failures - 1) };
+                                warn!(target = %self.id, error = %e, retry_in_ms = d.as_millis() as u64, "full sync failed; backing off");
+                                last_error = Some(e);
+                                backoff_until = Some(Instant::now() + d);
+                            } else if ok {
+                                failures = 0;
+                                if warning_was_none { last_error = None; }
+                            }
+                        }
+                    }
+                }
+                _ = self.wake.notified() => {}
+                _ = paused.changed() => {}
+                _ = sleep_until(wake_at) => {}
+                _ = shutdown.cancelled(), if stopping.is_none() => {
+                    stopping = Some(Instant::now() + self.grace);
+                }
+                _ = sleep_until(stopping.unwrap_or(far)), if stopping.is_some() => {
+                    warn!(target = %self.id, running = jobs.len(), "grace period over; killing rsync (its paths stay pending)");
+                    jobs.abort_all();
+                    while jobs.join_next().await.is_some() {}
+                    return;
+                }
+            }
+        }
+    }
+
+    fn start_jobs(
+        &self,
+        jobs: &mut JoinSet<JobResult>,
+        inflight: &mut HashSet<Vec<u8>>,
+        full_running: &mut Option<(Instant, Arc<AtomicU64>)>,
+        next_due: &mut Option<Instant>,
+        workers: usize,
+    ) {
+        *next_due = None;
+        // Owed full resyncs go first and run alone.
+        match self.journal.resyncs(&self.id) {
+            Ok(rs) if !rs.is_empty() => {
+                if jobs.is_empty() {
+                    let progress = Arc::new(AtomicU64::new(0));
+                    *full_running = Some((Instant::now(), progress.clone()));
+                    let (runner, journal, id, identity) = (
+                        self.runner.clone(),
+                        self.journal.clone(),
+                        self.id.clone(),
+                        self.identity,
+                    );
+                    jobs.spawn(full_job(runner, journal, id, identity, rs, progress));
+                }
+                return;
+            }
+            Ok(_) => {}
+            Err(e) => warn!(target = %self.id, error = %e, "journal read failed"),
+        }
+        while jobs.len() < workers {
+            let now = now_ms();
+            let (items, next) =
+                match self
+                    .journal
+                    .due(&self.id, now, self.runner.target.max_batch, &|p| {
+                        inflight.contains(p)
+                    }) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        warn!(target = %self.id, error = %e, "journal read failed");
+                        return;
+                    }
+                };
+            if let Some(next) = next {
+                *next_due = Some(Instant::now() + Duration::from_millis(next.saturating_sub(now)));
+            }
+            if items.is_empty() {
+                return;
+            }
+            for it in &items {
+                inflight.insert(it.path.clone());
+            }
+            debug!(target = %self.id, paths = items.len(), "push batch");
+            let (runner, journal, id, identity) = (
+                self.runner.clone(),
+                self.journal.clone(),
+                self.id.clone(),
+                self.identity,
+            );
+            jobs.spawn(batch_job(runner, journal, id, identity, items));
+        }
+    }
+}
+
+async fn full_job(
+    runner: Runner,
+    journal: Journal,
+    id: String,
+    identity: RootIdentity,
+    resyncs: Vec<(Vec<u8>, sled::IVec)>,
+    progress: Arc<AtomicU64>,
+) -> JobResult {
+    let mut warning = None;
+    for (sub, token) in resyncs {
+        if let Err(e) = check_root(&runner.root.source, identity) {
+            return JobResult::Full {
+                ok: false,
+                target_error: Some((e, false)),
+                warning,
+            };
+        }
+        let started = std::time::Instant::now();
+        match runner.push_full(&sub, &progress).await {
+            Outcome::Delivered => {}
+            Outcome::Partial(e) => {
+                warn!(target = %id, error = %e, "full sync finished with errors");
+                warning = Some(e);
+            }
+            Outcome::TargetDown(e) => {
+                return JobResult::Full {
+                    ok: false,
+                    target_error: Some((e, false)),
+                    warning,
+                }
+            }
+            Outcome::Permanent(e) => {
+                return JobResult::Full {
+                    ok: false,
+                    target_error: Some((e, true)),
+                    warning,
+                }
+            }
+        }
+        info!(target = %id, sub = %String::from_utf8_lossy(&sub), entries = progress.load(Ordering::Relaxed), ms = started.elapsed().as_millis() as u64, "full sync done");
+        if let Err(e) = journal.resync_done(&id, &sub, &token) {
+            return JobResult::Full {
+                ok: false,
+                target_error: Some((e.to_string(), false)),
+                warning,
+            };
+        }
+    }
+    JobResult::Full {
+        ok: true,
+        target_error: None,
+        warning,
+    }
+}
+
+async fn batch_job(
+    runner: Runner,
+    journal: Journal,
+    id: String,
+    identity: RootIdentity,
+    items: Vec<Item>,
+) -> JobResult {
+    let paths: Vec<Vec<u8>> = items.iter().map(|i| i.path.clone()).collect();
+    if let Err(e) = check_root(&runner.root.source, identity) {
+        return JobResult::Batch {
+            paths,
+            delivered: 0,
+            target_error: Some((e, false)),
+            path_error: None,
+        };
+    }
+    let mut delivered = 0;
+    let mut path_error = None;
+    // Work list of slices still to push; exit 23 splits a slice in two.
+    let mut todo: Vec<Vec<Item>> = vec![items];
+    while let Some(chunk) = todo.pop() {
+        let list = {
+            let root = runner.root.source.clone();
+            let ps: Vec<Vec<u8>> = chunk.iter().map(|i| i.path.clone()).collect();
+            tokio::task::spawn_blocking(move || plan_list(&root, &ps))
+                .await
+                .unwrap_or_default()
+        };
+        let outcome = if list.is_empty() {
+            Outcome::Delivered
+        } else {
+            runner.push_batch(&list).await
+        };
+        match outcome {
+            Outcome::Delivered => match journal.confirm(&id, &chunk) {
+                Ok(n) => delivered += n,
+                Err(e) => {
+                    return JobResult::Batch {
+                        paths,
+                        delivered,
+                        target_error: Some((e.to_string(), false)),
+                        path_error,
+                    }
+                }
+            },
+            Outcome::Partial(e) if chunk.len() == 1 => {
+                let it = &chunk[0];
+                let policy = &runner.target.retry;
+                let next =
+                    now_ms() + crate::target::backoff(policy, it.entry.attempts).as_millis() as u64;
+                let shown = String::from_utf8_lossy(&it.path).into_owned();
+                match journal.fail(&id, it, &e, next, policy.max_attempts) {
+                    Ok(true) => {
+                        warn!(target = %id, path = %shown, error = %e, "path parked as failed")
+                    }
+                    Ok(false) => {
+                        info!(target = %id, path = %shown, error = %e, attempt = it.entry.attempts + 1, "path failed; will retry")
+                    }
+                    Err(je) => warn!(target = %id, error = %je, "journal write failed"),
+                }
+                path_error = Some(format!("{shown}: {e}"));
+            }
+            Outcome::Partial(_) => {
+                let mut a = chunk;
+                let b = a.split_off(a.len() / 2);
+                todo.push(a);
+                todo.push(b);
+            }
+            Outcome::TargetDown(e) => {
+                return JobResult::Batch {
+                    paths,
+                    delivered,
+                    target_error: Some((e, false)),
+                    path_error,
+                }
+            }
+            Outcome::Permanent(e) => {
+                return JobResult::Batch {
+                    paths,
+                    delivered,
+                    target_error: Some((e, true)),
+                    path_error,
+                }
+            }
+        }
+    }
+    if let Err(e) = journal.flush().await {
+        warn!(target = %id, error = %e, "journal flush failed");
+    }
+    JobResult::Batch {
+        paths,
+        delivered,
+        target_error: None,
+        path_error,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let p = RetryPolicy {
+            max_attempts: 3,
+            initial: Duration::from_millis(100),
+            max: Duration::from_millis(1000),
+            failed_interval: Duration::from_secs(60),
+        };
+        for _ in 0..50 {
+            let d0 = backoff(&p, 0);
+            assert!(d0 >= Duration::from_millis(50) && d0 <= Duration::from_millis(100));
+            let d9 = backoff(&p, 9);
+            assert!(d9 >= Duration::from_millis(500) && d9 <= Duration::from_millis(1000));
+        }
+    }
+}

@@ -1,0 +1,501 @@
+//! Recursive inotify watching of every root, turned into [`Change`]s for the coalescer.
+//!
+//! One inotify instance for all roots. Invariants:
+//! - every directory of a root (except excluded ones) carries a watch; a directory that appears
+//!   is watched **first** and scanned **afterwards**, so an entry created between the two is seen
+//!   at least once (duplicates are harmless);
+//! - `moved_from` is a delete of the old path, `moved_to` an upsert of the new one; a directory
+//!   renamed inside the root keeps its watches, whose cached paths are rewritten; a directory
+//!   moved out loses its watches;
+//! - an overflowed queue or a watch that could not be added never leaves a root silently
+//!   half-watched: the root is owed a full resync (persisted by the coalescer);
+//! - the root itself deleted or moved is reported and never turned into deletes at a target.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask};
+use tokio::io::unix::AsyncFd;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::config::RootConfig;
+
+/// How soon a changed path should be journaled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Urgency {
+    /// Finished change (close_write, delete, move, attrib, mkdir): journal now.
+    Now,
+    /// Created, probably about to be written: wait `delay` for its close_write.
+    Created,
+    /// Written without being closed: journal after `modify_delay` at the latest.
+    Modified,
+}
+
+/// What the watcher tells the coalescer.
+#[derive(Debug)]
+pub enum Change {
+    /// `path` (relative to root `root`) changed.
+    Path {
+        root: usize,
+        path: Vec<u8>,
+        urgency: Urgency,
+    },
+    /// Events were lost for `root`: owe every target a full resync.
+    Resync { root: usize, reason: String },
+    /// `root` cannot be fully watched: keep it in sync by scheduled full resyncs.
+    Degraded { root: usize, reason: String },
+    /// `root` itself vanished or moved: stop pushing it.
+    Lost { root: usize, reason: String },
+    /// Every event read before this one has been handed over.
+    Barrier(oneshot::Sender<()>),
+}
+
+/// Requests to the watcher task.
+#[derive(Debug)]
+pub enum WatchCmd {
+    /// Read every event already queued in the kernel, then pass a [`Change::Barrier`] on.
+    Barrier(oneshot::Sender<()>),
+}
+
+/// Published per root, shown by `status`.
+#[derive(Debug, Default)]
+pub struct WatchCounts {
+    pub watches: Vec<std::sync::atomic::AtomicU64>,
+}
+
+fn mask() -> WatchMask {
+    WatchMask::CREATE
+        | WatchMask::CLOSE_WRITE
+        | WatchMask::MODIFY
+        | WatchMask::ATTRIB
+        | WatchMask::MOVED_FROM
+        | WatchMask::MOVED_TO
+        | WatchMask::DELETE
+        | WatchMask::DELETE_SELF
+        | WatchMask::MOVE_SELF
+        | WatchMask::ONLYDIR
+        | WatchMask::DONT_FOLLOW
+        | WatchMask::EXCL_UNLINK
+}
+
+struct Watched {
+    root: usize,
+    rel: Vec<u8>,
+    wd: WatchDescriptor,
+}
+
+struct OwnedEvent {
+    wd: WatchDescriptor,
+    mask: EventMask,
+    cookie: u32,
+    name: Option<Vec<u8>>,
+}
+
+/// The watcher task's state.
+pub struct Watcher {
+    fd: AsyncFd<Inotify>,
+    roots: Vec<RootConfig>,
+    by_wd: HashMap<i32, Watched>,
+    root_wd: Vec<Option<i32>>,
+    degraded: Vec<bool>,
+    counts: Arc<WatchCounts>,
+    tx: mpsc::Sender<Change>,
+}
+
+/// Join a relative directory path and a name.
+pub fn join_rel(dir: &[u8], name: &[u8]) -> Vec<u8> {
+    if dir.is_empty() {
+        name.to_vec()
+    } else {
+        let mut p = Vec::with_capacity(dir.len() + 1 + name.len());
+        p.extend_from_slice(dir);
+        p.push(b'/');
+        p.extend_from_slice(name);
+        p
+    }
+}
+
+/// Absolute path of `rel` under `root`.
+pub fn abs_path(root: &Path, rel: &[u8]) -> PathBuf {
+    if rel.is_empty() {
+        root.to_path_buf()
+    } else {
+        root.join(OsStr::from_bytes(rel))
+    }
+}
+
+fn is_prefix_dir(prefix: &[u8], path: &[u8]) -> bool {
+    path == prefix
+        || (path.len() > prefix.len() && path.starts_with(prefix) && path[prefix.len()] == b'/')
+}
+
+impl Watcher {
+    /// Create the inotify instance and watch every directory of every root. Must run inside the
+    /// runtime. Roots that cannot be fully watched are reported as degraded, not as an error.
+    pub async fn start(
+        roots: Vec<RootConfig>,
+        tx: mpsc::Sender<Change>,
+    ) -> io::Result<(Watcher, Arc<WatchCounts>)> {
+        let inotify = Inotify::init().map_err(|e| {
+            if e.raw_os_error() == Some(libc::EMFILE) {
+                io::Error::new(
+                    e.kind(),
+                    format!("{e}: too many inotify instances; raise fs.inotify.max_user_instances"),
+                )
+            } else {
+                e
+            }
+        })?;
+        let counts = Arc::new(WatchCounts {
+            watches: roots.iter().map(|_| Default::default()).collect(),
+        });
+        let n = roots.len();
+        let mut w = Watcher {
+            // SAFETY: `Inotify` owns its descriptor and keeps it open, unchanged, until dropped.
+            fd: unsafe { AsyncFd::register_with_interest(inotify, tokio::io::Interest::READABLE) }
+                .map_err(|e| e.into_parts().1)?,
+            roots,
+            by_wd: HashMap::new(),
+            root_wd: vec![None; n],
+            degraded: vec![false; n],
+            counts: counts.clone(),
+            tx,
+        };
+        for r in 0..n {
+            w.watch_tree(r, Vec::new(), false).await;
+            info!(root = %w.roots[r].name, source = %w.roots[r].source.display(), watches = w.count(r), "watching");
+        }
+        Ok((w, counts))
+    }
+
+    fn count(&self, root: usize) -> u64 {
+        self.counts.watches[root].load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn set_count(&self, root: usize) {
+        let n = self.by_wd.values().filter(|w| w.root == root).count() as u64;
+        self.counts.watches[root].store(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    async fn send(&self, c: Change) {
+        // The coalescer only goes away at shutdown, when losing the message is fine: the journal
+        // and the startup resync cover it.
+        let _ = self.tx.send(c).await;
+    }
+
+    /// Watch `rel` and everything below it, watch first then read. With `report`, every entry
+    /// found (and `rel` itself) is reported as changed.
+    async fn watch_tree(&mut self, root: usize, rel: Vec<u8>, report: bool) {
+        let base = self.roots[root].source.clone();
+        let mut stack = vec![rel];
+        let mut dirs_seen = 0u64;
+        while let Some(dir) = stack.pop() {
+            dirs_seen += 1;
+            let path = abs_path(&base, &dir);
+            match self.fd.get_mut().watches().add(&path, mask()) {
+                Ok(wd) => {
+                    let id = wd.get_watch_descriptor_id();
+                    if dir.is_empty() {
+                        self.root_wd[root] = Some(id);
+                    }
+                    self.by_wd.insert(
+                        id,
+                        Watched {
+                            root,
+                            rel: dir.clone(),
+                            wd,
+                        },
+                    );
+                }
+                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
+                    let total = count_dirs(&base);
+                    let reason = format!(
+                        "inotify watch limit reached after {} watches while the root has {} directories: raise fs.inotify.max_user_watches (sysctl -w fs.inotify.max_user_watches=N, persist in /etc/sysctl.d); meanwhile the root is kept in sync by scheduled full resyncs",
+                        self.by_wd.len(),
+                        total
+                    );
+                    warn!(root = %self.roots[root].name, "{reason}");
+                    if !self.degraded[root] {
+                        self.degraded[root] = true;
+                        self.send(Change::Degraded { root, reason }).await;
+                    }
+                    self.set_count(root);
+                    return;
+                }
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR)) => {
+                    continue
+                }
+                Err(e) => {
+                    warn!(path = %path.display(), error = %e, "cannot watch directory; its changes reach targets only through full resyncs");
+                    continue;
+                }
+            }
+            if report && !dir.is_empty() {
+                self.send(Change::Path {
+                    root,
+                    path: dir.clone(),
+                    urgency: Urgency::Now,
+                })
+                .await;
+            }
+            let rd = match std::fs::read_dir(&path) {
+                Ok(rd) => rd,
+                Err(_) => continue,
+            };
+            for ent in rd.flatten() {
+                let name = ent.file_name();
+                let child = join_rel(&dir, name.as_bytes());
+                let is_dir = ent.file_type().map(|t| t.is_dir()).unwrap_or(false);
+                if self.roots[root].excludes.matches(&child, is_dir) {
+                    continue;
+                }
+                if is_dir {
+                    stack.push(child);
+                } else if report {
+                    self.send(Change::Path {
+                        root,
+                        path: child,
+                        urgency: Urgency::Now,
+                    })
+                    .await;
+                }
+            }
+        }
+        debug!(root = %self.roots[root].name, dirs_seen, "walked");
+        self.set_count(root);
+    }
+
+    fn read_now(&mut self, buf: &mut [u8]) -> io::Result<Vec<OwnedEvent>> {
+        read_owned(self.fd.get_mut(), buf)
+    }
+
+    /// Run until `shutdown`.
+    pub async fn run(mut self, mut cmds: mpsc::Receiver<WatchCmd>, shutdown: CancellationToken) {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                cmd = cmds.recv() => match cmd {
+                    Some(WatchCmd::Barrier(reply)) => {
+                        // Everything queued in the kernel before the request is read now.
+                        loop {
+                            match self.read_now(&mut buf) {
+                                Ok(evs) if !evs.is_empty() => self.handle(evs).await,
+                                Ok(_) => break,
+                                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                                Err(e) => { warn!(error = %e, "inotify read failed"); break; }
+                            }
+                        }
+                        self.send(Change::Barrier(reply)).await;
+                    }
+                    None => return,
+                },
+                ready = self.fd.readable_mut() => {
+                    let mut guard = match ready {
+                        Ok(g) => g,
+                        Err(e) => { warn!(error = %e, "inotify poll failed"); return; }
+                    };
+                    let res = guard.try_io(|inner| read_owned(inner.get_mut(), &mut buf));
+                    match res {
+                        Ok(Ok(evs)) => self.handle(evs).await,
+                        Ok(Err(e)) => { warn!(error = %e, "inotify read failed"); }
+                        Err(_would_block) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn handle(&mut self, events: Vec<OwnedEvent>) {
+        // Directories moved away in this read: (cookie → root, old rel). Matched by a moved_to in
+        // the same read they are renames; unmatched they left the tree.
+        let mut moved_dirs: HashMap<u32, (usize, Vec<u8>)> = HashMap::new();
+        for ev in events {
+            if ev.mask.contains(EventMask::Q_OVERFLOW) {
+                warn!("inotify queue overflowed: events were lost; every root gets a full resync");
+                for r in 0..self.roots.len() {
+                    self.send(Change::Resync {
+                        root: r,
+                        reason: "inotify queue overflow".into(),
+                    })
+                    .await;
+                    // Directories created during the overflow may be unwatched.
+                    self.watch_tree(r, Vec::new(), false).await;
+                }
+                continue;
+            }
+            let id = ev.wd.get_watch_descriptor_id();
+            if ev.mask.contains(EventMask::IGNORED) {
+                if let Some(w) = self.by_wd.remove(&id) {
+                    if w.rel.is_empty() && self.root_wd[w.root] == Some(id) {
+                        self.root_wd[w.root] = None;
+                        self.lost(w.root, "the source root was removed or unmounted")
+                            .await;
+                    }
+                    self.set_count(w.root);
+                }
+                continue;
+            }
+            let Some(w) = self.by_wd.get(&id) else {
+                continue;
+            };
+            let (root, dir) = (w.root, w.rel.clone());
+            if ev
+                .mask
+                .intersects(EventMask::DELETE_SELF | EventMask::MOVE_SELF)
+            {
+                if dir.is_empty() {
+                    self.lost(root, "the source root was deleted or moved away")
+                        .await;
+                }
+                continue;
+            }
+            let Some(name) = ev.name else {
+                // An event on the directory itself (attrib).
+                if ev.mask.contains(EventMask::ATTRIB) && !dir.is_empty() {
+                    self.send(Change::Path {
+                        root,
+                        path: dir,
+                        urgency: Urgency::Now,
+                    })
+                    .await;
+                }
+                continue;
+            };
+            let path = join_rel(&dir, &name);
+            let is_dir = ev.mask.contains(EventMask::ISDIR);
+            if self.roots[root].excludes.matches(&path, is_dir) {
+                continue;
+            }
+            if is_dir && ev.mask.contains(EventMask::MOVED_FROM) {
+                moved_dirs.insert(ev.cookie, (root, path.clone()));
+                self.send(Change::Path {
+                    root,
+                    path,
+                    urgency: Urgency::Now,
+                })
+                .await;
+                continue;
+            }
+            if is_dir && ev.mask.intersects(EventMask::CREATE | EventMask::MOVED_TO) {
+                if ev.mask.contains(EventMask::MOVED_TO) {
+                    if let Some((old_root, old)) = moved_dirs.remove(&ev.cookie) {
+                        self.rename_prefix(old_root, &old, root, &path);
+                    }
+                }
+                // Watch first, then scan; the scan reports every entry and the directory itself.
+                self.watch_tree(root, path, true).await;
+                continue;
+            }
+            let urgency = if ev.mask.contains(EventMask::CREATE) {
+                Urgency::Created
+            } else if ev.mask.contains(EventMask::MODIFY) {
+                Urgency::Modified
+            } else {
+                Urgency::Now
+            };
+            self.send(Change::Path {
+                root,
+                path,
+                urgency,
+            })
+            .await;
+        }
+        for (_, (root, old)) in moved_dirs {
+            self.drop_prefix(root, &old);
+        }
+    }
+
+    /// A directory was renamed inside the watched roots: rewrite the cached path of every watch
+    /// at or below it.
+    fn rename_prefix(&mut self, old_root: usize, old: &[u8], new_root: usize, new: &[u8]) {
+        for w in self.by_wd.values_mut() {
+            if w.root == old_root && is_prefix_dir(old, &w.rel) {
+                let mut rel = new.to_vec();
+                rel.extend_from_slice(&w.rel[old.len()..]);
+                w.rel = rel;
+                w.root = new_root;
+            }
+        }
+        if old_root != new_root {
+            self.set_count(old_root);
+            self.set_count(new_root);
+        }
+    }
+
+    /// A directory left the tree: stop watching it and everything below.
+    fn drop_prefix(&mut self, root: usize, old: &[u8]) {
+        let gone: Vec<i32> = self
+            .by_wd
+            .iter()
+            .filter(|(_, w)| w.root == root && is_prefix_dir(old, &w.rel))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in gone {
+            if let Some(w) = self.by_wd.remove(&id) {
+                // Fails harmlessly if the kernel already dropped it.
+                let _ = self.fd.get_mut().watches().remove(w.wd);
+            }
+        }
+        self.set_count(root);
+    }
+
+    async fn lost(&mut self, root: usize, why: &str) {
+        let reason = format!(
+            "{why} ({}); nothing is pushed for it until syncd is restarted with the root in place",
+            self.roots[root].source.display()
+        );
+        warn!(root = %self.roots[root].name, "{reason}");
+        self.send(Change::Lost { root, reason }).await;
+    }
+}
+
+/// Read what is queued (non-blocking) into owned events, so watches can change while handling.
+fn read_owned(inotify: &mut Inotify, buf: &mut [u8]) -> io::Result<Vec<OwnedEvent>> {
+    let events = inotify.read_events(buf)?;
+    Ok(events
+        .map(|e| OwnedEvent {
+            wd: e.wd,
+            mask: e.mask,
+            cookie: e.cookie,
+            name: e.name.map(|n| n.as_bytes().to_vec()),
+        })
+        .collect())
+}
+
+/// Count directories under `root` (for the watch-limit message).
+fn count_dirs(root: &Path) -> u64 {
+    let mut n = 0;
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        n += 1;
+        if let Ok(rd) = std::fs::read_dir(&d) {
+            for e in rd.flatten() {
+                if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                    stack.push(e.path());
+                }
+            }
+        }
+    }
+    n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_match_respects_component_boundaries() {
+        assert!(is_prefix_dir(b"a/b", b"a/b"));
+        assert!(is_prefix_dir(b"a/b", b"a/b/c"));
+        assert!(!is_prefix_dir(b"a/b", b"a/bc"));
+        assert_eq!(join_rel(b"", b"x"), b"x");
+        assert_eq!(join_rel(b"d", b"x"), b"d/x");
+    }
+}

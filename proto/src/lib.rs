@@ -1,0 +1,345 @@
+//! Wire protocol between `syncd` and `syncctl`.
+//!
+//! Every message travels as one frame: a `u32` big-endian payload length followed by a bincode 1.3
+//! payload (varint integers, little endian, trailing bytes rejected). The first exchange on a
+//! connection is `Request::Hello` / `Response::Hello`; a peer speaking another
+//! [`PROTOCOL_VERSION`] is rejected before anything else is decoded.
+//!
+//! Invariants:
+//! - bincode is not self-describing: enum variants are only ever **appended**, never reordered or
+//!   removed, and `proto/tests/golden.rs` pins the encoding of every message.
+//! - This crate does no IO. The length of a frame is checked against a maximum before anything is
+//!   allocated for it, and every payload is decoded with a byte limit, so a hostile length or a
+//!   hostile inner length can never make the reader allocate more than the limit.
+//! - Paths are bytes ([`ByteBuf`]): Linux file names need not be UTF-8.
+
+use bincode::Options;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+pub use serde_bytes::ByteBuf;
+
+/// Version of this protocol; bumped on any incompatible change to the messages below.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Largest request frame the daemon accepts (requests are small; anything bigger is hostile).
+pub const MAX_REQUEST_FRAME: usize = 64 * 1024;
+
+/// Largest response frame a client accepts (a long failed-path list fits; a runaway one does not).
+pub const MAX_RESPONSE_FRAME: usize = 16 * 1024 * 1024;
+
+/// Length of the frame header: a big-endian `u32` payload length.
+pub const HEADER_LEN: usize = 4;
+
+/// A request from `syncctl` (or any client) to the daemon.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// First message on every connection.
+    Hello { protocol: u16 },
+    /// Per root and target state and counters.
+    Status,
+    /// Stop pushing to one target (`Some(name)`) or to all of them; changes keep being journaled.
+    Pause { target: Option<String> },
+    /// Undo `Pause`.
+    Resume { target: Option<String> },
+    /// Full rsync of every root (or the one containing `path`), to one target or all.
+    Resync {
+        target: Option<String>,
+        path: Option<ByteBuf>,
+    },
+    /// Move parked (failed) paths back into the pending queue.
+    RetryFailed { target: Option<String> },
+    /// List parked paths with their last error, at most `limit` of them.
+    ListFailed { target: Option<String>, limit: u32 },
+    /// Answer once nothing is pending or in flight, or after `timeout_ms`.
+    WaitIdle { timeout_ms: Option<u64> },
+    /// Re-read the configuration file; a bad one is rejected and the running one kept.
+    Reload,
+    /// Shut the daemon down cleanly.
+    Shutdown,
+}
+
+/// The daemon's answer to one [`Request`].
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub enum Response {
+    /// Answer to `Hello`: the daemon's protocol and program version.
+    Hello { protocol: u16, version: String },
+    /// The request was carried out; `message` says what was done, for humans.
+    Done { message: String },
+    /// Answer to `Status`.
+    Status(StatusReport),
+    /// Answer to `ListFailed`.
+    Failed(FailedList),
+    /// Answer to `WaitIdle`.
+    WaitIdle(IdleOutcome),
+    /// The request could not be carried out.
+    Error { kind: ErrorKind, message: String },
+}
+
+/// Why a request failed.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The peer speaks another protocol version.
+    ProtocolMismatch,
+    /// The frame could not be decoded or the request makes no sense here.
+    BadRequest,
+    /// No target with that name.
+    UnknownTarget,
+    /// The path is not inside any watched root.
+    UnknownPath,
+    /// The peer is not allowed to use the control socket.
+    Denied,
+    /// A reload was refused because the new configuration is invalid.
+    Config,
+    /// Something inside the daemon failed (journal I/O, for instance).
+    Internal,
+}
+
+/// Snapshot of the whole daemon.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct StatusReport {
+    pub version: String,
+    pub pid: u32,
+    pub uptime_ms: u64,
+    pub roots: Vec<RootStatus>,
+}
+
+/// One `[[sync]]` root.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct RootStatus {
+    pub name: String,
+    pub source: ByteBuf,
+    pub state: RootState,
+    /// Directories under inotify watch.
+    pub watches: u64,
+    pub targets: Vec<TargetStatus>,
+}
+
+/// How changes under a root are detected.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub enum RootState {
+    /// Every directory is watched; changes are pushed as they happen.
+    Watching,
+    /// Watching is incomplete (watch limit, say): the root is kept in sync by scheduled full
+    /// resyncs instead.
+    ScheduledResync { reason: String },
+    /// The root itself is gone, replaced or unmounted: nothing is pushed until it is back.
+    Unavailable { reason: String },
+}
+
+/// One target of one root.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct TargetStatus {
+    pub name: String,
+    pub dest: String,
+    pub state: TargetState,
+    /// Paths journaled and not yet confirmed by the target.
+    pub pending: u64,
+    /// Paths in the rsync running now.
+    pub in_flight: u64,
+    /// Paths parked after exhausting their attempts.
+    pub failed: u64,
+    /// Paths confirmed since the daemon started.
+    pub delivered: u64,
+    /// Age of the oldest pending path.
+    pub oldest_pending_ms: Option<u64>,
+    pub last_error: Option<String>,
+    /// Time until the next attempt when in backoff.
+    pub next_retry_ms: Option<u64>,
+    /// Progress of a full sync while one runs.
+    pub full_sync: Option<SyncProgress>,
+}
+
+/// What a target is doing.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetState {
+    Running,
+    Paused,
+    Backoff,
+    InitialSync,
+}
+
+impl TargetState {
+    /// The name used in `syncctl status` and its JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetState::Running => "running",
+            TargetState::Paused => "paused",
+            TargetState::Backoff => "backoff",
+            TargetState::InitialSync => "initial-sync",
+        }
+    }
+}
+
+/// Progress of a running full sync.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct SyncProgress {
+    pub elapsed_ms: u64,
+    /// Entries rsync has reported as sent or deleted so far.
+    pub files: u64,
+}
+
+/// Parked paths.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct FailedList {
+    pub entries: Vec<FailedPath>,
+    /// Parked paths not listed because of the limit.
+    pub more: u64,
+}
+
+/// One parked path and why.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct FailedPath {
+    /// `root/target`.
+    pub target: String,
+    /// Path relative to the root.
+    pub path: ByteBuf,
+    pub attempts: u32,
+    pub last_error: String,
+}
+
+/// Answer to `WaitIdle`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub enum IdleOutcome {
+    /// Nothing pending or in flight; `failed` paths are parked.
+    Idle { failed: u64 },
+    /// The timeout passed first.
+    TimedOut { pending: u64 },
+}
+
+/// Where the control socket lives when neither the config nor `--socket` says: `/run/syncd/syncd.sock`
+/// for root, `$XDG_RUNTIME_DIR/syncd/syncd.sock` (or `/tmp/syncd-UID/syncd.sock`) for other users.
+/// Shared so that `syncd` and `syncctl` always agree.
+pub fn default_socket_path() -> std::path::PathBuf {
+    use std::os::unix::fs::MetadataExt;
+    let uid = std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(0);
+    if uid == 0 {
+        return "/run/syncd/syncd.sock".into();
+    }
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(d) if !d.is_empty() => std::path::PathBuf::from(d).join("syncd/syncd.sock"),
+        _ => std::path::PathBuf::from(format!("/tmp/syncd-{uid}/syncd.sock")),
+    }
+}
+
+/// Errors of the codec.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    #[error("frame of {len} bytes exceeds the maximum of {max} bytes")]
+    TooLarge { len: usize, max: usize },
+    #[error("malformed message: {0}")]
+    Malformed(#[from] bincode::Error),
+}
+
+fn options(limit: usize) -> impl Options {
+    bincode::DefaultOptions::new().with_limit(limit as u64)
+}
+
+/// Encode `msg` as a payload (no header).
+pub fn encode_payload<T: Serialize>(msg: &T, max: usize) -> Result<Vec<u8>, CodecError> {
+    let payload = options(max).serialize(msg)?;
+    if payload.len() > max {
+        return Err(CodecError::TooLarge {
+            len: payload.len(),
+            max,
+        });
+    }
+    Ok(payload)
+}
+
+/// Encode `msg` as a whole frame: header and payload.
+pub fn encode_frame<T: Serialize>(msg: &T, max: usize) -> Result<Vec<u8>, CodecError> {
+    let payload = encode_payload(msg, max)?;
+    let mut frame = Vec::with_capacity(HEADER_LEN + payload.len());
+    frame.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&payload);
+    Ok(frame)
+}
+
+/// Validate a frame header and return the payload length it announces.
+pub fn frame_len(header: [u8; HEADER_LEN], max: usize) -> Result<usize, CodecError> {
+    let len = u32::from_be_bytes(header) as usize;
+    if len > max {
+        return Err(CodecError::TooLarge { len, max });
+    }
+    Ok(len)
+}
+
+/// Decode one complete payload; never allocates more than `max` bytes for it.
+pub fn decode_payload<T: DeserializeOwned>(payload: &[u8], max: usize) -> Result<T, CodecError> {
+    if payload.len() > max {
+        return Err(CodecError::TooLarge {
+            len: payload.len(),
+            max,
+        });
+    }
+    Ok(options(max).deserialize(payload)?)
+}
+
+/// Split one frame off the front of `buf`: `Ok(None)` while it is incomplete, otherwise the
+/// payload and the number of bytes consumed.
+pub fn split_frame(buf: &[u8], max: usize) -> Result<Option<(&[u8], usize)>, CodecError> {
+    let Some(header) = buf.get(..HEADER_LEN) else {
+        return Ok(None);
+    };
+    let len = frame_len(header.try_into().expect("slice of HEADER_LEN bytes"), max)?;
+    Ok(buf
+        .get(HEADER_LEN..HEADER_LEN + len)
+        .map(|payload| (payload, HEADER_LEN + len)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_with_non_utf8_path() {
+        let req = Request::Resync {
+            target: Some("t".into()),
+            path: Some(ByteBuf::from(b"dir/bad\xff\xfe.bin".to_vec())),
+        };
+        let frame = encode_frame(&req, MAX_REQUEST_FRAME).unwrap();
+        let (payload, used) = split_frame(&frame, MAX_REQUEST_FRAME).unwrap().unwrap();
+        assert_eq!(used, frame.len());
+        let back: Request = decode_payload(payload, MAX_REQUEST_FRAME).unwrap();
+        assert_eq!(back, req);
+    }
+
+    #[test]
+    fn huge_length_is_rejected_before_allocation() {
+        let err = frame_len([0xff, 0xff, 0xff, 0xff], MAX_REQUEST_FRAME).unwrap_err();
+        assert!(matches!(
+            err,
+            CodecError::TooLarge {
+                len: 0xffff_ffff,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn hostile_inner_length_is_a_decode_error_not_an_abort() {
+        // Variant `Pause`, `Some`, then a string claiming 2^40 bytes.
+        let payload = [2u8, 1, 0xfd, 0, 0, 0, 0, 0, 1, 0, 0];
+        assert!(decode_payload::<Request>(&payload, MAX_REQUEST_FRAME).is_err());
+    }
+
+    #[test]
+    fn incomplete_frame_waits_for_more() {
+        let frame = encode_frame(&Request::Status, MAX_REQUEST_FRAME).unwrap();
+        assert!(split_frame(&frame[..2], MAX_REQUEST_FRAME)
+            .unwrap()
+            .is_none());
+        assert!(split_frame(&frame[..frame.len() - 1], MAX_REQUEST_FRAME)
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
+    fn trailing_bytes_are_rejected() {
+        let mut payload = encode_payload(&Request::Status, MAX_REQUEST_FRAME).unwrap();
+        payload.push(0);
+        assert!(decode_payload::<Request>(&payload, MAX_REQUEST_FRAME).is_err());
+    }
+}

@@ -1,0 +1,108 @@
+//! Golden bytes: pin the encoding of every message. bincode is not self-describing, so a change
+//! here breaks every deployed syncctl/syncd pair; variants are only ever appended.
+
+use syncd_proto::*;
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn requests() -> Vec<(Request, &'static str)> {
+    vec![
+        (Request::Hello { protocol: PROTOCOL_VERSION }, "000000020001"),
+        (Request::Status, "0000000101"),
+        (Request::Pause { target: None }, "000000020200"),
+        (Request::Pause { target: Some("b1".into()) }, "000000050201026231"),
+        (Request::Resume { target: Some("b1".into()) }, "000000050301026231"),
+        (Request::Resync { target: None, path: Some(ByteBuf::from(b"/d/\xff".to_vec())) }, "00000008040001042f642fff"),
+        (Request::RetryFailed { target: None }, "000000020500"),
+        (Request::ListFailed { target: None, limit: 1000 }, "000000050600fbe803"),
+        (Request::WaitIdle { timeout_ms: Some(5000) }, "000000050701fb8813"),
+        (Request::Reload, "0000000108"),
+        (Request::Shutdown, "0000000109"),
+    ]
+}
+
+fn responses() -> Vec<(Response, &'static str)> {
+    vec![
+        (Response::Hello { protocol: 1, version: "0.1.0".into() }, "00000008000105302e312e30"),
+        (Response::Done { message: "ok".into() }, "0000000401026f6b"),
+        (
+            Response::Status(StatusReport {
+                version: "0.1.0".into(),
+                pid: 42,
+                uptime_ms: 1000,
+                roots: vec![RootStatus {
+                    name: "data".into(),
+                    source: ByteBuf::from(b"/data".to_vec()),
+                    state: RootState::Watching,
+                    watches: 3,
+                    targets: vec![TargetStatus {
+                        name: "b1".into(),
+                        dest: "h::m".into(),
+                        state: TargetState::Backoff,
+                        pending: 2,
+                        in_flight: 0,
+                        failed: 1,
+                        delivered: 300,
+                        oldest_pending_ms: Some(250),
+                        last_error: Some("e".into()),
+                        next_retry_ms: None,
+                        full_sync: Some(SyncProgress { elapsed_ms: 10, files: 7 }),
+                    }],
+                }],
+            }),
+            "000000320205302e312e302afbe803010464617461052f6461746100030102623104683a3a6d02020001fb2c0101fa01016500010a07",
+        ),
+        (
+            Response::Failed(FailedList {
+                entries: vec![FailedPath {
+                    target: "data/b1".into(),
+                    path: ByteBuf::from(b"x".to_vec()),
+                    attempts: 3,
+                    last_error: "denied".into(),
+                }],
+                more: 0,
+            }),
+            "00000015030107646174612f62310178030664656e69656400",
+        ),
+        (Response::WaitIdle(IdleOutcome::Idle { failed: 0 }), "00000003040000"),
+        (Response::WaitIdle(IdleOutcome::TimedOut { pending: 9 }), "00000003040109"),
+        (Response::Error { kind: ErrorKind::UnknownTarget, message: "no".into() }, "000000050502026e6f"),
+        (
+            Response::Status(StatusReport {
+                version: String::new(),
+                pid: 0,
+                uptime_ms: 0,
+                roots: vec![RootStatus {
+                    name: String::new(),
+                    source: ByteBuf::new(),
+                    state: RootState::Unavailable { reason: "r".into() },
+                    watches: 0,
+                    targets: vec![],
+                }],
+            }),
+            "0000000c020000000100000201720000",
+        ),
+    ]
+}
+
+#[test]
+fn requests_encode_to_golden_bytes() {
+    for (msg, want) in requests() {
+        let got = hex(&encode_frame(&msg, MAX_REQUEST_FRAME).unwrap());
+        assert_eq!(got, want, "{msg:?}");
+        let back: Request = decode_payload(&encode_payload(&msg, MAX_REQUEST_FRAME).unwrap(), MAX_REQUEST_FRAME).unwrap();
+        assert_eq!(back, msg);
+    }
+}
+
+#[test]
+fn responses_encode_to_golden_bytes() {
+    for (msg, want) in responses() {
+        let got = hex(&encode_frame(&msg, MAX_RESPONSE_FRAME).unwrap());
+        assert_eq!(got, want, "{msg:?}");
+        let back: Response = decode_payload(&encode_payload(&msg, MAX_RESPONSE_FRAME).unwrap(), MAX_RESPONSE_FRAME).unwrap();
+        assert_eq!(back, msg);
+    }
+}
