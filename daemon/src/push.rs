@@ -205,7 +205,14 @@ impl Runner {
     /// entries rsync reports.
     pub async fn push_full(&self, sub: &[u8], progress: &AtomicU64) -> Outcome {
         let mut c = self.base_command();
-        c.args(["--delete", "--force", "--out-format=%n"]);
+        // Nanosecond mtime comparison: a same-size rewrite within one second (made while syncd
+        // was down, say) is not skipped, and unchanged files still are.
+        c.args([
+            "--delete",
+            "--force",
+            "--modify-window=-1",
+            "--out-format=%n",
+        ]);
         if !sub.is_empty() {
             c.arg("--mkpath");
         }

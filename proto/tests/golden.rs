@@ -9,15 +9,47 @@ fn hex(b: &[u8]) -> String {
 
 fn requests() -> Vec<(Request, &'static str)> {
     vec![
-        (Request::Hello { protocol: PROTOCOL_VERSION }, "000000020001"),
+        (
+            Request::Hello {
+                protocol: PROTOCOL_VERSION,
+            },
+            "000000020001",
+        ),
         (Request::Status, "0000000101"),
         (Request::Pause { target: None }, "000000020200"),
-        (Request::Pause { target: Some("b1".into()) }, "000000050201026231"),
-        (Request::Resume { target: Some("b1".into()) }, "000000050301026231"),
-        (Request::Resync { target: None, path: Some(ByteBuf::from(b"/d/\xff".to_vec())) }, "00000008040001042f642fff"),
+        (
+            Request::Pause {
+                target: Some("b1".into()),
+            },
+            "000000050201026231",
+        ),
+        (
+            Request::Resume {
+                target: Some("b1".into()),
+            },
+            "000000050301026231",
+        ),
+        (
+            Request::Resync {
+                target: None,
+                path: Some(ByteBuf::from(b"/d/\xff".to_vec())),
+            },
+            "00000008040001042f642fff",
+        ),
         (Request::RetryFailed { target: None }, "000000020500"),
-        (Request::ListFailed { target: None, limit: 1000 }, "000000050600fbe803"),
-        (Request::WaitIdle { timeout_ms: Some(5000) }, "000000050701fb8813"),
+        (
+            Request::ListFailed {
+                target: None,
+                limit: 1000,
+            },
+            "000000050600fbe803",
+        ),
+        (
+            Request::WaitIdle {
+                timeout_ms: Some(5000),
+            },
+            "000000050701fb8813",
+        ),
         (Request::Reload, "0000000108"),
         (Request::Shutdown, "0000000109"),
     ]
@@ -92,7 +124,11 @@ fn requests_encode_to_golden_bytes() {
     for (msg, want) in requests() {
         let got = hex(&encode_frame(&msg, MAX_REQUEST_FRAME).unwrap());
         assert_eq!(got, want, "{msg:?}");
-        let back: Request = decode_payload(&encode_payload(&msg, MAX_REQUEST_FRAME).unwrap(), MAX_REQUEST_FRAME).unwrap();
+        let back: Request = decode_payload(
+            &encode_payload(&msg, MAX_REQUEST_FRAME).unwrap(),
+            MAX_REQUEST_FRAME,
+        )
+        .unwrap();
         assert_eq!(back, msg);
     }
 }
@@ -102,7 +138,11 @@ fn responses_encode_to_golden_bytes() {
     for (msg, want) in responses() {
         let got = hex(&encode_frame(&msg, MAX_RESPONSE_FRAME).unwrap());
         assert_eq!(got, want, "{msg:?}");
-        let back: Response = decode_payload(&encode_payload(&msg, MAX_RESPONSE_FRAME).unwrap(), MAX_RESPONSE_FRAME).unwrap();
+        let back: Response = decode_payload(
+            &encode_payload(&msg, MAX_RESPONSE_FRAME).unwrap(),
+            MAX_RESPONSE_FRAME,
+        )
+        .unwrap();
         assert_eq!(back, msg);
     }
 }

@@ -1,1 +1,589 @@
+//! Test fixtures: the real `syncd` and `syncctl` binaries in a temp dir, a real rsync daemon and
+//! a real sshd on 127.0.0.1, and an exact tree comparison.
+//!
+//! Every fixture kills and reaps its process on drop. Readiness is awaited by reading the
+//! process's own log line ("syncd ready", rsync's "listening on port", sshd's "Server listening")
+//! with a deadline, never by sleeping.
 
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// Path of a binary built by this workspace (`cargo test --workspace` builds both).
+pub fn bin(name: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(format!("{}_BIN", name.to_uppercase())) {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> → target/<profile>/<name>
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let p = dir.join(name);
+    assert!(
+        p.exists(),
+        "{} not built: run `cargo test --workspace` (it builds syncd and syncctl)",
+        p.display()
+    );
+    p
+}
+
+/// Lines a child wrote to a pipe, collected by a thread, awaited with a deadline.
+#[derive(Clone, Default)]
+pub struct Log {
+    inner: Arc<(Mutex<Vec<String>>, Condvar)>,
+}
+
+impl Log {
+    /// Collect lines from `r` until EOF.
+    pub fn follow(r: impl std::io::Read + Send + 'static, echo: &'static str) -> Log {
+        let log = Log::default();
+        let l = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(r).split(b'\n') {
+                let Ok(line) = line else { break };
+                let s = String::from_utf8_lossy(&line).into_owned();
+                if std::env::var_os("SYNCD_TEST_ECHO").is_some() {
+                    eprintln!("[{echo}] {s}");
+                }
+                let (m, c) = &*l.inner;
+                m.lock().unwrap().push(s);
+                c.notify_all();
+            }
+        });
+        log
+    }
+
+    /// Wait until a line containing `needle` appears (counting from line `from`); returns its index.
+    pub fn wait_for(&self, needle: &str, from: usize, timeout: Duration) -> Option<usize> {
+        let deadline = Instant::now() + timeout;
+        let (m, c) = &*self.inner;
+        let mut lines = m.lock().unwrap();
+        loop {
+            if let Some(i) = lines.iter().skip(from).position(|l| l.contains(needle)) {
+                return Some(from + i);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            lines = c.wait_timeout(lines, deadline - now).unwrap().0;
+        }
+    }
+
+    /// Number of lines so far.
+    pub fn len(&self) -> usize {
+        self.inner.0.lock().unwrap().len()
+    }
+
+    /// Whether no line was collected yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Everything collected so far.
+    pub fn text(&self) -> String {
+        self.inner.0.lock().unwrap().join("\n")
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; the fixture binds it right after).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Kill a child with SIGKILL and reap it.
+pub fn kill_reap(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// A running `syncd --foreground`.
+pub struct Syncd {
+    pub child: Child,
+    pub log: Log,
+    pub socket: PathBuf,
+    pub config: PathBuf,
+}
+
+impl Syncd {
+    /// Start syncd on `config` and wait for "syncd ready".
+    pub fn start(config: &Path, socket: &Path) -> Syncd {
+        Self::start_with_env(config, socket, &[])
+    }
+
+    /// Start with extra environment (a fault-injecting PATH, say).
+    pub fn start_with_env(config: &Path, socket: &Path, env: &[(&str, &OsStr)]) -> Syncd {
+        let mut cmd = Command::new(bin("syncd"));
+        cmd.arg("--foreground")
+            .arg("--config")
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        cmd.env("SYNCD_LOG", "info,syncd=debug");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn syncd");
+        let log = Log::follow(child.stderr.take().unwrap(), "syncd");
+        let s = Syncd {
+            child,
+            log,
+            socket: socket.to_path_buf(),
+            config: config.to_path_buf(),
+        };
+        if s.log
+            .wait_for("syncd ready", 0, Duration::from_secs(30))
+            .is_none()
+        {
+            panic!("syncd did not become ready:\n{}", s.log.text());
+        }
+        s
+    }
+
+    /// Run syncctl against this daemon.
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        ctl(&self.socket, args)
+    }
+
+    /// `syncctl wait-idle --timeout T`: the exit code.
+    pub fn wait_idle(&self, timeout_s: u32) -> i32 {
+        let out = self.ctl(&["wait-idle", "--timeout", &timeout_s.to_string()]);
+        out.status.code().unwrap_or(-1)
+    }
+
+    /// Wait idle and require exit 0 (everything delivered, nothing failed).
+    pub fn settle(&self) {
+        let out = self.ctl(&["wait-idle", "--timeout", "60"]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "wait-idle: {}{}\nstatus: {}\nlog:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&self.ctl(&["status"]).stdout),
+            self.log.text()
+        );
+    }
+
+    /// `syncctl --json status`, parsed.
+    pub fn status(&self) -> serde_json::Value {
+        let out = self.ctl(&["--json", "status"]);
+        assert!(
+            out.status.success(),
+            "status failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("status JSON")
+    }
+
+    /// One target's status object by name.
+    pub fn target_status(&self, name: &str) -> serde_json::Value {
+        let s = self.status();
+        s["targets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == name)
+            .cloned()
+            .expect("target in status")
+    }
+
+    /// SIGTERM and wait for exit; returns the exit code.
+    pub fn stop(mut self) -> Option<i32> {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let st = self.child.wait().ok()?;
+        st.code()
+    }
+
+    /// SIGKILL and reap: a crash.
+    pub fn kill9(mut self) {
+        kill_reap(&mut self.child);
+    }
+}
+
+impl Drop for Syncd {
+    fn drop(&mut self) {
+        kill_reap(&mut self.child);
+    }
+}
+
+/// Run syncctl with `--socket`.
+pub fn ctl(socket: &Path, args: &[&str]) -> Output {
+    Command::new(bin("syncctl"))
+        .arg("--socket")
+        .arg(socket)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run syncctl")
+}
+
+/// A temp directory with `src/`, `dst/`, `state/` and a config writer.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub src: PathBuf,
+    pub dst: PathBuf,
+    pub state: PathBuf,
+    pub socket: PathBuf,
+}
+
+impl Default for Env {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Env {
+    /// Fresh directories.
+    pub fn new() -> Env {
+        let dir = tempfile::Builder::new()
+            .prefix("syncd-t")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let src = dir.path().join("src");
+        let dst = dir.path().join("dst");
+        let state = dir.path().join("state");
+        std::fs::create_dir(&src).unwrap();
+        std::fs::create_dir(&dst).unwrap();
+        let socket = dir.path().join("run/syncd.sock");
+        Env {
+            dir,
+            src,
+            dst,
+            state,
+            socket,
+        }
+    }
+
+    /// Write a config with one root (`extra_root` lines go into `[[sync]]`) and the given target
+    /// sections; returns its path.
+    pub fn config(&self, extra_root: &str, targets: &str) -> PathBuf {
+        self.config_top("", extra_root, targets)
+    }
+
+    /// Like [`Env::config`] with extra top-level lines.
+    pub fn config_top(&self, top: &str, extra_root: &str, targets: &str) -> PathBuf {
+        let text = format!(
+            "state_dir = {state:?}\nsocket = {socket:?}\ngrace_period_s = 5\n{top}\n\n[[sync]]\nname = \"data\"\nsource = {src:?}\ndelay_ms = 20\nmodify_delay_ms = 200\n{extra_root}\n{targets}",
+            state = self.state,
+            socket = self.socket,
+            src = self.src,
+        );
+        let p = self.dir.path().join("syncd.toml");
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    /// A config with one local target `local` into `dst/`.
+    pub fn local_config(&self, extra_root: &str) -> PathBuf {
+        self.config(extra_root, &local_target("local", &self.dst, ""))
+    }
+}
+
+/// A `[[sync.target]]` section for a local directory.
+pub fn local_target(name: &str, dest: &Path, extra: &str) -> String {
+    format!("[[sync.target]]\nname = {name:?}\ndest = {dest:?}\nretry_initial_ms = 100\nretry_max_ms = 1000\n{extra}\n")
+}
+
+/// What a tree entry is, for comparison.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Node {
+    Dir,
+    File { size: u64, content: Vec<u8> },
+    Symlink(Vec<u8>),
+    Other,
+}
+
+/// Every entry under `root`, by relative path (bytes), excluding rsync's partial dir.
+pub fn snapshot(root: &Path) -> BTreeMap<Vec<u8>, Node> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let dir = root.join(&rel);
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let name = e.file_name();
+            if name == ".rsync-partial" {
+                continue;
+            }
+            let r = rel.join(&name);
+            let p = root.join(&r);
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            let node = if m.file_type().is_symlink() {
+                Node::Symlink(
+                    std::fs::read_link(&p)
+                        .unwrap()
+                        .as_os_str()
+                        .as_bytes()
+                        .to_vec(),
+                )
+            } else if m.is_dir() {
+                stack.push(r.clone());
+                Node::Dir
+            } else if m.is_file() {
+                Node::File {
+                    size: m.size(),
+                    content: std::fs::read(&p).unwrap_or_default(),
+                }
+            } else {
+                Node::Other
+            };
+            out.insert(r.as_os_str().as_bytes().to_vec(), node);
+        }
+    }
+    out
+}
+
+/// Assert that `dst` holds exactly what `src` holds (paths, types, sizes, content).
+pub fn assert_same_tree(src: &Path, dst: &Path) {
+    let a = snapshot(src);
+    let b = snapshot(dst);
+    if a != b {
+        let mut diff = Vec::new();
+        for (k, v) in &a {
+            match b.get(k) {
+                None => diff.push(format!("missing at target: {}", String::from_utf8_lossy(k))),
+                Some(w) if w != v => diff.push(format!(
+                    "differs: {} ({:?} vs {:?})",
+                    String::from_utf8_lossy(k),
+                    short(v),
+                    short(w)
+                )),
+                _ => {}
+            }
+        }
+        for k in b.keys() {
+            if !a.contains_key(k) {
+                diff.push(format!("extra at target: {}", String::from_utf8_lossy(k)));
+            }
+        }
+        diff.truncate(40);
+        panic!(
+            "target differs from source ({} vs {} entries):\n{}",
+            a.len(),
+            b.len(),
+            diff.join("\n")
+        );
+    }
+}
+
+fn short(n: &Node) -> String {
+    match n {
+        Node::File { size, .. } => format!("file {size} B"),
+        other => format!("{other:?}"),
+    }
+}
+
+/// A real rsync daemon on 127.0.0.1 with module `mod`, user `syncuser`, its own secrets file.
+pub struct RsyncDaemon {
+    pub child: Option<Child>,
+    pub port: u16,
+    pub module_path: PathBuf,
+    pub password_file: PathBuf,
+    pub conf: PathBuf,
+    pub log: Log,
+}
+
+/// The password the fixture's rsync daemon accepts.
+pub const RSYNC_PASSWORD: &str = "s3cret-Pw";
+
+impl RsyncDaemon {
+    /// Start a daemon serving `module_path`; `module_extra` lines go into the module section.
+    pub fn start(dir: &Path, module_path: &Path, module_extra: &str) -> RsyncDaemon {
+        let port = free_port();
+        let secrets = dir.join("rsyncd.secrets");
+        std::fs::write(&secrets, format!("syncuser:{RSYNC_PASSWORD}\n")).unwrap();
+        std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let password_file = dir.join("rsync.password");
+        std::fs::write(&password_file, format!("{RSYNC_PASSWORD}\n")).unwrap();
+        std::fs::set_permissions(&password_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let conf = dir.join("rsyncd.conf");
+        let mut f = std::fs::File::create(&conf).unwrap();
+        write!(
+            f,
+            "pid file = {dir}/rsyncd.pid\nuse chroot = no\nmax connections = 20\n\n[mod]\npath = {module}\nread only = false\nuid = root\ngid = root\nauth users = syncuser\nsecrets file = {secrets}\n{module_extra}\n",
+            dir = dir.display(),
+            module = module_path.display(),
+            secrets = secrets.display(),
+        )
+        .unwrap();
+        let mut d = RsyncDaemon {
+            child: None,
+            port,
+            module_path: module_path.to_path_buf(),
+            password_file,
+            conf,
+            log: Log::default(),
+        };
+        d.restart();
+        d
+    }
+
+    /// (Re)start on the same port.
+    pub fn restart(&mut self) {
+        let mut child = Command::new("rsync")
+            .arg("--daemon")
+            .arg("--no-detach")
+            .arg(format!("--config={}", self.conf.display()))
+            .arg(format!("--port={}", self.port))
+            .arg("--address=127.0.0.1")
+            .arg("--log-file=/dev/stderr")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn rsync --daemon");
+        self.log = Log::follow(child.stderr.take().unwrap(), "rsyncd");
+        self.child = Some(child);
+        if self
+            .log
+            .wait_for("listening on port", 0, Duration::from_secs(15))
+            .is_none()
+        {
+            panic!("rsync daemon did not start:\n{}", self.log.text());
+        }
+    }
+
+    /// Stop the daemon (kill and reap).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            kill_reap(&mut c);
+        }
+    }
+
+    /// DEST for syncd.
+    pub fn dest(&self) -> String {
+        "syncuser@127.0.0.1::mod".to_string()
+    }
+
+    /// A target section pointing at this daemon.
+    pub fn target(&self, name: &str, extra: &str) -> String {
+        format!(
+            "[[sync.target]]\nname = {name:?}\ndest = {dest:?}\nport = {port}\npassword_file = {pf:?}\ncontimeout_s = 2\ntimeout_s = 10\nretry_initial_ms = 200\nretry_max_ms = 1000\n{extra}\n",
+            dest = self.dest(),
+            port = self.port,
+            pf = self.password_file,
+        )
+    }
+}
+
+impl Drop for RsyncDaemon {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A real sshd on 127.0.0.1 with its own host key and an authorized client key.
+pub struct Sshd {
+    pub child: Child,
+    pub port: u16,
+    pub client_key: PathBuf,
+    pub known_hosts: PathBuf,
+    pub log: Log,
+}
+
+impl Sshd {
+    /// Start sshd in `dir`, or `None` (with the reason printed) when sshd is not installed.
+    pub fn start(dir: &Path) -> Sshd {
+        let sshd = PathBuf::from("/usr/sbin/sshd");
+        assert!(
+            sshd.exists(),
+            "/usr/sbin/sshd missing: apt-get install openssh-server (.ci/run does)"
+        );
+        std::fs::create_dir_all("/run/sshd").unwrap();
+        let host_key = dir.join("host_ed25519");
+        let client_key = dir.join("client_ed25519");
+        for k in [&host_key, &client_key] {
+            let st = Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+                .arg(k)
+                .status()
+                .unwrap();
+            assert!(st.success(), "ssh-keygen failed");
+        }
+        let auth = dir.join("authorized_keys");
+        std::fs::copy(dir.join("client_ed25519.pub"), &auth).unwrap();
+        let port = free_port();
+        let host_pub = std::fs::read_to_string(dir.join("host_ed25519.pub")).unwrap();
+        let known_hosts = dir.join("known_hosts");
+        std::fs::write(&known_hosts, format!("[127.0.0.1]:{port} {host_pub}")).unwrap();
+        let conf = dir.join("sshd_config");
+        std::fs::write(
+            &conf,
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {hk}\nAuthorizedKeysFile {auth}\nPidFile {dir}/sshd.pid\nStrictModes no\nUsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\nPubkeyAuthentication yes\nLogLevel INFO\n",
+                hk = host_key.display(),
+                auth = auth.display(),
+                dir = dir.display(),
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new(&sshd)
+            .arg("-D")
+            .arg("-e")
+            .arg("-f")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn sshd");
+        let log = Log::follow(child.stderr.take().unwrap(), "sshd");
+        if log
+            .wait_for("Server listening", 0, Duration::from_secs(15))
+            .is_none()
+        {
+            kill_reap(&mut child);
+            panic!("sshd did not start:\n{}", log.text());
+        }
+        Sshd {
+            child,
+            port,
+            client_key,
+            known_hosts,
+            log,
+        }
+    }
+
+    /// A target section for `user@127.0.0.1:path`.
+    pub fn target(&self, name: &str, path: &Path) -> String {
+        let user = nix::unistd::User::from_uid(nix::unistd::geteuid())
+            .unwrap()
+            .unwrap()
+            .name;
+        format!(
+            "[[sync.target]]\nname = {name:?}\ndest = \"{user}@127.0.0.1:{path}\"\nport = {port}\nssh_args = [\"-i\", {key:?}, \"-o\", \"UserKnownHostsFile={kh}\", \"-o\", \"StrictHostKeyChecking=yes\"]\nretry_initial_ms = 200\nretry_max_ms = 1000\n",
+            path = path.display(),
+            port = self.port,
+            key = self.client_key,
+            kh = self.known_hosts.display(),
+        )
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        kill_reap(&mut self.child);
+    }
+}
+
+/// Write `content` to `path`, creating parents.
+pub fn write(path: &Path, content: &[u8]) {
+    if let Some(p) = path.parent() {
+        std::fs::create_dir_all(p).unwrap();
+    }
+    std::fs::write(path, content).unwrap();
+}

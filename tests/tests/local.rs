@@ -1,0 +1,439 @@
+//! End-to-end against a local directory target: the real syncd, syncctl and rsync.
+
+use std::ffi::OsStr;
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use syncd_tests::*;
+
+fn start(env: &Env) -> Syncd {
+    let cfg = env.local_config("");
+    let d = Syncd::start(&cfg, &env.socket);
+    d.settle();
+    d
+}
+
+#[test]
+fn file_and_directory_operations_reach_the_target() {
+    let env = Env::new();
+    write(&env.src.join("pre-existing.txt"), b"before start");
+    let d = start(&env);
+    assert_same_tree(&env.src, &env.dst);
+
+    // create
+    write(&env.src.join("a.txt"), b"hello");
+    write(&env.src.join("dir/b.txt"), b"world");
+    std::fs::create_dir(env.src.join("empty")).unwrap();
+    d.settle();
+    assert_same_tree(&env.src, &env.dst);
+
+    // modify (same size, same second: rsync's quick check would skip it), append, truncate
+    std::fs::write(env.src.join("a.txt"), b"HELLO").unwrap();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(env.src.join("dir/b.txt"))
+        .unwrap()
+        .write_all(b" and more")
+        .unwrap();
+    std::fs::File::create(env.src.join("pre-existing.txt")).unwrap();
+    d.settle();
+    assert_same_tree(&env.src, &env.dst);
+
+    // delete a file, an empty directory and a full subtree
+    write(&env.src.join("deep/x/y/z.txt"), b"z");
+    d.settle();
+    std::fs::remove_file(env.src.join("a.txt")).unwrap();
+    std::fs::remove_dir(env.src.join("empty")).unwrap();
+    std::fs::remove_dir_all(env.src.join("deep")).unwrap();
+    d.settle();
+    assert_same_tree(&env.src, &env.dst);
+
+    // a file replaced by a directory and back
+    std::fs::remove_file(env.src.join("dir/b.txt")).unwrap();
+    write(&env.src.join("dir/b.txt/inner"), b"now a dir");
+    d.settle();
+    assert_same_tree(&env.src, &env.dst);
+    assert_eq!(d.stop(), Some(0));
+}
+
+#[test]
+fn mkdir_p_six_levels_with_files_written_at_once() {
+    let env = Env::new();
+    let d = start(&env);
+    let mut p = env.src.clone();
+    for level in 0..6 {
+        p = p.join(format!("l{level}"));
+        std::fs::create_dir_all(&p).unwrap();
+        for i in 0..5 {
+            std::fs::write(p.join(format!("f{i}")), format!("{level}-{i}")).unwrap();
+        }
+    }
+    // And a single `mkdir -p` of six levels with a file at the bottom right away.
+    write(&env.src.join("m1/m2/m3/m4/m5/m6/bottom.txt"), b"bottom");
+    d.settle();
+    assert_same_tree(&env.src, &env.dst);
+}
+
+#[test]
+fn directory_of_500_files_moved_in_from_outside() {
+    let env = Env::new();
+    let outside = env.dir.path().join("outside/big");
+    for i in 0..500 {
+        write(
+            &outside.join(format!("sub{}/file{i}.dat", i % 7)),
+            format!("content {i}").as_bytes(),
+        );
+    }
+    let d = start(&env);
+    std::fs::rename(&outside, env.src.join("big")).unwrap();
+    d.settle();
+    assert_same_tree(&env.src, &env.dst);
+    assert_eq!(snapshot(&env.dst).len(), 500 + 7 + 1);
+}
+
+#[test]
+fn directory_renamed_inside_then_written_into() {
+    let env = Env::new();
+    write(&env.src.join("old/sub/a.txt"), b"a");
+    let d = start(&env);
+    std::fs::rename(env.src.join("old"), env.src.join("new")).unwrap();
+    // Written right after the rename: the watch's cached path must already say "new".
+    write(&env.src.join("new/sub/b.txt"), b"b");
+    write(&env.src.join("new/c.txt"), b"c");
+    d.settle();
+    assert_same_tree(&env.src, &env.dst);
+    // And again, after the dust settled, into the renamed tree.
+    write(&env.src.join("new/sub/d.txt"), b"d");
+    d.settle();
+    assert_same_tree(&env.src, &env.dst);
+}
+
+#[test]
+fn directory_moved_out_is_deleted_at_target_and_no_longer_watched() {
+    let env = Env::new();
+    write(&env.src.join("leaving/x/1.txt"), b"1");
+    let d = start(&env);
+    let outside = env.dir.path().join("gone");
+    std::fs::rename(env.src.join("leaving"), &outside).unwrap();
+    d.settle();
+    assert_same_tree(&env.src, &env.dst);
+    // Writes to the moved-out tree must not appear under the old name.
+    write(&outside.join("x/2.txt"), b"2");
+    write(&env.src.join("barrier.txt"), b"b");
+    d.settle();
+    assert_same_tree(&env.src, &env.dst);
+}
+
+#[test]
+fn hostile_file_names_are_replicated_and_never_interpreted() {
+    let env = Env::new();
+    let d = start(&env);
+    let marker = env.dir.path().join("pwned");
+    let names: Vec<Vec<u8>> = vec![
+        b"with space.txt".to_vec(),
+        b"new\nline.txt".to_vec(),
+        b"#hash.txt".to_vec(),
+        b";semi.txt".to_vec(),
+        b"-dash.txt".to_vec(),
+        b"--delete".to_vec(),
+        b"bad\xff\xfe.bin".to_vec(),
+        b"`touch pwned`".to_vec(),
+        format!("$(touch {})", marker.display()).into_bytes(),
+        b"quote'dbl\"".to_vec(),
+        b"back\\slash".to_vec(),
+    ];
+    for n in &names {
+        // '/' cannot be part of a name: the $(touch /abs) name becomes a path, use its last part.
+        let n: Vec<u8> = n
+            .iter()
+            .map(|b| if *b == b'/' { b'_' } else { *b })
+            .collect();
+        std::fs::write(env.src.join(OsStr::from_bytes(&n)), &n).unwrap();
+    }
+    std::fs::create_dir(env.src.join("#dir; $(x)")).unwrap();
+    std::fs::write(env.src.join("#dir; $(x)/-f"), b"f").unwrap();
+    d.settle();
+    assert_same_tree(&env.src, &env.dst);
+    assert!(
+        !marker.exists() && !Path::new("pwned").exists(),
+        "a file name was executed"
+    );
+    // Delete them all again: deletes of such names must work too.
+    for e in std::fs::read_dir(&env.src).unwrap().flatten() {
+        if e.path().is_dir() {
+            std::fs::remove_dir_all(e.path()).unwrap();
+        } else {
+            std::fs::remove_file(e.path()).unwrap();
+        }
+    }
+    d.settle();
+    assert_same_tree(&env.src, &env.dst);
+    assert!(snapshot(&env.dst).is_empty());
+}
+
+#[test]
+fn symlinks_are_replicated_as_symlinks_never_followed() {
+    let env = Env::new();
+    let outside = env.dir.path().join("secret");
+    write(&outside.join("secret.txt"), b"do not copy");
+    let d = start(&env);
+    write(&env.src.join("real.txt"), b"r");
+    std::os::unix::fs::symlink("real.txt", env.src.join("rel-link")).unwrap();
+    std::os::unix::fs::symlink(&outside, env.src.join("outside-link")).unwrap();
+    std::os::unix::fs::symlink("does-not-exist", env.src.join("dangling")).unwrap();
+    d.settle();
+    assert_same_tree(&env.src, &env.dst);
+    assert!(std::fs::symlink_metadata(env.dst.join("outside-link"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert!(!env.dst.join("secret.txt").exists());
+    // Retarget a link.
+    std::fs::remove_file(env.src.join("rel-link")).unwrap();
+    std::os::unix::fs::symlink("dangling", env.src.join("rel-link")).unwrap();
+    d.settle();
+    assert_same_tree(&env.src, &env.dst);
+}
+
+#[test]
+fn excluded_paths_never_reach_the_target() {
+    let env = Env::new();
+    write(&env.src.join(".cache/old"), b"cached before start");
+    let cfg = env.local_config("exclude = [\"*.swp\", \".cache/\", \"/top-only\"]");
+    let d = Syncd::start(&cfg, &env.socket);
+    d.settle();
+    write(&env.src.join("keep.txt"), b"k");
+    write(&env.src.join("x.swp"), b"s");
+    write(&env.src.join("d/y.swp"), b"s");
+    write(&env.src.join(".cache/new"), b"c");
+    write(&env.src.join("top-only"), b"t");
+    write(
+        &env.src.join("d/top-only"),
+        b"kept: anchored pattern matches only at the root",
+    );
+    d.settle();
+    let got = snapshot(&env.dst);
+    let names: Vec<String> = got
+        .keys()
+        .map(|k| String::from_utf8_lossy(k).into_owned())
+        .collect();
+    assert_eq!(names, vec!["d", "d/top-only", "keep.txt"], "{names:?}");
+}
+
+#[test]
+fn paused_target_receives_nothing_until_resumed() {
+    let env = Env::new();
+    let d = start(&env);
+    let out = d.ctl(&["pause", "local"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(d.target_status("local")["state"], "paused");
+    for i in 0..20 {
+        write(&env.src.join(format!("p{i}.txt")), b"paused");
+    }
+    // Barrier: wait-idle reads every queued event before answering; paused, it cannot be idle.
+    assert_eq!(d.wait_idle(1), 4);
+    let st = d.target_status("local");
+    assert_eq!(st["pending"], 20, "{st}");
+    assert!(
+        snapshot(&env.dst).is_empty(),
+        "a paused target received files"
+    );
+    assert!(d.ctl(&["resume"]).status.success());
+    d.settle();
+    assert_same_tree(&env.src, &env.dst);
+    assert_eq!(
+        d.target_status("local")["delivered"].as_u64().unwrap() >= 20,
+        true
+    );
+}
+
+#[test]
+fn stop_with_pending_paths_then_restart_delivers_them_from_the_journal() {
+    let env = Env::new();
+    // No startup resync: only the journal can deliver what was pending.
+    let cfg = env.config_top(
+        "startup_resync = false",
+        "",
+        &local_target("local", &env.dst, ""),
+    );
+    let d = Syncd::start(&cfg, &env.socket);
+    assert!(d.ctl(&["pause"]).status.success());
+    for i in 0..50 {
+        write(
+            &env.src.join(format!("q/{i}.txt")),
+            format!("{i}").as_bytes(),
+        );
+    }
+    assert_eq!(d.wait_idle(1), 4);
+    assert_eq!(d.stop(), Some(0));
+    assert!(snapshot(&env.dst).is_empty());
+    assert!(!env.socket.exists(), "socket removed at shutdown");
+    let d = Syncd::start(&cfg, &env.socket);
+    d.settle();
+    assert_same_tree(&env.src, &env.dst);
+}
+
+#[test]
+fn changes_made_while_down_are_delivered_at_start() {
+    let env = Env::new();
+    let cfg = env.local_config("");
+    write(&env.src.join("stay.txt"), b"s");
+    write(&env.src.join("remove-me.txt"), b"r");
+    let d = Syncd::start(&cfg, &env.socket);
+    d.settle();
+    assert_eq!(d.stop(), Some(0));
+    write(&env.src.join("while-down.txt"), b"new");
+    std::fs::remove_file(env.src.join("remove-me.txt")).unwrap();
+    std::fs::write(env.src.join("stay.txt"), b"S").unwrap();
+    let d = Syncd::start(&cfg, &env.socket);
+    d.settle();
+    assert_same_tree(&env.src, &env.dst);
+}
+
+#[test]
+fn kill_9_during_a_burst_then_restart_loses_nothing() {
+    let env = Env::new();
+    let cfg = env.config_top(
+        "startup_resync = false",
+        "",
+        &local_target("local", &env.dst, ""),
+    );
+    let d = Syncd::start(&cfg, &env.socket);
+    let src = env.src.clone();
+    let writer = std::thread::spawn(move || {
+        for i in 0..3000 {
+            write(
+                &src.join(format!("burst/d{}/f{i}.txt", i % 30)),
+                format!("file {i}").as_bytes(),
+            );
+        }
+    });
+    // Kill once the daemon has delivered part of the burst.
+    let from = d.log.len();
+    assert!(d
+        .log
+        .wait_for("push batch", from, std::time::Duration::from_secs(20))
+        .is_some());
+    d.kill9();
+    writer.join().unwrap();
+    // Changes made after the kill produced no events for anyone: the restart runs with the
+    // default startup resync, as in production, and must converge exactly.
+    let cfg2 = env.local_config("");
+    let d = Syncd::start(&cfg2, &env.socket);
+    d.settle();
+    assert_same_tree(&env.src, &env.dst);
+    assert_eq!(snapshot(&env.dst).len(), 3000 + 30 + 1);
+}
+
+#[test]
+fn hostile_socket_input_does_not_stop_the_daemon() {
+    use std::os::unix::net::UnixStream;
+    let env = Env::new();
+    let d = start(&env);
+    // Random bytes.
+    let mut s = UnixStream::connect(&env.socket).unwrap();
+    let junk: Vec<u8> = (0..10_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let _ = s.write_all(&junk);
+    drop(s);
+    // A frame claiming 4 GB.
+    let mut s = UnixStream::connect(&env.socket).unwrap();
+    let _ = s.write_all(&[0xff, 0xff, 0xff, 0xff, 1, 2, 3]);
+    drop(s);
+    // A valid frame with a hostile inner length, after a valid hello.
+    let mut s = UnixStream::connect(&env.socket).unwrap();
+    let hello = syncd_proto::encode_frame(
+        &syncd_proto::Request::Hello {
+            protocol: syncd_proto::PROTOCOL_VERSION,
+        },
+        1024,
+    )
+    .unwrap();
+    let _ = s.write_all(&hello);
+    let _ = s.write_all(&[0, 0, 0, 11, 2, 1, 0xfd, 0, 0, 0, 0, 0, 1, 0, 0]);
+    drop(s);
+    // A wrong protocol version.
+    let mut s = UnixStream::connect(&env.socket).unwrap();
+    let _ = s.write_all(
+        &syncd_proto::encode_frame(&syncd_proto::Request::Hello { protocol: 999 }, 1024).unwrap(),
+    );
+    drop(s);
+    // Connects and says nothing (kept open while others are served).
+    let silent: Vec<UnixStream> = (0..20)
+        .map(|_| UnixStream::connect(&env.socket).unwrap())
+        .collect();
+    write(&env.src.join("after.txt"), b"still serving");
+    d.settle();
+    assert_same_tree(&env.src, &env.dst);
+    assert_eq!(d.status()["targets"][0]["state"], "running");
+    drop(silent);
+}
+
+#[test]
+fn wait_idle_reports_unknown_target_and_bad_requests_clearly() {
+    let env = Env::new();
+    let d = start(&env);
+    let out = d.ctl(&["pause", "nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no target named \"nope\"") && err.contains("data/local"),
+        "{err}"
+    );
+    let out = d.ctl(&["resync", "/definitely/not/watched"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not inside any watched root"));
+}
+
+#[test]
+fn resync_command_repairs_a_target_changed_behind_syncd() {
+    let env = Env::new();
+    write(&env.src.join("a/1.txt"), b"1");
+    let d = start(&env);
+    // Someone damages the target.
+    std::fs::remove_file(env.dst.join("a/1.txt")).unwrap();
+    write(&env.dst.join("a/extra.txt"), b"x");
+    let out = d.ctl(&["resync", env.src.join("a").to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    d.settle();
+    assert_same_tree(&env.src, &env.dst);
+    std::fs::remove_file(env.dst.join("a/1.txt")).unwrap();
+    assert!(d.ctl(&["resync"]).status.success());
+    d.settle();
+    assert_same_tree(&env.src, &env.dst);
+}
+
+#[test]
+fn journaled_paths_survive_kill_9() {
+    let env = Env::new();
+    // No startup resync: after the crash only the journal knows what is owed.
+    let cfg = env.config_top(
+        "startup_resync = false",
+        "",
+        &local_target("local", &env.dst, ""),
+    );
+    let d = Syncd::start(&cfg, &env.socket);
+    assert!(d.ctl(&["pause"]).status.success());
+    for i in 0..200 {
+        write(
+            &env.src.join(format!("j/{i}.txt")),
+            format!("{i}").as_bytes(),
+        );
+    }
+    assert_eq!(d.wait_idle(1), 4);
+    assert_eq!(d.target_status("local")["pending"], 201);
+    d.kill9();
+    let d = Syncd::start(&cfg, &env.socket);
+    d.settle();
+    assert_same_tree(&env.src, &env.dst);
+}
