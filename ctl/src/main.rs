@@ -60,6 +60,9 @@ enum Command {
     },
     /// Wait until nothing is pending: exit 0 idle, 3 idle with failed paths, 4 timed out.
     WaitIdle {
+        /// Wait for this target only.
+        #[arg(long)]
+        target: Option<String>,
         /// Give up after this many seconds.
         #[arg(long)]
         timeout: Option<f64>,
@@ -137,7 +140,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             simple(&mut conn, Request::RetryFailed { target }, cli.json)
         }
         Command::Failed { target, limit } => failed(&mut conn, target, limit, cli.json),
-        Command::WaitIdle { timeout } => wait_idle(&mut conn, timeout, cli.json),
+        Command::WaitIdle { target, timeout } => wait_idle(&mut conn, target, timeout, cli.json),
         Command::Reload => simple(&mut conn, Request::Reload, cli.json),
         Command::Stop => simple(&mut conn, Request::Shutdown, cli.json),
     }
@@ -334,12 +337,17 @@ fn failed(
     Ok(ExitCode::SUCCESS)
 }
 
-fn wait_idle(conn: &mut Conn, timeout: Option<f64>, as_json: bool) -> anyhow::Result<ExitCode> {
+fn wait_idle(
+    conn: &mut Conn,
+    target: Option<String>,
+    timeout: Option<f64>,
+    as_json: bool,
+) -> anyhow::Result<ExitCode> {
     if timeout.is_some_and(|t| !(t.is_finite() && t >= 0.0)) {
         bail!("--timeout must be a number of seconds, 0 or more");
     }
     let timeout_ms = timeout.map(|t| (t * 1000.0) as u64);
-    match conn.call(&Request::WaitIdle { timeout_ms })? {
+    match conn.call(&Request::WaitIdle { target, timeout_ms })? {
         Response::WaitIdle(IdleOutcome::Idle { failed: 0 }) => {
             if as_json {
                 println!("{}", json!({"idle": true, "failed": 0}));

@@ -300,7 +300,9 @@ async fn answer(req: Request, shared: &Shared) -> Response {
             }
             Response::Failed(FailedList { entries, more })
         }
-        Request::WaitIdle { timeout_ms } => wait_idle(&engine, shared, timeout_ms).await,
+        Request::WaitIdle { target, timeout_ms } => {
+            wait_idle(&engine, shared, target.as_deref(), timeout_ms).await
+        }
         Request::Reload => {
             let (tx, rx) = oneshot::channel();
             if shared.reload.send(tx).await.is_err() {
@@ -443,7 +445,16 @@ fn status(engine: &EngineView, shared: &Shared) -> Response {
     })
 }
 
-async fn wait_idle(engine: &EngineView, shared: &Shared, timeout_ms: Option<u64>) -> Response {
+async fn wait_idle(
+    engine: &EngineView,
+    shared: &Shared,
+    target: Option<&str>,
+    timeout_ms: Option<u64>,
+) -> Response {
+    let targets = match engine.select(target) {
+        Ok(t) => t,
+        Err(e) => return e,
+    };
     let deadline = Instant::now() + Duration::from_millis(timeout_ms.unwrap_or(365 * 86_400_000));
     let mut tick = engine.tick.subscribe();
     // Barrier: every inotify event queued before this request is read and handed on first.
@@ -456,7 +467,7 @@ async fn wait_idle(engine: &EngineView, shared: &Shared, timeout_ms: Option<u64>
         let mut pending = *engine.waiting.borrow() as u64;
         let mut busy = pending > 0;
         let mut failed = 0;
-        for t in &engine.targets {
+        for t in &targets {
             let v = t.view.borrow().clone();
             let p = shared
                 .journal

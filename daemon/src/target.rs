@@ -307,7 +307,25 @@ async fn full_job(
         match runner.push_full(&sub, &progress).await {
             Outcome::Delivered => {}
             Outcome::Partial(e) => {
-                warn!(target = %id, error = %e, "full sync finished with errors");
+                // Narrow down: the directory's own files become pending paths (the batch path
+                // splits them until the failing ones are parked with their reason), and each
+                // subdirectory gets its own full sync, which narrows again if it fails.
+                warn!(target = %id, sub = %String::from_utf8_lossy(&sub), error = %e, "full sync finished with errors; narrowing down");
+                let root = runner.root.clone();
+                let s = sub.clone();
+                let (files, dirs) = tokio::task::spawn_blocking(move || list_children(&root, &s))
+                    .await
+                    .unwrap_or_default();
+                let res = journal
+                    .record(std::slice::from_ref(&id), &files)
+                    .and_then(|_| dirs.iter().try_for_each(|d| journal.request_resync(&id, d)));
+                if let Err(je) = res {
+                    return JobResult::Full {
+                        ok: false,
+                        target_error: Some((je.to_string(), false)),
+                        warning,
+                    };
+                }
                 warning = Some(e);
             }
             Outcome::TargetDown(e) => {
@@ -339,6 +357,29 @@ async fn full_job(
         target_error: None,
         warning,
     }
+}
+
+/// Entries directly inside `sub` (relative to the root), split into non-directories and
+/// directories, excluded ones left out.
+fn list_children(root: &crate::config::RootConfig, sub: &[u8]) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    use std::os::unix::ffi::OsStrExt;
+    let (mut files, mut dirs) = (Vec::new(), Vec::new());
+    let Ok(rd) = std::fs::read_dir(crate::watch::abs_path(&root.source, sub)) else {
+        return (files, dirs);
+    };
+    for e in rd.flatten() {
+        let rel = crate::watch::join_rel(sub, e.file_name().as_bytes());
+        let is_dir = e.file_type().map(|t| t.is_dir()).unwrap_or(false);
+        if root.excludes.matches(&rel, is_dir) {
+            continue;
+        }
+        if is_dir {
+            dirs.push(rel);
+        } else {
+            files.push(rel);
+        }
+    }
+    (files, dirs)
 }
 
 async fn batch_job(

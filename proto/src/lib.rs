@@ -50,8 +50,12 @@ pub enum Request {
     RetryFailed { target: Option<String> },
     /// List parked paths with their last error, at most `limit` of them.
     ListFailed { target: Option<String>, limit: u32 },
-    /// Answer once nothing is pending or in flight, or after `timeout_ms`.
-    WaitIdle { timeout_ms: Option<u64> },
+    /// Answer once nothing is pending or in flight (for one target, or all), or after
+    /// `timeout_ms`.
+    WaitIdle {
+        target: Option<String>,
+        timeout_ms: Option<u64>,
+    },
     /// Re-read the configuration file; a bad one is rejected and the running one kept.
     Reload,
     /// Shut the daemon down cleanly.

@@ -46,9 +46,10 @@ fn requests() -> Vec<(Request, &'static str)> {
         ),
         (
             Request::WaitIdle {
+                target: Some("b1".into()),
                 timeout_ms: Some(5000),
             },
-            "000000050701fb8813",
+            "00000009070102623101fb8813",
         ),
         (Request::Reload, "0000000108"),
         (Request::Shutdown, "0000000109"),

@@ -291,9 +291,23 @@ impl Env {
     }
 }
 
-/// A `[[sync.target]]` section for a local directory.
+/// A `[[sync.target]]` section for a local directory; `extra` lines override the defaults.
 pub fn local_target(name: &str, dest: &Path, extra: &str) -> String {
-    format!("[[sync.target]]\nname = {name:?}\ndest = {dest:?}\nretry_initial_ms = 100\nretry_max_ms = 1000\n{extra}\n")
+    let defaults =
+        format!("name = {name:?}\ndest = {dest:?}\nretry_initial_ms = 100\nretry_max_ms = 1000");
+    format!("[[sync.target]]\n{}\n", merge_keys(&defaults, extra))
+}
+
+/// `key = value` lines of `defaults` not set in `extra`, then `extra`.
+pub fn merge_keys(defaults: &str, extra: &str) -> String {
+    let key = |l: &str| l.split('=').next().unwrap_or("").trim().to_string();
+    let overridden: Vec<String> = extra.lines().map(key).collect();
+    let mut out: Vec<&str> = defaults
+        .lines()
+        .filter(|l| !overridden.contains(&key(l)))
+        .collect();
+    out.extend(extra.lines());
+    out.join("\n")
 }
 
 /// What a tree entry is, for comparison.
@@ -469,14 +483,15 @@ impl RsyncDaemon {
         "syncuser@127.0.0.1::mod".to_string()
     }
 
-    /// A target section pointing at this daemon.
+    /// A target section pointing at this daemon; `extra` lines override the defaults.
     pub fn target(&self, name: &str, extra: &str) -> String {
-        format!(
-            "[[sync.target]]\nname = {name:?}\ndest = {dest:?}\nport = {port}\npassword_file = {pf:?}\ncontimeout_s = 2\ntimeout_s = 10\nretry_initial_ms = 200\nretry_max_ms = 1000\n{extra}\n",
+        let defaults = format!(
+            "name = {name:?}\ndest = {dest:?}\nport = {port}\npassword_file = {pf:?}\ncontimeout_s = 2\ntimeout_s = 10\nretry_initial_ms = 200\nretry_max_ms = 1000",
             dest = self.dest(),
             port = self.port,
             pf = self.password_file,
-        )
+        );
+        format!("[[sync.target]]\n{}\n", merge_keys(&defaults, extra))
     }
 }
 

@@ -1,0 +1,207 @@
+//! End-to-end against a real rsync daemon on 127.0.0.1 started by the fixture.
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use syncd_tests::*;
+
+fn module_dir(env: &Env) -> std::path::PathBuf {
+    let m = env.dir.path().join("module");
+    std::fs::create_dir(&m).unwrap();
+    m
+}
+
+#[test]
+fn operations_reach_an_rsync_daemon_target() {
+    let env = Env::new();
+    let module = module_dir(&env);
+    let rd = RsyncDaemon::start(env.dir.path(), &module, "");
+    write(&env.src.join("before/start.txt"), b"pre");
+    let cfg = env.config("", &rd.target("d1", ""));
+    let d = Syncd::start(&cfg, &env.socket);
+    d.settle();
+    assert_same_tree(&env.src, &module);
+
+    write(&env.src.join("a/b/c.txt"), b"abc");
+    write(&env.src.join("#comment-like"), b"#");
+    write(&env.src.join("a/b/c2.txt"), b"c2");
+    d.settle();
+    assert_same_tree(&env.src, &module);
+
+    std::fs::rename(env.src.join("a"), env.src.join("a-renamed")).unwrap();
+    write(&env.src.join("a-renamed/b/after.txt"), b"after rename");
+    std::fs::remove_dir_all(env.src.join("before")).unwrap();
+    d.settle();
+    assert_same_tree(&env.src, &module);
+    assert!(
+        !d.log.text().contains(RSYNC_PASSWORD),
+        "the password leaked into the log"
+    );
+    assert!(
+        !String::from_utf8_lossy(&d.ctl(&["--json", "status"]).stdout).contains(RSYNC_PASSWORD)
+    );
+}
+
+#[test]
+fn daemon_outage_means_backoff_then_everything_is_delivered() {
+    let env = Env::new();
+    let module = module_dir(&env);
+    let mut rd = RsyncDaemon::start(env.dir.path(), &module, "");
+    let cfg = env.config("", &rd.target("d1", ""));
+    let d = Syncd::start(&cfg, &env.socket);
+    d.settle();
+    rd.stop();
+    let from = d.log.len();
+    for i in 0..100 {
+        write(
+            &env.src.join(format!("during-outage/{i}.txt")),
+            format!("{i}").as_bytes(),
+        );
+    }
+    assert!(
+        d.log
+            .wait_for("backing off", from, Duration::from_secs(20))
+            .is_some(),
+        "{}",
+        d.log.text()
+    );
+    let st = d.target_status("d1");
+    assert_eq!(st["state"], "backoff", "{st}");
+    let err = st["last_error"].as_str().unwrap_or_default();
+    assert!(
+        err.contains("rsync exit 10"),
+        "last_error names the failure: {st}"
+    );
+    assert!(st["pending"].as_u64().unwrap() > 0);
+    assert_eq!(d.wait_idle(1), 4, "not idle while the target is down");
+    rd.restart();
+    d.settle();
+    assert_same_tree(&env.src, &module);
+    let st = d.target_status("d1");
+    assert_eq!(st["state"], "running");
+    assert_eq!(st["pending"], 0);
+}
+
+#[test]
+fn refused_path_is_listed_failed_and_delivered_after_the_fix() {
+    let env = Env::new();
+    let module = module_dir(&env);
+    // The daemon writes as nobody; one directory at the target belongs to root: the daemon
+    // refuses every file in it, and nothing else.
+    std::fs::create_dir(module.join("locked")).unwrap();
+    std::fs::set_permissions(
+        module.join("locked"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    let nobody = nix::unistd::User::from_name("nobody")
+        .unwrap()
+        .expect("user nobody");
+    nix::unistd::chown(&module, Some(nobody.uid), Some(nobody.gid)).unwrap();
+    let rd = RsyncDaemon::start(env.dir.path(), &module, "uid = nobody\ngid = nogroup\n");
+    std::fs::set_permissions(&module, std::fs::Permissions::from_mode(0o755)).unwrap();
+    write(
+        &env.src.join("locked/at-start.txt"),
+        b"refused by the full sync",
+    );
+    let cfg = env.config(
+        "",
+        &rd.target(
+            "d1",
+            "max_attempts = 2\nretry_initial_ms = 50\nretry_max_ms = 100",
+        ),
+    );
+    let d = Syncd::start(&cfg, &env.socket);
+    write(&env.src.join("ok1.txt"), b"fine");
+    write(&env.src.join("locked/refused.txt"), b"refused");
+    write(&env.src.join("ok2/nested.txt"), b"fine too");
+    assert_eq!(
+        d.wait_idle(60),
+        3,
+        "idle with failed paths: {}",
+        d.log.text()
+    );
+    let out = d.ctl(&["failed"]);
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listed.contains("locked/refused.txt") && listed.contains("locked/at-start.txt"),
+        "{listed}"
+    );
+    assert!(
+        listed.contains("Permission denied"),
+        "the reason is rsync's: {listed}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_slice(&d.ctl(&["--json", "failed"]).stdout).unwrap();
+    assert_eq!(json["failed"].as_array().unwrap().len(), 2, "{json}");
+    assert_eq!(d.target_status("d1")["failed"], 2);
+    // Everything else of the same batches arrived.
+    assert_eq!(std::fs::read(module.join("ok1.txt")).unwrap(), b"fine");
+    assert_eq!(
+        std::fs::read(module.join("ok2/nested.txt")).unwrap(),
+        b"fine too"
+    );
+    // Fix the cause, retry.
+    nix::unistd::chown(&module.join("locked"), Some(nobody.uid), Some(nobody.gid)).unwrap();
+    assert!(d.ctl(&["retry-failed"]).status.success());
+    d.settle();
+    assert_same_tree(&env.src, &module);
+    assert_eq!(d.target_status("d1")["failed"], 0);
+}
+
+#[test]
+fn two_targets_one_broken_the_other_converges() {
+    let env = Env::new();
+    let module = module_dir(&env);
+    let mut rd = RsyncDaemon::start(env.dir.path(), &module, "");
+    rd.stop();
+    let targets = format!(
+        "{}{}",
+        local_target("good", &env.dst, ""),
+        rd.target("broken", "")
+    );
+    let cfg = env.config("", &targets);
+    let d = Syncd::start(&cfg, &env.socket);
+    for i in 0..200 {
+        write(
+            &env.src.join(format!("f{}/{i}.txt", i % 10)),
+            format!("{i}").as_bytes(),
+        );
+    }
+    let out = d.ctl(&["wait-idle", "--target", "good", "--timeout", "60"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_same_tree(&env.src, &env.dst);
+    let broken = d.target_status("broken");
+    assert_eq!(broken["state"], "backoff", "{broken}");
+    assert!(broken["pending"].as_u64().unwrap() > 0);
+    assert_eq!(d.target_status("good")["pending"], 0);
+    rd.restart();
+    d.settle();
+    assert_same_tree(&env.src, &module);
+}
+
+#[test]
+fn wrong_password_is_reported_not_retried_fast() {
+    let env = Env::new();
+    let module = module_dir(&env);
+    let rd = RsyncDaemon::start(env.dir.path(), &module, "");
+    std::fs::write(&rd.password_file, "wrong-password\n").unwrap();
+    let cfg = env.config("", &rd.target("d1", "retry_max_ms = 60000"));
+    let d = Syncd::start(&cfg, &env.socket);
+    assert!(d
+        .log
+        .wait_for("backing off", 0, Duration::from_secs(20))
+        .is_some());
+    let st = d.target_status("d1");
+    assert_eq!(st["state"], "backoff");
+    let err = st["last_error"].as_str().unwrap();
+    assert!(err.contains("auth failed"), "{err}");
+    assert!(!err.contains("wrong-password") && !d.log.text().contains("wrong-password"));
+    // Permanent errors wait the maximum backoff, not the first step.
+    assert!(st["next_retry_ms"].as_u64().unwrap() > 20_000, "{st}");
+}
