@@ -96,6 +96,7 @@ struct RawTarget {
     max_attempts: Option<u32>,
     retry_initial_ms: Option<u64>,
     retry_max_ms: Option<u64>,
+    #[serde(alias = "retry_failed_interval")]
     retry_failed_interval_s: Option<u64>,
 }
 
@@ -140,12 +141,14 @@ pub struct RootConfig {
 pub enum Dest {
     /// A local directory.
     Local(PathBuf),
-    /// `[user@]host::module[/path]`.
+    /// `[user@]host::module[/path]` or `rsync://[user@]host[:port]/module[/path]`.
     Daemon {
         user: Option<String>,
         host: String,
         module: String,
         path: String,
+        /// Port given in an `rsync://` URL.
+        port: Option<u16>,
     },
     /// `[user@]host:path` through ssh.
     Ssh {
@@ -158,13 +161,11 @@ pub enum Dest {
 impl Dest {
     /// Parse a DEST as written on the command line or in the config.
     pub fn parse(s: &str) -> Result<Dest, String> {
-        const HELP: &str = "use a local directory, [user@]host::module[/path] or [user@]host:path";
+        const HELP: &str = "use a local directory, [user@]host::module[/path], rsync://[user@]host[:port]/module[/path] or [user@]host:path";
         if s.is_empty() {
             return Err(format!("empty destination: {HELP}"));
         }
-        if s.starts_with("rsync://") {
-            return Err(format!("rsync:// URLs are not supported: {HELP}"));
-        }
+        let url = s.strip_prefix("rsync://");
         let split_user = |hostpart: &str| -> Result<(Option<String>, String), String> {
             let (user, host) = match hostpart.rsplit_once('@') {
                 Some(("", _)) => return Err(format!("empty user before '@': {HELP}")),
@@ -179,6 +180,31 @@ impl Dest {
             }
             Ok((user, host.to_string()))
         };
+        if let Some(rest) = url {
+            let (hostport, modpath) = rest.split_once('/').unwrap_or((rest, ""));
+            let (hostpart, port) = match hostport.rsplit_once(':') {
+                Some((h, p)) => (
+                    h,
+                    Some(
+                        p.parse::<u16>()
+                            .map_err(|_| format!("invalid port {p:?}: {HELP}"))?,
+                    ),
+                ),
+                None => (hostport, None),
+            };
+            let (user, host) = split_user(hostpart)?;
+            let (module, path) = modpath.split_once('/').unwrap_or((modpath, ""));
+            if module.is_empty() {
+                return Err(format!("missing module after the host: {HELP}"));
+            }
+            return Ok(Dest::Daemon {
+                user,
+                host,
+                module: module.to_string(),
+                path: path.trim_end_matches('/').to_string(),
+                port,
+            });
+        }
         if let Some((hostpart, rest)) = s.split_once("::") {
             if hostpart.contains('/') {
                 return Ok(Dest::Local(PathBuf::from(s)));
@@ -193,6 +219,7 @@ impl Dest {
                 host,
                 module: module.to_string(),
                 path: path.trim_end_matches('/').to_string(),
+                port: None,
             });
         }
         if let Some((hostpart, path)) = s.split_once(':') {
@@ -218,6 +245,7 @@ impl Dest {
                 host,
                 module,
                 path,
+                ..
             } => {
                 let mut s = String::new();
                 if let Some(u) = user {
@@ -501,6 +529,17 @@ impl Config {
                     }
                     check_password_file(&tkey("password_file"), pf)?;
                 }
+                let port = match (&dest, t.port) {
+                    (Dest::Daemon { port: Some(u), .. }, Some(p)) if *u != p => {
+                        return Err(invalid(
+                            tkey("port"),
+                            p,
+                            format!("conflicts with port {u} in dest; give it once"),
+                        ));
+                    }
+                    (Dest::Daemon { port: Some(u), .. }, _) => Some(*u),
+                    (_, p) => p,
+                };
                 if t.port.is_some() && matches!(dest, Dest::Local(_)) {
                     return Err(invalid(
                         tkey("port"),
@@ -551,7 +590,7 @@ impl Config {
                     name,
                     dest,
                     password_file: t.password_file.map(absolute),
-                    port: t.port,
+                    port,
                     rsync_args: t.rsync_args,
                     ssh_args: t.ssh_args,
                     workers,
@@ -701,9 +740,22 @@ mod tests {
                 user: Some("u".into()),
                 host: "127.0.0.1".into(),
                 module: "mod".into(),
-                path: "sub".into()
+                path: "sub".into(),
+                port: None,
             }
         );
+        assert_eq!(
+            Dest::parse("rsync://u@127.0.0.1:8873/mod/a/b").unwrap(),
+            Dest::Daemon {
+                user: Some("u".into()),
+                host: "127.0.0.1".into(),
+                module: "mod".into(),
+                path: "a/b".into(),
+                port: Some(8873),
+            }
+        );
+        assert!(Dest::parse("rsync://h:notaport/m").is_err());
+        assert!(Dest::parse("rsync://h/").is_err());
         assert_eq!(
             Dest::parse("localhost:/srv/x").unwrap(),
             Dest::Ssh {

@@ -434,3 +434,103 @@ fn journaled_paths_survive_kill_9() {
     d.settle();
     assert_same_tree(&env.src, &env.dst);
 }
+
+#[test]
+fn file_kept_open_and_appended_is_delivered_while_still_open() {
+    let env = Env::new();
+    let d = start(&env);
+    let mut log = std::fs::File::create(env.src.join("app.log")).unwrap();
+    log.write_all(b"line 1\n").unwrap();
+    // No close: only MODIFY events; the modify window must still push it.
+    d.settle();
+    assert_eq!(std::fs::read(env.dst.join("app.log")).unwrap(), b"line 1\n");
+    log.write_all(b"line 2\n").unwrap();
+    d.settle();
+    assert_eq!(
+        std::fs::read(env.dst.join("app.log")).unwrap(),
+        b"line 1\nline 2\n"
+    );
+    drop(log);
+    d.settle();
+    assert_same_tree(&env.src, &env.dst);
+}
+
+#[test]
+fn several_workers_per_target_deliver_a_burst_exactly() {
+    let env = Env::new();
+    let cfg = env.config(
+        "",
+        &local_target("local", &env.dst, "workers = 3\nmax_batch = 50"),
+    );
+    let d = Syncd::start(&cfg, &env.socket);
+    d.settle();
+    for i in 0..1500 {
+        write(
+            &env.src.join(format!("w{}/{i}.txt", i % 15)),
+            format!("{i}").repeat(i % 50).as_bytes(),
+        );
+    }
+    for i in (0..1500).step_by(3) {
+        std::fs::remove_file(env.src.join(format!("w{}/{i}.txt", i % 15))).unwrap();
+    }
+    d.settle();
+    assert_same_tree(&env.src, &env.dst);
+}
+
+#[test]
+fn reload_applies_a_good_config_and_refuses_a_bad_one() {
+    let env = Env::new();
+    let cfg = env.local_config("");
+    let d = Syncd::start(&cfg, &env.socket);
+    d.settle();
+    // A bad config is refused and the running one keeps working.
+    let good = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, format!("{good}\nbogus_key = 1\n")).unwrap();
+    let out = d.ctl(&["reload"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bogus_key") && err.contains("running configuration stays"),
+        "{err}"
+    );
+    write(&env.src.join("still-synced.txt"), b"1");
+    d.settle();
+    assert_same_tree(&env.src, &env.dst);
+    // A good one with a second target: the new target gets a full sync.
+    let dst2 = env.dir.path().join("dst2");
+    std::fs::create_dir(&dst2).unwrap();
+    std::fs::write(
+        &cfg,
+        format!("{good}\n{}", local_target("second", &dst2, "")),
+    )
+    .unwrap();
+    let out = d.ctl(&["reload"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    d.settle();
+    assert_same_tree(&env.src, &dst2);
+    write(&env.src.join("after-reload.txt"), b"2");
+    d.settle();
+    assert_same_tree(&env.src, &env.dst);
+    assert_same_tree(&env.src, &dst2);
+    // SIGHUP does the same: remove the second target again.
+    std::fs::write(&cfg, &good).unwrap();
+    let from = d.log.len();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(d.child.id() as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    assert!(d
+        .log
+        .wait_for(
+            "configuration reloaded",
+            from,
+            std::time::Duration::from_secs(20)
+        )
+        .is_some());
+    assert_eq!(d.status()["targets"].as_array().unwrap().len(), 1);
+}

@@ -205,3 +205,78 @@ fn wrong_password_is_reported_not_retried_fast() {
     // Permanent errors wait the maximum backoff, not the first step.
     assert!(st["next_retry_ms"].as_u64().unwrap() > 20_000, "{st}");
 }
+
+#[test]
+fn quick_mode_with_rsync_url_and_password_from_the_environment() {
+    let env = Env::new();
+    let module = module_dir(&env);
+    let rd = RsyncDaemon::start(env.dir.path(), &module, "");
+    write(&env.src.join("q.txt"), b"quick");
+    let mut child = std::process::Command::new(bin("syncd"))
+        .arg("--foreground")
+        .arg("--source")
+        .arg(&env.src)
+        .arg("--target")
+        .arg(format!("rsync://syncuser@127.0.0.1:{}/mod", rd.port))
+        .arg("--target")
+        .arg(&env.dst)
+        .arg("--state-dir")
+        .arg(&env.state)
+        .arg("--socket")
+        .arg(&env.socket)
+        .env("RSYNC_PASSWORD", RSYNC_PASSWORD)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = Log::follow(child.stderr.take().unwrap(), "syncd");
+    assert!(
+        log.wait_for("syncd ready", 0, Duration::from_secs(30))
+            .is_some(),
+        "{}",
+        log.text()
+    );
+    write(&env.src.join("sub/after.txt"), b"after");
+    let out = ctl(&env.socket, &["wait-idle", "--timeout", "60"]);
+    assert_eq!(out.status.code(), Some(0), "{}", log.text());
+    assert_same_tree(&env.src, &module);
+    assert_same_tree(&env.src, &env.dst);
+    kill_reap(&mut child);
+}
+
+#[test]
+fn parked_paths_are_retried_on_schedule() {
+    let env = Env::new();
+    let module = module_dir(&env);
+    std::fs::create_dir(module.join("locked")).unwrap();
+    let nobody = nix::unistd::User::from_name("nobody")
+        .unwrap()
+        .expect("user nobody");
+    nix::unistd::chown(&module, Some(nobody.uid), Some(nobody.gid)).unwrap();
+    let rd = RsyncDaemon::start(env.dir.path(), &module, "uid = nobody\ngid = nogroup\n");
+    let cfg = env.config(
+        "",
+        &rd.target("d1", "max_attempts = 1\nretry_failed_interval = 1"),
+    );
+    let d = Syncd::start(&cfg, &env.socket);
+    write(&env.src.join("locked/x.txt"), b"x");
+    let from = d.log.len();
+    assert!(
+        d.log
+            .wait_for("parked as failed", from, Duration::from_secs(30))
+            .is_some(),
+        "{}",
+        d.log.text()
+    );
+    nix::unistd::chown(&module.join("locked"), Some(nobody.uid), Some(nobody.gid)).unwrap();
+    // No retry-failed command: the schedule alone must deliver it.
+    assert!(d
+        .log
+        .wait_for(
+            "scheduled retry of failed paths",
+            from,
+            Duration::from_secs(30)
+        )
+        .is_some());
+    d.settle();
+    assert_same_tree(&env.src, &module);
+}
