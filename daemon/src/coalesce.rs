@@ -17,7 +17,6 @@ use std::time::Duration;
 use syncd_proto::RootState;
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::{sleep_until, Instant};
-use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::journal::Journal;
@@ -47,8 +46,8 @@ pub struct Coalescer {
 type Key = (usize, Vec<u8>);
 
 impl Coalescer {
-    /// Run until `shutdown`, then journal everything still waiting.
-    pub async fn run(self, mut rx: mpsc::Receiver<Change>, shutdown: CancellationToken) {
+    /// Run until the watcher closes the channel, then journal everything still waiting.
+    pub async fn run(self, mut rx: mpsc::Receiver<Change>) {
         let mut deadlines: HashMap<Key, Instant> = HashMap::new();
         let mut timers: BTreeSet<(Instant, usize, Vec<u8>)> = BTreeSet::new();
         let mut degraded_next: Vec<Option<Instant>> = vec![None; self.roots.len()];
@@ -95,7 +94,6 @@ impl Coalescer {
                         }
                     }
                 }
-                _ = shutdown.cancelled() => closing = true,
             }
             if closing {
                 // Nothing waits in memory past shutdown: it goes to the journal now.

@@ -67,8 +67,12 @@ impl EngineView {
 /// A running generation.
 pub struct Engine {
     pub view: Arc<EngineView>,
-    cancel: CancellationToken,
-    tasks: JoinSet<()>,
+    /// Stops the watcher; the coalescer follows when the watcher's channel closes.
+    stop_watch: CancellationToken,
+    watch_tasks: JoinSet<()>,
+    /// Stops the target workers (after the coalescer journaled everything).
+    stop_push: CancellationToken,
+    push_tasks: JoinSet<()>,
 }
 
 /// Failures that keep a generation from starting.
@@ -94,8 +98,10 @@ impl Engine {
         resync: &dyn Fn(&str) -> bool,
         tick: Arc<watch::Sender<u64>>,
     ) -> Result<Engine, EngineError> {
-        let cancel = CancellationToken::new();
-        let mut tasks = JoinSet::new();
+        let stop_push = CancellationToken::new();
+        let mut push_tasks = JoinSet::new();
+        let stop_watch = CancellationToken::new();
+        let mut watch_tasks = JoinSet::new();
         let mut identities = Vec::new();
         for r in &cfg.roots {
             identities.push(
@@ -155,7 +161,7 @@ impl Engine {
                     tick: tick.clone(),
                     grace: cfg.grace_period,
                 };
-                tasks.spawn(worker.run(cancel.clone()));
+                push_tasks.spawn(worker.run(stop_push.clone()));
                 sink.target_ids.push(id.clone());
                 sink.wakes.push(wake.clone());
                 targets.push(TargetHandle {
@@ -186,8 +192,8 @@ impl Engine {
             tick: tick.clone(),
             journal_error: journal_error.clone(),
         };
-        tasks.spawn(coalescer.run(change_rx, cancel.clone()));
-        tasks.spawn(watcher.run(cmd_rx, cancel.clone()));
+        watch_tasks.spawn(coalescer.run(change_rx));
+        watch_tasks.spawn(watcher.run(cmd_rx, stop_watch.clone()));
         let view = Arc::new(EngineView {
             roots,
             targets,
@@ -204,14 +210,20 @@ impl Engine {
         );
         Ok(Engine {
             view,
-            cancel,
-            tasks,
+            stop_watch,
+            watch_tasks,
+            stop_push,
+            push_tasks,
         })
     }
 
     /// Stop watching, journal what is waiting, let running rsyncs finish within the grace period.
     pub async fn stop(mut self) {
-        self.cancel.cancel();
-        while self.tasks.join_next().await.is_some() {}
+        // Order matters: every event read is journaled before the workers stop, so nothing seen
+        // is only in memory when the process exits.
+        self.stop_watch.cancel();
+        while self.watch_tasks.join_next().await.is_some() {}
+        self.stop_push.cancel();
+        while self.push_tasks.join_next().await.is_some() {}
     }
 }

@@ -275,12 +275,21 @@ impl Watcher {
         read_owned(self.fd.get_mut(), buf)
     }
 
-    /// Run until `shutdown`.
+    /// Run until `shutdown`; then hand over what the kernel still holds and return, which
+    /// closes the channel and lets the coalescer journal everything.
     pub async fn run(mut self, mut cmds: mpsc::Receiver<WatchCmd>, shutdown: CancellationToken) {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             tokio::select! {
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => {
+                    while let Ok(evs) = self.read_now(&mut buf) {
+                        if evs.is_empty() {
+                            break;
+                        }
+                        self.handle(evs).await;
+                    }
+                    return;
+                }
                 cmd = cmds.recv() => match cmd {
                     Some(WatchCmd::Barrier(reply)) => {
                         // Everything queued in the kernel before the request is read now.

@@ -275,10 +275,10 @@ impl Env {
     /// Like [`Env::config`] with extra top-level lines.
     pub fn config_top(&self, top: &str, extra_root: &str, targets: &str) -> PathBuf {
         let text = format!(
-            "state_dir = {state:?}\nsocket = {socket:?}\ngrace_period_s = 5\n{top}\n\n[[sync]]\nname = \"data\"\nsource = {src:?}\ndelay_ms = 20\nmodify_delay_ms = 200\n{extra_root}\n{targets}",
+            "state_dir = {state:?}\nsocket = {socket:?}\ngrace_period_s = 5\n{top}\n\n[[sync]]\n{root}\n{targets}",
             state = self.state,
             socket = self.socket,
-            src = self.src,
+            root = merge_keys(&format!("name = \"data\"\nsource = {:?}\ndelay_ms = 20\nmodify_delay_ms = 200", self.src), extra_root),
         );
         let p = self.dir.path().join("syncd.toml");
         std::fs::write(&p, text).unwrap();

@@ -534,3 +534,30 @@ fn reload_applies_a_good_config_and_refuses_a_bad_one() {
         .is_some());
     assert_eq!(d.status()["targets"].as_array().unwrap().len(), 1);
 }
+
+#[test]
+fn sigterm_right_after_writes_journals_every_event_seen() {
+    let env = Env::new();
+    // No startup resync: only what was journaled at shutdown can be delivered after it.
+    // A long coalescing window: symlinks and hard links (no close_write) wait in memory.
+    let cfg = env.config_top(
+        "startup_resync = false",
+        "delay_ms = 60000",
+        &local_target("local", &env.dst, ""),
+    );
+    let d = Syncd::start(&cfg, &env.socket);
+    assert!(d.ctl(&["pause"]).status.success());
+    for i in 0..300 {
+        write(&env.src.join(format!("t{}/{i}.txt", i % 3)), b"x");
+        std::os::unix::fs::symlink(
+            format!("{i}.txt"),
+            env.src.join(format!("t{}/{i}.lnk", i % 3)),
+        )
+        .unwrap();
+    }
+    // No wait: events still queued in the kernel or waiting in the coalescing window.
+    assert_eq!(d.stop(), Some(0));
+    let d = Syncd::start(&cfg, &env.socket);
+    d.settle();
+    assert_same_tree(&env.src, &env.dst);
+}
