@@ -795,6 +795,25 @@ mod tests {
     }
 
     #[test]
+    fn shipped_example_config_validates() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display().to_string();
+        std::fs::create_dir_all(dir.path().join("data")).unwrap();
+        std::fs::create_dir_all(dir.path().join("mnt/backup")).unwrap();
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "x\n").unwrap();
+        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let text = include_str!("../../packaging/syncd.example.toml")
+            .replace("\"/data\"", &format!("\"{d}/data\""))
+            .replace("/mnt/backup/data", &format!("{d}/mnt/backup/data"))
+            .replace("/etc/rsync.password", &pw.display().to_string())
+            .replace("/var/lib/syncd", &format!("{d}/state"));
+        let cfg = Config::from_toml(&text, Path::new("syncd.example.toml")).unwrap();
+        assert_eq!(cfg.roots[0].targets.len(), 2);
+        assert_eq!(cfg.roots[0].targets[0].retry.max_attempts, 10);
+    }
+
+    #[test]
     fn minimal_config_validates() {
         let (_d, cfg) = tmp_config("");
         let cfg = cfg.unwrap();
