@@ -214,8 +214,28 @@ impl Syncd {
 
 impl Drop for Syncd {
     fn drop(&mut self) {
-        kill_reap(&mut self.child);
+        // SIGTERM first so syncd kills its own rsync children; SIGKILL if it does not exit.
+        terminate(&mut self.child, Duration::from_secs(15));
     }
+}
+
+/// SIGTERM, wait up to `grace` for the exit, then SIGKILL; always reaps.
+pub fn terminate(child: &mut Child, grace: Duration) {
+    if let Ok(Some(_)) = child.try_wait() {
+        return;
+    }
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    std::thread::scope(|s| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        s.spawn(move || {
+            let _ = child.wait();
+            let _ = tx.send(());
+        });
+        if rx.recv_timeout(grace).is_err() {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        }
+    });
 }
 
 /// Run syncctl with `--socket`.
@@ -275,10 +295,21 @@ impl Env {
     /// Like [`Env::config`] with extra top-level lines.
     pub fn config_top(&self, top: &str, extra_root: &str, targets: &str) -> PathBuf {
         let text = format!(
-            "state_dir = {state:?}\nsocket = {socket:?}\ngrace_period_s = 5\n{top}\n\n[[sync]]\n{root}\n{targets}",
-            state = self.state,
-            socket = self.socket,
-            root = merge_keys(&format!("name = \"data\"\nsource = {:?}\ndelay_ms = 20\nmodify_delay_ms = 200", self.src), extra_root),
+            "{top}\n\n[[sync]]\n{root}\n{targets}",
+            top = merge_keys(
+                &format!(
+                    "state_dir = {:?}\nsocket = {:?}\ngrace_period_s = 5",
+                    self.state, self.socket
+                ),
+                top
+            ),
+            root = merge_keys(
+                &format!(
+                    "name = \"data\"\nsource = {:?}\ndelay_ms = 20\nmodify_delay_ms = 200",
+                    self.src
+                ),
+                extra_root
+            ),
         );
         let p = self.dir.path().join("syncd.toml");
         std::fs::write(&p, text).unwrap();

@@ -22,7 +22,10 @@ impl Sysctl {
             eprintln!("cannot write {path} (not root?)");
             return None;
         }
-        Some(Sysctl { path, old: old.trim().to_string() })
+        Some(Sysctl {
+            path,
+            old: old.trim().to_string(),
+        })
     }
 }
 
@@ -38,7 +41,8 @@ fn queue_overflow_resyncs_the_root_and_converges() {
     let env = Env::new();
     let cfg = env.config("", &local_target("local", &env.dst, ""));
     // The limit applies when the inotify instance is created: lower it around syncd's start.
-    let limit = Sysctl::set("/proc/sys/fs/inotify/max_queued_events", "32").expect("root is needed to lower the inotify queue limit");
+    let limit = Sysctl::set("/proc/sys/fs/inotify/max_queued_events", "32")
+        .expect("root is needed to lower the inotify queue limit");
     let d = Syncd::start(&cfg, &env.socket);
     drop(limit);
     d.settle();
@@ -50,7 +54,13 @@ fn queue_overflow_resyncs_the_root_and_converges() {
         write(&env.src.join(format!("o{}/{i}.txt", i % 40)), b"overflow");
     }
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
-    assert!(d.log.wait_for("inotify queue overflowed", from, Duration::from_secs(30)).is_some(), "no overflow seen:\n{}", d.log.text());
+    assert!(
+        d.log
+            .wait_for("inotify queue overflowed", from, Duration::from_secs(30))
+            .is_some(),
+        "no overflow seen:\n{}",
+        d.log.text()
+    );
     d.settle();
     assert_same_tree(&env.src, &env.dst);
     // Watching still works afterwards, including in directories created during the overflow.
@@ -66,17 +76,33 @@ fn watch_limit_is_reported_and_the_root_converges_by_scheduled_resyncs() {
     for i in 0..60 {
         write(&env.src.join(format!("dir{i}/sub/f.txt")), b"x");
     }
-    let cfg = env.config("full_resync_interval_s = 1", &local_target("local", &env.dst, ""));
+    let cfg = env.config(
+        "full_resync_interval_s = 1",
+        &local_target("local", &env.dst, ""),
+    );
     let in_use = count_watches();
-    let limit = Sysctl::set("/proc/sys/fs/inotify/max_user_watches", &(in_use + 30).to_string()).expect("root is needed to lower the watch limit");
+    let limit = Sysctl::set(
+        "/proc/sys/fs/inotify/max_user_watches",
+        &(in_use + 30).to_string(),
+    )
+    .expect("root is needed to lower the watch limit");
     let d = Syncd::start(&cfg, &env.socket);
     drop(limit);
-    assert!(d.log.wait_for("fs.inotify.max_user_watches", 0, Duration::from_secs(10)).is_some(), "{}", d.log.text());
+    assert!(
+        d.log
+            .wait_for("fs.inotify.max_user_watches", 0, Duration::from_secs(10))
+            .is_some(),
+        "{}",
+        d.log.text()
+    );
     let st = d.status();
     let root = &st["roots"][0];
     assert_eq!(root["state"], "scheduled-resync", "{st}");
     let reason = root["reason"].as_str().unwrap();
-    assert!(reason.contains("fs.inotify.max_user_watches") && reason.contains("121 directories"), "{reason}");
+    assert!(
+        reason.contains("fs.inotify.max_user_watches") && reason.contains("121 directories"),
+        "{reason}"
+    );
     d.settle();
     assert_same_tree(&env.src, &env.dst);
     // A change deep in the unwatched part still arrives, through the scheduled full resync.
@@ -84,9 +110,15 @@ fn watch_limit_is_reported_and_the_root_converges_by_scheduled_resyncs() {
     for i in 0..60 {
         write(&env.src.join(format!("dir{i}/sub/g.txt")), b"later");
     }
-    assert!(d.log.wait_for("full sync done", from, Duration::from_secs(20)).is_some());
+    assert!(d
+        .log
+        .wait_for("full sync done", from, Duration::from_secs(20))
+        .is_some());
     let from = d.log.len();
-    assert!(d.log.wait_for("full sync done", from, Duration::from_secs(20)).is_some());
+    assert!(d
+        .log
+        .wait_for("full sync done", from, Duration::from_secs(20))
+        .is_some());
     d.settle();
     assert_same_tree(&env.src, &env.dst);
 }
@@ -95,7 +127,9 @@ fn watch_limit_is_reported_and_the_root_converges_by_scheduled_resyncs() {
 fn count_watches() -> usize {
     let mut n = 0;
     for p in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(fds) = std::fs::read_dir(p.path().join("fdinfo")) else { continue };
+        let Ok(fds) = std::fs::read_dir(p.path().join("fdinfo")) else {
+            continue;
+        };
         for fd in fds.flatten() {
             if let Ok(s) = std::fs::read_to_string(fd.path()) {
                 n += s.lines().filter(|l| l.starts_with("inotify wd:")).count();

@@ -1,0 +1,199 @@
+//! Faults injected through a fake `rsync` on PATH that wraps the real one: a hang, a death by
+//! signal, a slow run. Everything else is real.
+
+use std::ffi::OsString;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use syncd_tests::*;
+
+fn real_rsync() -> PathBuf {
+    std::env::split_paths(&std::env::var_os("PATH").unwrap())
+        .map(|d| d.join("rsync"))
+        .find(|p| p.exists())
+        .expect("rsync on PATH")
+}
+
+/// A directory holding the fake rsync; flag files in `flags` switch faults on.
+struct Fake {
+    bin: PathBuf,
+    flags: PathBuf,
+}
+
+impl Fake {
+    fn new(dir: &Path) -> Fake {
+        let bin = dir.join("fakebin");
+        let flags = dir.join("flags");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::create_dir_all(&flags).unwrap();
+        let script = format!(
+            "#!/bin/sh\n\
+             case \"$1\" in --version) exec {real} \"$@\";; esac\n\
+             [ -e {f}/hang ] && exec sleep \"$(cat {f}/hang)\"\n\
+             [ -e {f}/die ] && kill -9 $$\n\
+             [ -e {f}/slow ] && sleep 2\n\
+             exec {real} \"$@\"\n",
+            real = real_rsync().display(),
+            f = flags.display()
+        );
+        let p = bin.join("rsync");
+        std::fs::write(&p, script).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        Fake { bin, flags }
+    }
+
+    fn path_env(&self) -> OsString {
+        let mut p = OsString::from(self.bin.as_os_str());
+        p.push(":");
+        p.push(std::env::var_os("PATH").unwrap());
+        p
+    }
+
+    fn set(&self, flag: &str, on: bool) {
+        self.set_to(flag, on, "");
+    }
+
+    /// Switch a flag; `hang`'s content is how long the fake sleeps (tells tests apart).
+    fn set_to(&self, flag: &str, on: bool, content: &str) {
+        let f = self.flags.join(flag);
+        if on {
+            std::fs::write(f, content).unwrap();
+        } else {
+            let _ = std::fs::remove_file(f);
+        }
+    }
+}
+
+fn start(env: &Env, fake: &Fake, target_extra: &str) -> Syncd {
+    let cfg = env.config("", &local_target("local", &env.dst, target_extra));
+    let path = fake.path_env();
+    let d = Syncd::start_with_env(&cfg, &env.socket, &[("PATH", &path)]);
+    d.settle();
+    d
+}
+
+#[test]
+fn hung_rsync_is_killed_at_the_deadline_and_the_batch_retried() {
+    let env = Env::new();
+    let fake = Fake::new(env.dir.path());
+    let d = start(&env, &fake, "push_deadline_s = 1");
+    fake.set_to("hang", true, "1000");
+    let from = d.log.len();
+    write(&env.src.join("h.txt"), b"hang");
+    assert!(
+        d.log
+            .wait_for("backing off", from, Duration::from_secs(20))
+            .is_some(),
+        "{}",
+        d.log.text()
+    );
+    let st = d.target_status("local");
+    assert!(
+        st["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("push_deadline_s"),
+        "{st}"
+    );
+    assert_eq!(st["pending"], 1);
+    // After several deadline kills, rsyncs (here: their sleep) do not pile up: at most the one
+    // in flight exists.
+    let again = d
+        .log
+        .wait_for("backing off", from, Duration::from_secs(20))
+        .unwrap();
+    assert!(d
+        .log
+        .wait_for("backing off", again + 1, Duration::from_secs(20))
+        .is_some());
+    let parent = d.child.id().to_string();
+    let procs = std::process::Command::new("pgrep")
+        .args(["-P", &parent, "-f", "sleep 1000"])
+        .output()
+        .unwrap();
+    let n = String::from_utf8_lossy(&procs.stdout).lines().count();
+    assert!(
+        n <= 1,
+        "{n} hung rsyncs alive: killed pushes left processes behind"
+    );
+    fake.set("hang", false);
+    d.settle();
+    assert_same_tree(&env.src, &env.dst);
+}
+
+#[test]
+fn rsync_killed_by_a_signal_is_never_counted_as_delivered() {
+    let env = Env::new();
+    let fake = Fake::new(env.dir.path());
+    let d = start(&env, &fake, "");
+    fake.set("die", true);
+    let from = d.log.len();
+    write(&env.src.join("k.txt"), b"killed");
+    assert!(d
+        .log
+        .wait_for("backing off", from, Duration::from_secs(20))
+        .is_some());
+    let st = d.target_status("local");
+    assert!(
+        st["last_error"].as_str().unwrap().contains("signal 9"),
+        "{st}"
+    );
+    assert_eq!(st["pending"], 1, "{st}");
+    assert_eq!(st["delivered"], 0, "{st}");
+    fake.set("die", false);
+    d.settle();
+    assert_same_tree(&env.src, &env.dst);
+}
+
+#[test]
+fn sigterm_lets_a_running_push_finish_within_the_grace_period() {
+    let env = Env::new();
+    let fake = Fake::new(env.dir.path());
+    let d = start(&env, &fake, "");
+    fake.set("slow", true);
+    let from = d.log.len();
+    write(&env.src.join("slow.txt"), b"slow push");
+    assert!(d
+        .log
+        .wait_for("push batch", from, Duration::from_secs(20))
+        .is_some());
+    // The push takes two seconds; the grace period (5 s in the fixture) covers it.
+    let started = std::time::Instant::now();
+    assert_eq!(d.stop(), Some(0));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_same_tree(&env.src, &env.dst);
+}
+
+#[test]
+fn sigterm_kills_a_push_that_outlives_the_grace_period_and_keeps_its_paths() {
+    let env = Env::new();
+    let fake = Fake::new(env.dir.path());
+    let cfg = env.config_top(
+        "grace_period_s = 1\nstartup_resync = false",
+        "",
+        &local_target("local", &env.dst, ""),
+    );
+    let path = fake.path_env();
+    let d = Syncd::start_with_env(&cfg, &env.socket, &[("PATH", &path)]);
+    d.settle();
+    fake.set_to("hang", true, "1001");
+    let from = d.log.len();
+    write(&env.src.join("stuck.txt"), b"stuck");
+    assert!(d
+        .log
+        .wait_for("push batch", from, Duration::from_secs(20))
+        .is_some());
+    let started = std::time::Instant::now();
+    assert_eq!(d.stop(), Some(0));
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "exits within its grace period"
+    );
+    assert!(snapshot(&env.dst).is_empty());
+    fake.set("hang", false);
+    // Nothing was confirmed: the journal still owes the path (no startup resync to help).
+    let d = Syncd::start(&cfg, &env.socket);
+    d.settle();
+    assert_same_tree(&env.src, &env.dst);
+}
