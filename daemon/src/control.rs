@@ -464,31 +464,37 @@ async fn wait_idle(
     }
     loop {
         tick.borrow_and_update();
-        let mut pending = *engine.waiting.borrow() as u64;
-        let mut busy = pending > 0;
-        let mut failed = 0;
+        // Cheap checks on every tick; counting happens only for the answer.
+        let mut busy = *engine.waiting.borrow() > 0;
         for t in &targets {
             let v = t.view.borrow().clone();
-            let p = shared
-                .journal
-                .pending_stats(&t.id)
-                .map(|s| s.0)
-                .unwrap_or(0);
-            let owed = shared
-                .journal
-                .resyncs(&t.id)
-                .map(|r| !r.is_empty())
-                .unwrap_or(true);
-            pending += p;
-            failed += shared.journal.failed_count(&t.id).unwrap_or(0);
-            busy |= p > 0 || v.in_flight > 0 || v.full_sync.is_some() || owed;
+            busy = busy
+                || v.in_flight > 0
+                || v.full_sync.is_some()
+                || shared.journal.has_pending(&t.id).unwrap_or(true)
+                || shared
+                    .journal
+                    .resyncs(&t.id)
+                    .map(|r| !r.is_empty())
+                    .unwrap_or(true);
+            if busy {
+                break;
+            }
         }
         if !busy {
+            let failed = targets
+                .iter()
+                .map(|t| shared.journal.failed_count(&t.id).unwrap_or(0))
+                .sum();
             return Response::WaitIdle(IdleOutcome::Idle { failed });
         }
         tokio::select! {
             r = tick.changed() => if r.is_err() { return err(ErrorKind::Internal, "syncd is shutting down") },
-            _ = sleep_until(deadline) => return Response::WaitIdle(IdleOutcome::TimedOut { pending }),
+            _ = sleep_until(deadline) => {
+                let pending = *engine.waiting.borrow() as u64
+                    + targets.iter().map(|t| shared.journal.pending_stats(&t.id).map(|s| s.0).unwrap_or(0)).sum::<u64>();
+                return Response::WaitIdle(IdleOutcome::TimedOut { pending });
+            }
         }
     }
 }

@@ -310,6 +310,16 @@ impl Journal {
         Ok((n, oldest))
     }
 
+    /// Whether `target` has any pending path (cheap: looks at one key).
+    pub fn has_pending(&self, target: &str) -> Result<bool, JournalError> {
+        Ok(self
+            .pending
+            .scan_prefix(prefix(target))
+            .next()
+            .transpose()?
+            .is_some())
+    }
+
     /// Number of parked paths of `target`.
     pub fn failed_count(&self, target: &str) -> Result<u64, JournalError> {
         let mut n = 0;

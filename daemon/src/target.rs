@@ -108,6 +108,8 @@ impl Worker {
         let mut last_error: Option<String> = None;
         let mut stopping: Option<Instant> = None;
         let mut paused = self.paused.clone();
+        // The pause switch lives in the engine view; once it is gone, stop listening to it.
+        let mut pause_alive = true;
         loop {
             if self.kick.swap(false, Ordering::Relaxed) {
                 backoff_until = None;
@@ -127,8 +129,11 @@ impl Worker {
                 next_failed_retry = now + t.retry.failed_interval;
             }
             let is_paused = *paused.borrow();
-            if stopping.is_none() && !is_paused && backoff_until.is_none() && full_running.is_none()
-            {
+            let can_start = stopping.is_none()
+                && !is_paused
+                && backoff_until.is_none()
+                && full_running.is_none();
+            if can_start {
                 self.start_jobs(
                     &mut jobs,
                     &mut inflight,
@@ -159,7 +164,10 @@ impl Worker {
                 return;
             }
             let far = now + Duration::from_secs(86_400);
-            let wake_at = [backoff_until, next_due, Some(next_failed_retry)]
+            // A path's retry time only matters when a push could start: otherwise a passed retry
+            // time would wake this loop over and over while paused, backing off or resyncing.
+            let due_wake = next_due.filter(|_| can_start && jobs.len() < workers);
+            let wake_at = [backoff_until, due_wake, Some(next_failed_retry)]
                 .into_iter()
                 .flatten()
                 .min()
@@ -208,7 +216,7 @@ impl Worker {
                     }
                 }
                 _ = self.wake.notified() => {}
-                _ = paused.changed() => {}
+                r = paused.changed(), if pause_alive => pause_alive = r.is_ok(),
                 _ = sleep_until(wake_at) => {}
                 _ = shutdown.cancelled(), if stopping.is_none() => {
                     stopping = Some(Instant::now() + self.grace);

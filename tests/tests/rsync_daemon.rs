@@ -280,3 +280,55 @@ fn parked_paths_are_retried_on_schedule() {
     d.settle();
     assert_same_tree(&env.src, &module);
 }
+
+/// CPU seconds (user + system) used so far by process `pid`.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let f: Vec<u64> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    (f[11] + f[12]) as f64 / 100.0
+}
+
+#[test]
+fn paused_target_with_a_retrying_path_does_not_spin() {
+    let env = Env::new();
+    let module = module_dir(&env);
+    std::fs::create_dir(module.join("locked")).unwrap();
+    let nobody = nix::unistd::User::from_name("nobody")
+        .unwrap()
+        .expect("user nobody");
+    nix::unistd::chown(&module, Some(nobody.uid), Some(nobody.gid)).unwrap();
+    let rd = RsyncDaemon::start(env.dir.path(), &module, "uid = nobody\ngid = nogroup\n");
+    let cfg = env.config(
+        "",
+        &rd.target(
+            "d1",
+            "max_attempts = 1000\nretry_initial_ms = 100\nretry_max_ms = 200",
+        ),
+    );
+    // In the source before start, so the startup full sync keeps the target's locked/ dir.
+    write(&env.src.join("locked/x.txt"), b"x");
+    let d = Syncd::start(&cfg, &env.socket);
+    let from = 0;
+    assert!(
+        d.log
+            .wait_for("path failed; will retry", from, Duration::from_secs(20))
+            .is_some(),
+        "{}",
+        d.log.text()
+    );
+    assert!(d.ctl(&["pause"]).status.success());
+    let before = cpu_seconds(d.child.id());
+    // Two seconds in which the path's retry time passes many times over, while paused.
+    assert_eq!(d.wait_idle(2), 4);
+    let used = cpu_seconds(d.child.id()) - before;
+    assert!(
+        used < 0.5,
+        "syncd used {used:.2} s of CPU in 2 s while paused: a wake-up loop spins"
+    );
+}
