@@ -7,6 +7,16 @@ use std::path::Path;
 
 use syncd_tests::*;
 
+/// A local-target config without the startup resync: after a restart only the journal knows
+/// what is owed.
+fn journal_only_config(env: &Env) -> std::path::PathBuf {
+    env.config_top(
+        "startup_resync = false",
+        "",
+        &local_target("local", &env.dst, ""),
+    )
+}
+
 fn start(env: &Env) -> Syncd {
     let cfg = env.local_config("");
     let d = Syncd::start(&cfg, &env.socket);
@@ -253,11 +263,7 @@ fn paused_target_receives_nothing_until_resumed() {
 fn stop_with_pending_paths_then_restart_delivers_them_from_the_journal() {
     let env = Env::new();
     // No startup resync: only the journal can deliver what was pending.
-    let cfg = env.config_top(
-        "startup_resync = false",
-        "",
-        &local_target("local", &env.dst, ""),
-    );
+    let cfg = journal_only_config(&env);
     let d = Syncd::start(&cfg, &env.socket);
     assert!(d.ctl(&["pause"]).status.success());
     for i in 0..50 {
@@ -295,11 +301,7 @@ fn changes_made_while_down_are_delivered_at_start() {
 #[test]
 fn kill_9_during_a_burst_then_restart_loses_nothing() {
     let env = Env::new();
-    let cfg = env.config_top(
-        "startup_resync = false",
-        "",
-        &local_target("local", &env.dst, ""),
-    );
+    let cfg = journal_only_config(&env);
     let d = Syncd::start(&cfg, &env.socket);
     let src = env.src.clone();
     let writer = std::thread::spawn(move || {
@@ -414,11 +416,7 @@ fn resync_command_repairs_a_target_changed_behind_syncd() {
 fn journaled_paths_survive_kill_9() {
     let env = Env::new();
     // No startup resync: after the crash only the journal knows what is owed.
-    let cfg = env.config_top(
-        "startup_resync = false",
-        "",
-        &local_target("local", &env.dst, ""),
-    );
+    let cfg = journal_only_config(&env);
     let d = Syncd::start(&cfg, &env.socket);
     assert!(d.ctl(&["pause"]).status.success());
     for i in 0..200 {

@@ -11,6 +11,28 @@ fn module_dir(env: &Env) -> std::path::PathBuf {
     m
 }
 
+/// A daemon that writes as `nobody` into a module owned by `nobody`, in which `locked/` belongs
+/// to root: every file under `locked/` is refused, nothing else. Returns the module, the daemon
+/// and the fix (hand `locked/` to nobody). Write the source's `locked/` files before starting
+/// syncd, so the startup full sync does not delete the empty `locked/` at the target.
+fn refusing_daemon(env: &Env) -> (std::path::PathBuf, RsyncDaemon, impl Fn()) {
+    let module = module_dir(env);
+    std::fs::create_dir(module.join("locked")).unwrap();
+    std::fs::set_permissions(
+        module.join("locked"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    let nobody = nix::unistd::User::from_name("nobody")
+        .unwrap()
+        .expect("user nobody");
+    nix::unistd::chown(&module, Some(nobody.uid), Some(nobody.gid)).unwrap();
+    let rd = RsyncDaemon::start(env.dir.path(), &module, "uid = nobody\ngid = nogroup\n");
+    let locked = module.join("locked");
+    let fix = move || nix::unistd::chown(&locked, Some(nobody.uid), Some(nobody.gid)).unwrap();
+    (module, rd, fix)
+}
+
 #[test]
 fn operations_reach_an_rsync_daemon_target() {
     let env = Env::new();
@@ -85,21 +107,7 @@ fn daemon_outage_means_backoff_then_everything_is_delivered() {
 #[test]
 fn refused_path_is_listed_failed_and_delivered_after_the_fix() {
     let env = Env::new();
-    let module = module_dir(&env);
-    // The daemon writes as nobody; one directory at the target belongs to root: the daemon
-    // refuses every file in it, and nothing else.
-    std::fs::create_dir(module.join("locked")).unwrap();
-    std::fs::set_permissions(
-        module.join("locked"),
-        std::fs::Permissions::from_mode(0o755),
-    )
-    .unwrap();
-    let nobody = nix::unistd::User::from_name("nobody")
-        .unwrap()
-        .expect("user nobody");
-    nix::unistd::chown(&module, Some(nobody.uid), Some(nobody.gid)).unwrap();
-    let rd = RsyncDaemon::start(env.dir.path(), &module, "uid = nobody\ngid = nogroup\n");
-    std::fs::set_permissions(&module, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (module, rd, fix) = refusing_daemon(&env);
     write(
         &env.src.join("locked/at-start.txt"),
         b"refused by the full sync",
@@ -142,7 +150,7 @@ fn refused_path_is_listed_failed_and_delivered_after_the_fix() {
         b"fine too"
     );
     // Fix the cause, retry.
-    nix::unistd::chown(&module.join("locked"), Some(nobody.uid), Some(nobody.gid)).unwrap();
+    fix();
     assert!(d.ctl(&["retry-failed"]).status.success());
     d.settle();
     assert_same_tree(&env.src, &module);
@@ -246,28 +254,22 @@ fn quick_mode_with_rsync_url_and_password_from_the_environment() {
 #[test]
 fn parked_paths_are_retried_on_schedule() {
     let env = Env::new();
-    let module = module_dir(&env);
-    std::fs::create_dir(module.join("locked")).unwrap();
-    let nobody = nix::unistd::User::from_name("nobody")
-        .unwrap()
-        .expect("user nobody");
-    nix::unistd::chown(&module, Some(nobody.uid), Some(nobody.gid)).unwrap();
-    let rd = RsyncDaemon::start(env.dir.path(), &module, "uid = nobody\ngid = nogroup\n");
+    let (module, rd, fix) = refusing_daemon(&env);
+    write(&env.src.join("locked/x.txt"), b"x");
     let cfg = env.config(
         "",
         &rd.target("d1", "max_attempts = 1\nretry_failed_interval = 1"),
     );
     let d = Syncd::start(&cfg, &env.socket);
-    write(&env.src.join("locked/x.txt"), b"x");
-    let from = d.log.len();
     assert!(
         d.log
-            .wait_for("parked as failed", from, Duration::from_secs(30))
+            .wait_for("parked as failed", 0, Duration::from_secs(30))
             .is_some(),
         "{}",
         d.log.text()
     );
-    nix::unistd::chown(&module.join("locked"), Some(nobody.uid), Some(nobody.gid)).unwrap();
+    let from = d.log.len();
+    fix();
     // No retry-failed command: the schedule alone must deliver it.
     assert!(d
         .log
@@ -297,13 +299,8 @@ fn cpu_seconds(pid: u32) -> f64 {
 #[test]
 fn paused_target_with_a_retrying_path_does_not_spin() {
     let env = Env::new();
-    let module = module_dir(&env);
-    std::fs::create_dir(module.join("locked")).unwrap();
-    let nobody = nix::unistd::User::from_name("nobody")
-        .unwrap()
-        .expect("user nobody");
-    nix::unistd::chown(&module, Some(nobody.uid), Some(nobody.gid)).unwrap();
-    let rd = RsyncDaemon::start(env.dir.path(), &module, "uid = nobody\ngid = nogroup\n");
+    let (_module, rd, _fix) = refusing_daemon(&env);
+    write(&env.src.join("locked/x.txt"), b"x");
     let cfg = env.config(
         "",
         &rd.target(
@@ -311,13 +308,10 @@ fn paused_target_with_a_retrying_path_does_not_spin() {
             "max_attempts = 1000\nretry_initial_ms = 100\nretry_max_ms = 200",
         ),
     );
-    // In the source before start, so the startup full sync keeps the target's locked/ dir.
-    write(&env.src.join("locked/x.txt"), b"x");
     let d = Syncd::start(&cfg, &env.socket);
-    let from = 0;
     assert!(
         d.log
-            .wait_for("path failed; will retry", from, Duration::from_secs(20))
+            .wait_for("path failed; will retry", 0, Duration::from_secs(20))
             .is_some(),
         "{}",
         d.log.text()
