@@ -285,3 +285,35 @@ fn daemon_start_failure_reaches_the_terminal() {
         "the launcher prints the daemon's reason: {err}"
     );
 }
+
+#[test]
+fn foreground_daemon_notifies_systemd_when_ready_and_when_stopping() {
+    let s = Setup::new();
+    let cfg = s.config("", "", &s.local_dest());
+    let notify_path = s.p("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let mut child = syncd()
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--foreground")
+        .env("NOTIFY_SOCKET", &notify_path)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let n = notify.recv(&mut buf).expect("READY=1 within 30 s");
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("READY=1"));
+    // Ready means serving: the socket answers now.
+    assert!(syncctl(&s.p("run/s.sock"), &["status"]).status.success());
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let n = notify.recv(&mut buf).expect("STOPPING=1 at shutdown");
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1"));
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
