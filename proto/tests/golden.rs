@@ -117,7 +117,61 @@ fn responses() -> Vec<(Response, &'static str)> {
             }),
             "0000000c020000000100000201720000",
         ),
+        (
+            Response::Status(StatusReport {
+                version: String::new(),
+                pid: 0,
+                uptime_ms: 0,
+                roots: vec![RootStatus {
+                    name: String::new(),
+                    source: ByteBuf::new(),
+                    state: RootState::ScheduledResync { reason: "w".into() },
+                    watches: 0,
+                    targets: [TargetState::Running, TargetState::Paused, TargetState::InitialSync]
+                        .into_iter()
+                        .map(|state| TargetStatus {
+                            name: String::new(),
+                            dest: String::new(),
+                            state,
+                            pending: 0,
+                            in_flight: 0,
+                            failed: 0,
+                            delivered: 0,
+                            oldest_pending_ms: None,
+                            last_error: None,
+                            next_retry_ms: Some(1),
+                            full_sync: None,
+                        })
+                        .collect(),
+                }],
+            }),
+            "00000030020000000100000101770003000000000000000000010100000001000000000000010100000003000000000000010100",
+        ),
     ]
+}
+
+fn error_kinds() -> Vec<(ErrorKind, &'static str)> {
+    vec![
+        (ErrorKind::ProtocolMismatch, "00000003050000"),
+        (ErrorKind::BadRequest, "00000003050100"),
+        (ErrorKind::UnknownTarget, "00000003050200"),
+        (ErrorKind::UnknownPath, "00000003050300"),
+        (ErrorKind::Denied, "00000003050400"),
+        (ErrorKind::Config, "00000003050500"),
+        (ErrorKind::Internal, "00000003050600"),
+    ]
+}
+
+#[test]
+fn error_kinds_encode_to_golden_bytes() {
+    for (kind, want) in error_kinds() {
+        let msg = Response::Error {
+            kind,
+            message: String::new(),
+        };
+        let got = hex(&encode_frame(&msg, MAX_RESPONSE_FRAME).unwrap());
+        assert_eq!(got, want, "{kind:?}");
+    }
 }
 
 #[test]
