@@ -8,7 +8,7 @@
 //!   backoff without spending the paths' attempts: a dead target costs one probe per step;
 //! - exit 23 is narrowed by splitting the batch until the failing paths are single, and only
 //!   those spend attempts; after `max_attempts` they are parked as failed with rsync's reason;
-//! - owed full resyncs run alone, before batches;
+//! - owed full resyncs run alone, after at most two batches of journaled paths;
 //! - timers are deadlines slept on with `sleep_until`, never a polling loop.
 
 use std::collections::HashSet;
@@ -26,7 +26,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::RetryPolicy;
 use crate::journal::{now_ms, Item, Journal};
-use crate::push::{check_root, plan_list, Outcome, RootIdentity, Runner};
+use crate::push::{check_root, plan_list, Outcome, RootIdentity, Runner, MAX_PATH_BYTES};
 
 /// What a target worker publishes for `status` and `wait-idle`.
 #[derive(Debug, Clone)]
@@ -84,6 +84,9 @@ pub struct Worker {
     pub grace: Duration,
 }
 
+/// Batches that may run while a full resync is owed, before it runs.
+const MAX_DEFERRED_BATCHES: u32 = 2;
+
 /// Backoff after `n` consecutive failures: exponential, capped, with jitter in the upper half.
 pub fn backoff(policy: &RetryPolicy, n: u32) -> Duration {
     let exp = policy.initial.saturating_mul(1u32 << n.min(20));
@@ -104,6 +107,7 @@ impl Worker {
         let mut backoff_until: Option<Instant> = None;
         let mut next_failed_retry = Instant::now() + t.retry.failed_interval;
         let mut next_due: Option<Instant> = None;
+        let mut deferred: u32 = 0;
         let mut delivered: u64 = 0;
         let mut last_error: Option<String> = None;
         let mut stopping: Option<Instant> = None;
@@ -139,6 +143,7 @@ impl Worker {
                     &mut inflight,
                     &mut full_running,
                     &mut next_due,
+                    &mut deferred,
                     workers,
                 );
             }
@@ -231,42 +236,34 @@ impl Worker {
         }
     }
 
+    /// Start what can start now. Journaled paths go first (at startup that is the journal
+    /// replay: pushing exact paths before the full sync means their content crosses once); an
+    /// owed full resync waits at most [`MAX_DEFERRED_BATCHES`] batches, then runs alone.
     fn start_jobs(
         &self,
         jobs: &mut JoinSet<JobResult>,
         inflight: &mut HashSet<Vec<u8>>,
         full_running: &mut Option<(Instant, Arc<AtomicU64>)>,
         next_due: &mut Option<Instant>,
+        deferred: &mut u32,
         workers: usize,
     ) {
         *next_due = None;
-        // Owed full resyncs go first and run alone.
-        match self.journal.resyncs(&self.id) {
-            Ok(rs) if !rs.is_empty() => {
-                if jobs.is_empty() {
-                    let progress = Arc::new(AtomicU64::new(0));
-                    *full_running = Some((Instant::now(), progress.clone()));
-                    let (runner, journal, id, identity) = (
-                        self.runner.clone(),
-                        self.journal.clone(),
-                        self.id.clone(),
-                        self.identity,
-                    );
-                    jobs.spawn(full_job(runner, journal, id, identity, rs, progress));
-                }
+        let owed = match self.journal.resyncs(&self.id) {
+            Ok(rs) => rs,
+            Err(e) => {
+                warn!(target = %self.id, error = %e, "journal read failed");
                 return;
             }
-            Ok(_) => {}
-            Err(e) => warn!(target = %self.id, error = %e, "journal read failed"),
-        }
+        };
         while jobs.len() < workers {
             let now = now_ms();
+            let skip = |p: &[u8]| inflight.contains(p);
             let (items, next) =
                 match self
                     .journal
-                    .due(&self.id, now, self.runner.target.max_batch, &|p| {
-                        inflight.contains(p)
-                    }) {
+                    .due(&self.id, now, self.runner.target.max_batch, &skip)
+                {
                     Ok(r) => r,
                     Err(e) => {
                         warn!(target = %self.id, error = %e, "journal read failed");
@@ -275,6 +272,21 @@ impl Worker {
                 };
             if let Some(next) = next {
                 *next_due = Some(Instant::now() + Duration::from_millis(next.saturating_sub(now)));
+            }
+            if !owed.is_empty() && (items.is_empty() || *deferred >= MAX_DEFERRED_BATCHES) {
+                if jobs.is_empty() {
+                    *deferred = 0;
+                    let progress = Arc::new(AtomicU64::new(0));
+                    *full_running = Some((Instant::now(), progress.clone()));
+                    let (runner, journal, id, identity) = (
+                        self.runner.clone(),
+                        self.journal.clone(),
+                        self.id.clone(),
+                        self.identity,
+                    );
+                    jobs.spawn(full_job(runner, journal, id, identity, owed, progress));
+                }
+                return;
             }
             if items.is_empty() {
                 return;
@@ -290,6 +302,10 @@ impl Worker {
                 self.identity,
             );
             jobs.spawn(batch_job(runner, journal, id, identity, items));
+            if !owed.is_empty() {
+                *deferred += 1;
+                return;
+            }
         }
     }
 }
@@ -408,6 +424,21 @@ async fn batch_job(
     }
     let mut delivered = 0;
     let mut path_error = None;
+    // rsync's list reader would silently truncate these: park them at once, with the reason.
+    let (items, too_long): (Vec<Item>, Vec<Item>) = items
+        .into_iter()
+        .partition(|i| i.path.len() <= MAX_PATH_BYTES);
+    for it in &too_long {
+        let e = format!(
+            "path is {} bytes long; rsync cannot take paths over {MAX_PATH_BYTES} bytes",
+            it.path.len()
+        );
+        if let Err(je) = journal.fail(&id, it, &e, 0, 1) {
+            warn!(target = %id, error = %je, "journal write failed");
+        }
+        warn!(target = %id, path = %String::from_utf8_lossy(&it.path), "path parked as failed: {e}");
+        path_error = Some(e);
+    }
     // Work list of slices still to push; exit 23 splits a slice in two.
     let mut todo: Vec<Vec<Item>> = vec![items];
     while let Some(chunk) = todo.pop() {

@@ -559,3 +559,34 @@ fn sigterm_right_after_writes_journals_every_event_seen() {
     d.settle();
     assert_same_tree(&env.src, &env.dst);
 }
+
+#[test]
+fn journal_replay_runs_before_the_startup_full_sync() {
+    let env = Env::new();
+    let cfg = env.local_config("");
+    let d = Syncd::start(&cfg, &env.socket);
+    d.settle();
+    assert!(d.ctl(&["pause"]).status.success());
+    for i in 0..30 {
+        write(&env.src.join(format!("r/{i}.txt")), b"replay");
+    }
+    assert_eq!(d.wait_idle(1), 4);
+    d.kill9();
+    let d = Syncd::start(&cfg, &env.socket);
+    d.settle();
+    assert_same_tree(&env.src, &env.dst);
+    // The exact paths cross first; the full sync then finds them in place.
+    let batch = d
+        .log
+        .wait_for("push batch", 0, std::time::Duration::ZERO)
+        .expect("a replay batch");
+    let full = d
+        .log
+        .wait_for("full sync done", 0, std::time::Duration::ZERO)
+        .expect("a startup full sync");
+    assert!(
+        batch < full,
+        "replay batch at line {batch}, full sync at line {full}:\n{}",
+        d.log.text()
+    );
+}
