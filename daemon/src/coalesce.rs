@@ -24,6 +24,7 @@ use crate::watch::{Change, Urgency};
 
 /// Per root: what the coalescer needs to know.
 pub struct RootSink {
+    pub name: String,
     pub target_ids: Vec<String>,
     pub wakes: Vec<Arc<Notify>>,
     pub delay: Duration,
@@ -163,7 +164,7 @@ impl Coalescer {
                 }
             }
             Change::Resync { root, reason } => {
-                warn!(root = self.roots[root].target_ids.first().map(String::as_str).unwrap_or(""), %reason, "full resync requested");
+                warn!(root = %self.roots[root].name, %reason, "full resync requested");
                 resync[root] = true;
             }
             Change::Degraded { root, reason } => {

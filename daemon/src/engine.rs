@@ -123,6 +123,7 @@ impl Engine {
             let root = Arc::new(r.clone());
             let state = Arc::new(watch::Sender::new(RootState::Watching));
             let mut sink = RootSink {
+                name: r.name.clone(),
                 target_ids: Vec::new(),
                 wakes: Vec::new(),
                 delay: r.delay,
