@@ -17,7 +17,7 @@ use std::time::Duration;
 use syncd_proto::RootState;
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::{sleep_until, Instant};
-use tracing::warn;
+use tracing::{debug, warn};
 
 use crate::journal::Journal;
 use crate::watch::{Change, Urgency};
@@ -77,23 +77,22 @@ impl Coalescer {
                     }
                     None => closing = true,
                 },
-                _ = sleep_until(next_timer) => {
-                    let now = Instant::now();
-                    while let Some(first) = timers.first() {
-                        if first.0 > now { break; }
-                        let (_, root, path) = timers.pop_first().expect("checked non-empty");
-                        deadlines.remove(&(root, path.clone()));
-                        ready[root].push(path);
-                    }
-                }
-                _ = sleep_until(next_degraded) => {
-                    let now = Instant::now();
-                    for (r, next) in degraded_next.iter_mut().enumerate() {
-                        if next.is_some_and(|n| n <= now) {
-                            resync[r] = true;
-                            *next = Some(now + self.roots[r].full_resync_interval);
-                        }
-                    }
+                _ = sleep_until(next_timer) => {}
+                _ = sleep_until(next_degraded) => {}
+            }
+            // Expired windows are handled on every pass, not only when their timer branch wins:
+            // under a steady stream of events the biased select would otherwise starve them.
+            let now = Instant::now();
+            while timers.first().is_some_and(|t| t.0 <= now) {
+                let (_, root, path) = timers.pop_first().expect("checked non-empty");
+                deadlines.remove(&(root, path.clone()));
+                debug!(root = %self.roots[root].name, path = %String::from_utf8_lossy(&path), "coalescing window over");
+                ready[root].push(path);
+            }
+            for (r, next) in degraded_next.iter_mut().enumerate() {
+                if next.is_some_and(|n| n <= now) {
+                    resync[r] = true;
+                    *next = Some(now + self.roots[r].full_resync_interval);
                 }
             }
             if closing {

@@ -590,3 +590,37 @@ fn journal_replay_runs_before_the_startup_full_sync() {
         d.log.text()
     );
 }
+
+#[test]
+fn unclosed_writes_are_journaled_even_under_a_steady_stream_of_events() {
+    let env = Env::new();
+    let d = start(&env);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (src, flag) = (env.src.clone(), stop.clone());
+    let stream = std::thread::spawn(move || {
+        let mut i = 0u64;
+        while !flag.load(std::sync::atomic::Ordering::Relaxed) && i < 200_000 {
+            write(
+                &src.join(format!("stream/{}.txt", i % 500)),
+                format!("{i}").as_bytes(),
+            );
+            i += 1;
+        }
+    });
+    let mut log = std::fs::File::create(env.src.join("open.log")).unwrap();
+    log.write_all(b"written, never closed during the stream\n")
+        .unwrap();
+    // The 200 ms window of the open file must end while events keep arriving.
+    let found = d
+        .log
+        .wait_for("open.log", 0, std::time::Duration::from_secs(20));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    stream.join().unwrap();
+    assert!(
+        found.is_some(),
+        "the open file's window never ended under load"
+    );
+    drop(log);
+    d.settle();
+    assert_same_tree(&env.src, &env.dst);
+}
