@@ -178,9 +178,29 @@ impl Watcher {
         self.counts.watches[root].load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    fn set_count(&self, root: usize) {
-        let n = self.by_wd.values().filter(|w| w.root == root).count() as u64;
-        self.counts.watches[root].store(n, std::sync::atomic::Ordering::Relaxed);
+    fn add_count(&self, root: usize, delta: i64) {
+        let c = &self.counts.watches[root];
+        if delta >= 0 {
+            c.fetch_add(delta as u64, std::sync::atomic::Ordering::Relaxed);
+        } else {
+            c.fetch_sub(delta.unsigned_abs(), std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Remember a watch; counts stay incremental (a big `rm -rf` must not rescan the map per
+    /// directory).
+    fn track(&mut self, id: i32, w: Watched) {
+        let root = w.root;
+        if let Some(old) = self.by_wd.insert(id, w) {
+            self.add_count(old.root, -1);
+        }
+        self.add_count(root, 1);
+    }
+
+    fn untrack(&mut self, id: i32) -> Option<Watched> {
+        let w = self.by_wd.remove(&id)?;
+        self.add_count(w.root, -1);
+        Some(w)
     }
 
     async fn send(&self, c: Change) {
@@ -204,7 +224,7 @@ impl Watcher {
                     if dir.is_empty() {
                         self.root_wd[root] = Some(id);
                     }
-                    self.by_wd.insert(
+                    self.track(
                         id,
                         Watched {
                             root,
@@ -214,6 +234,10 @@ impl Watcher {
                     );
                 }
                 Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
+                    if self.degraded[root] {
+                        // Already reported; scheduled resyncs cover this root.
+                        return;
+                    }
                     let total = count_dirs(&base);
                     let reason = format!(
                         "inotify watch limit reached after {} watches while the root has {} directories: raise fs.inotify.max_user_watches (sysctl -w fs.inotify.max_user_watches=N, persist in /etc/sysctl.d); meanwhile the root is kept in sync by scheduled full resyncs",
@@ -221,11 +245,8 @@ impl Watcher {
                         total
                     );
                     warn!(root = %self.roots[root].name, "{reason}");
-                    if !self.degraded[root] {
-                        self.degraded[root] = true;
-                        self.send(Change::Degraded { root, reason }).await;
-                    }
-                    self.set_count(root);
+                    self.degraded[root] = true;
+                    self.send(Change::Degraded { root, reason }).await;
                     return;
                 }
                 Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR)) => {
@@ -268,7 +289,6 @@ impl Watcher {
             }
         }
         debug!(root = %self.roots[root].name, dirs_seen, "walked");
-        self.set_count(root);
     }
 
     fn read_now(&mut self, buf: &mut [u8]) -> io::Result<Vec<OwnedEvent>> {
@@ -341,13 +361,12 @@ impl Watcher {
             }
             let id = ev.wd.get_watch_descriptor_id();
             if ev.mask.contains(EventMask::IGNORED) {
-                if let Some(w) = self.by_wd.remove(&id) {
+                if let Some(w) = self.untrack(id) {
                     if w.rel.is_empty() && self.root_wd[w.root] == Some(id) {
                         self.root_wd[w.root] = None;
                         self.lost(w.root, "the source root was removed or unmounted")
                             .await;
                     }
-                    self.set_count(w.root);
                 }
                 continue;
             }
@@ -424,17 +443,19 @@ impl Watcher {
     /// A directory was renamed inside the watched roots: rewrite the cached path of every watch
     /// at or below it.
     fn rename_prefix(&mut self, old_root: usize, old: &[u8], new_root: usize, new: &[u8]) {
+        let mut moved = 0i64;
         for w in self.by_wd.values_mut() {
             if w.root == old_root && is_prefix_dir(old, &w.rel) {
                 let mut rel = new.to_vec();
                 rel.extend_from_slice(&w.rel[old.len()..]);
                 w.rel = rel;
                 w.root = new_root;
+                moved += 1;
             }
         }
         if old_root != new_root {
-            self.set_count(old_root);
-            self.set_count(new_root);
+            self.add_count(old_root, -moved);
+            self.add_count(new_root, moved);
         }
     }
 
@@ -447,12 +468,11 @@ impl Watcher {
             .map(|(id, _)| *id)
             .collect();
         for id in gone {
-            if let Some(w) = self.by_wd.remove(&id) {
+            if let Some(w) = self.untrack(id) {
                 // Fails harmlessly if the kernel already dropped it.
                 let _ = self.fd.get_mut().watches().remove(w.wd);
             }
         }
-        self.set_count(root);
     }
 
     async fn lost(&mut self, root: usize, why: &str) {

@@ -624,3 +624,24 @@ fn unclosed_writes_are_journaled_even_under_a_steady_stream_of_events() {
     d.settle();
     assert_same_tree(&env.src, &env.dst);
 }
+
+#[test]
+fn status_counts_one_watch_per_directory_through_creates_moves_and_deletes() {
+    let env = Env::new();
+    let d = start(&env);
+    let watches = |d: &Syncd| d.status()["roots"][0]["watches"].as_u64().unwrap();
+    assert_eq!(watches(&d), 1);
+    for i in 0..10 {
+        std::fs::create_dir_all(env.src.join(format!("d{i}/sub"))).unwrap();
+    }
+    d.settle();
+    assert_eq!(watches(&d), 21);
+    for i in 0..5 {
+        std::fs::remove_dir_all(env.src.join(format!("d{i}"))).unwrap();
+    }
+    std::fs::rename(env.src.join("d5"), env.dir.path().join("moved-out")).unwrap();
+    std::fs::rename(env.src.join("d6"), env.src.join("d6-renamed")).unwrap();
+    d.settle();
+    assert_eq!(watches(&d), 9);
+    assert_same_tree(&env.src, &env.dst);
+}
