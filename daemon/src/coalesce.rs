@@ -48,7 +48,7 @@ type Key = (usize, Vec<u8>);
 
 impl Coalescer {
     /// Run until the watcher closes the channel, then journal everything still waiting.
-    pub async fn run(self, mut rx: mpsc::Receiver<Change>) {
+    pub async fn run(self, mut rx: mpsc::Receiver<Vec<Change>>) {
         let mut deadlines: HashMap<Key, Instant> = HashMap::new();
         let mut timers: BTreeSet<(Instant, usize, Vec<u8>)> = BTreeSet::new();
         let mut degraded_next: Vec<Option<Instant>> = vec![None; self.roots.len()];
@@ -67,10 +67,12 @@ impl Coalescer {
                         let mut m = Some(m);
                         // Take whatever else is queued: one journal write for all of it.
                         let mut taken = 0;
-                        while let Some(c) = m.take() {
-                            self.take(c, &mut deadlines, &mut timers, &mut ready, &mut resync, &mut degraded_next, &mut barriers);
-                            taken += 1;
-                            if taken < 8192 {
+                        while let Some(batch) = m.take() {
+                            taken += batch.len();
+                            for c in batch {
+                                self.take(c, &mut deadlines, &mut timers, &mut ready, &mut resync, &mut degraded_next, &mut barriers);
+                            }
+                            if taken < 16_384 {
                                 m = rx.try_recv().ok();
                             }
                         }
@@ -97,16 +99,18 @@ impl Coalescer {
             }
             if closing {
                 // Nothing waits in memory past shutdown: it goes to the journal now.
-                while let Ok(c) = rx.try_recv() {
-                    self.take(
-                        c,
-                        &mut deadlines,
-                        &mut timers,
-                        &mut ready,
-                        &mut resync,
-                        &mut degraded_next,
-                        &mut barriers,
-                    );
+                while let Ok(batch) = rx.try_recv() {
+                    for c in batch {
+                        self.take(
+                            c,
+                            &mut deadlines,
+                            &mut timers,
+                            &mut ready,
+                            &mut resync,
+                            &mut degraded_next,
+                            &mut barriers,
+                        );
+                    }
                 }
                 for (_, root, path) in std::mem::take(&mut timers) {
                     ready[root].push(path);

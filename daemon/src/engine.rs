@@ -111,7 +111,9 @@ impl Engine {
                 })?,
             );
         }
-        let (change_tx, change_rx) = mpsc::channel(65_536);
+        // Batches of changes; when full, the watcher waits and the kernel queue absorbs the rest
+        // (and overflows into a resync rather than into memory).
+        let (change_tx, change_rx) = mpsc::channel(64);
         let (watcher, watches) = Watcher::start(cfg.roots.clone(), change_tx)
             .await
             .map_err(EngineError::Inotify)?;

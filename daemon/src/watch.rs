@@ -105,7 +105,9 @@ pub struct Watcher {
     root_wd: Vec<Option<i32>>,
     degraded: Vec<bool>,
     counts: Arc<WatchCounts>,
-    tx: mpsc::Sender<Change>,
+    tx: mpsc::Sender<Vec<Change>>,
+    /// Changes not yet handed over: sent as one message per inotify read (fewer wake-ups).
+    out: Vec<Change>,
 }
 
 /// Join a relative directory path and a name.
@@ -140,7 +142,7 @@ impl Watcher {
     /// runtime. Roots that cannot be fully watched are reported as degraded, not as an error.
     pub async fn start(
         roots: Vec<RootConfig>,
-        tx: mpsc::Sender<Change>,
+        tx: mpsc::Sender<Vec<Change>>,
     ) -> io::Result<(Watcher, Arc<WatchCounts>)> {
         let inotify = Inotify::init().map_err(|e| {
             if e.raw_os_error() == Some(libc::EMFILE) {
@@ -166,11 +168,13 @@ impl Watcher {
             degraded: vec![false; n],
             counts: counts.clone(),
             tx,
+            out: Vec::new(),
         };
         for r in 0..n {
             w.watch_tree(r, Vec::new(), false).await;
             info!(root = %w.roots[r].name, source = %w.roots[r].source.display(), watches = w.count(r), "watching");
         }
+        w.flush().await;
         Ok((w, counts))
     }
 
@@ -203,10 +207,23 @@ impl Watcher {
         Some(w)
     }
 
-    async fn send(&self, c: Change) {
+    /// Queue a change; it is handed over at the end of the read (or when many piled up, so a
+    /// big scan streams).
+    async fn send(&mut self, c: Change) {
+        self.out.push(c);
+        if self.out.len() >= 1024 {
+            self.flush().await;
+        }
+    }
+
+    async fn flush(&mut self) {
+        if self.out.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.out);
         // The coalescer only goes away at shutdown, when losing the message is fine: the journal
         // and the startup resync cover it.
-        let _ = self.tx.send(c).await;
+        let _ = self.tx.send(batch).await;
     }
 
     /// Watch `rel` and everything below it, watch first then read. With `report`, every entry
@@ -322,6 +339,7 @@ impl Watcher {
                             }
                         }
                         self.send(Change::Barrier(reply)).await;
+                        self.flush().await;
                     }
                     None => return,
                 },
@@ -438,6 +456,7 @@ impl Watcher {
         for (_, (root, old)) in moved_dirs {
             self.drop_prefix(root, &old);
         }
+        self.flush().await;
     }
 
     /// A directory was renamed inside the watched roots: rewrite the cached path of every watch

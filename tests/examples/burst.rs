@@ -82,7 +82,12 @@ fn main() {
         (child1 - child0) as f64 / hz
     );
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let hwm = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap_or("VmHWM: ?").trim_start_matches("VmHWM:").trim();
+    let hwm = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .unwrap_or("VmHWM: ?")
+        .trim_start_matches("VmHWM:")
+        .trim();
     println!("  syncd peak RSS          {hwm:>11}");
     println!("  target tree identical   {:>8}", "yes");
 }
