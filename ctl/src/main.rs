@@ -98,9 +98,17 @@ impl Conn {
 
     fn call(&mut self, req: &Request) -> anyhow::Result<Response> {
         let frame = encode_frame(req, MAX_REQUEST_FRAME)?;
-        self.stream
-            .write_all(&frame)
-            .context("sending the request")?;
+        if let Err(e) = self.stream.write_all(&frame) {
+            // The daemon may have answered and closed first (a refusal): read that answer.
+            if let Ok(resp) = self.read_response() {
+                return Ok(resp);
+            }
+            return Err(e).context("sending the request");
+        }
+        self.read_response()
+    }
+
+    fn read_response(&mut self) -> anyhow::Result<Response> {
         let mut header = [0u8; HEADER_LEN];
         self.stream
             .read_exact(&mut header)

@@ -94,15 +94,24 @@ impl Access {
 /// nobody answers on is stale and may be removed.
 pub fn bind(path: &Path, group: Option<&str>) -> Result<UnixListener, ControlError> {
     let dir = path.parent().unwrap_or(Path::new("/"));
+    let gid = group
+        .and_then(|g| nix::unistd::Group::from_name(g).ok().flatten())
+        .map(|g| g.gid);
     if !dir.exists() {
+        let dir_err = |source| ControlError::Dir {
+            dir: dir.to_path_buf(),
+            source,
+        };
         std::fs::DirBuilder::new()
             .recursive(true)
-            .mode(if group.is_some() { 0o750 } else { 0o700 })
+            .mode(if gid.is_some() { 0o750 } else { 0o700 })
             .create(dir)
-            .map_err(|source| ControlError::Dir {
-                dir: dir.to_path_buf(),
-                source,
-            })?;
+            .map_err(dir_err)?;
+        // Group members must be able to reach the socket. A directory that already existed
+        // (systemd's RuntimeDirectory=) keeps the ownership its creator gave it.
+        if gid.is_some() {
+            nix::unistd::chown(dir, None, gid).map_err(|e| dir_err(e.into()))?;
+        }
     }
     if std::os::unix::net::UnixStream::connect(path).is_ok() {
         return Err(ControlError::InUse(path.to_path_buf()));
@@ -116,9 +125,13 @@ pub fn bind(path: &Path, group: Option<&str>) -> Result<UnixListener, ControlErr
         path: path.to_path_buf(),
         source,
     })?;
-    if let Some(g) = group.and_then(|g| nix::unistd::Group::from_name(g).ok().flatten()) {
-        let _ = nix::unistd::chown(path, None, Some(g.gid));
-        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660));
+    if gid.is_some() {
+        let bind_err = |source| ControlError::Bind {
+            path: path.to_path_buf(),
+            source,
+        };
+        nix::unistd::chown(path, None, gid).map_err(|e| bind_err(e.into()))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(bind_err)?;
     }
     Ok(listener)
 }
