@@ -54,7 +54,7 @@ enum Command {
     Failed {
         #[arg(long)]
         target: Option<String>,
-        /// Most paths to list.
+        /// Most paths to list (at most 10,000).
         #[arg(long, default_value_t = 1000)]
         limit: u32,
     },

@@ -290,6 +290,8 @@ async fn answer(req: Request, shared: &Shared) -> Response {
             }
         }
         Request::ListFailed { target, limit } => {
+            // Keeps the answer well inside MAX_RESPONSE_FRAME whatever the client asks for.
+            let limit = limit.min(10_000);
             let ts = match engine.select(target.as_deref()) {
                 Ok(t) => t,
                 Err(e) => return e,
