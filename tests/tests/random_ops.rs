@@ -51,7 +51,7 @@ fn random_ops(src: &Path, rng: &mut Rng, ops: usize) {
             }
         };
         match rng.below(12) {
-            0 | 1 | 2 => {
+            0..=2 => {
                 let d = pick_dir(rng);
                 let size = rng.below(3000);
                 let _ = std::fs::write(
