@@ -645,3 +645,33 @@ fn status_counts_one_watch_per_directory_through_creates_moves_and_deletes() {
     assert_eq!(watches(&d), 9);
     assert_same_tree(&env.src, &env.dst);
 }
+
+#[test]
+fn directory_moved_between_two_roots_reaches_both_targets() {
+    let env = Env::new();
+    let src2 = env.dir.path().join("src2");
+    let dst2 = env.dir.path().join("dst2");
+    std::fs::create_dir(&src2).unwrap();
+    std::fs::create_dir(&dst2).unwrap();
+    write(&env.src.join("travel/inner/a.txt"), b"a");
+    let second = format!(
+        "[[sync]]\nname = \"second\"\nsource = {src2:?}\ndelay_ms = 20\n{}",
+        local_target("local2", &dst2, "")
+    );
+    let cfg = env.config(
+        "",
+        &format!("{}\n{second}", local_target("local", &env.dst, "")),
+    );
+    let d = Syncd::start(&cfg, &env.socket);
+    d.settle();
+    std::fs::rename(env.src.join("travel"), src2.join("arrived")).unwrap();
+    // Written after the move, through the watch that now belongs to the second root.
+    write(&src2.join("arrived/inner/b.txt"), b"b");
+    d.settle();
+    assert_same_tree(&env.src, &env.dst);
+    assert_same_tree(&src2, &dst2);
+    assert!(dst2.join("arrived/inner/b.txt").exists());
+    let st = d.status();
+    assert_eq!(st["roots"][0]["watches"], 1);
+    assert_eq!(st["roots"][1]["watches"], 3);
+}
