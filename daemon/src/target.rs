@@ -187,35 +187,32 @@ impl Worker {
                         JobResult::Batch { paths, delivered: n, target_error, path_error } => {
                             for p in &paths { inflight.remove(p); }
                             delivered += n;
-                            let clean = path_error.is_none() && target_error.is_none();
-                            if let Some(e) = path_error { last_error = Some(e); }
-                            if clean && n > 0 { last_error = None; }
-                            match target_error {
-                                Some((e, permanent)) => {
+                            // A batch that delivered something proves the target works.
+                            let progressed = n > 0;
+                            match (target_error, path_error) {
+                                (Some((e, permanent)), _) => {
                                     failures += 1;
-                                    let d = if permanent { t.retry.max } else { backoff(&t.retry, failures - 1) };
-                                    warn!(target = %self.id, error = %e, retry_in_ms = d.as_millis() as u64, "target failed; backing off");
+                                    backoff_until = Some(self.back_off(&e, permanent, failures));
                                     last_error = Some(e);
-                                    backoff_until = Some(Instant::now() + d);
                                 }
-                                None => {
-                                    if n > 0 { failures = 0; }
+                                (None, path_error) => {
+                                    if progressed { failures = 0; }
+                                    // A path's failure stays visible; a clean batch clears the last error.
+                                    if path_error.is_some() || progressed { last_error = path_error; }
                                 }
                             }
                         }
                         JobResult::Full { ok, target_error, warning } => {
                             full_running = None;
-                            let warning_was_none = warning.is_none();
-                            if let Some(w) = warning { last_error = Some(w); }
-                            if let Some((e, permanent)) = target_error {
-                                failures += 1;
-                                let d = if permanent { t.retry.max } else { backoff(&t.retry, failures - 1) };
-                                warn!(target = %self.id, error = %e, retry_in_ms = d.as_millis() as u64, "full sync failed; backing off");
-                                last_error = Some(e);
-                                backoff_until = Some(Instant::now() + d);
-                            } else if ok {
-                                failures = 0;
-                                if warning_was_none { last_error = None; }
+                            match (target_error, warning) {
+                                (Some((e, permanent)), _) => {
+                                    failures += 1;
+                                    backoff_until = Some(self.back_off(&e, permanent, failures));
+                                    last_error = Some(e);
+                                }
+                                (None, Some(w)) => last_error = Some(w),
+                                (None, None) if ok => { failures = 0; last_error = None; }
+                                (None, None) => {}
                             }
                         }
                     }
@@ -234,6 +231,19 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// Log a target-level failure and return when to try again: the slowest pace for a
+    /// permanent error (configuration, authentication), exponential backoff otherwise.
+    fn back_off(&self, error: &str, permanent: bool, failures: u32) -> Instant {
+        let policy = &self.runner.target.retry;
+        let d = if permanent {
+            policy.max
+        } else {
+            backoff(policy, failures.saturating_sub(1))
+        };
+        warn!(target = %self.id, error = %error, retry_in_ms = d.as_millis() as u64, "target failed; backing off");
+        Instant::now() + d
     }
 
     /// Start what can start now. Journaled paths go first (at startup that is the journal
