@@ -400,6 +400,12 @@ fn resync(
         t.wake.notify_one();
         n += 1;
     }
+    if n == 0 {
+        return err(
+            ErrorKind::UnknownTarget,
+            "that target does not replicate the root containing the path",
+        );
+    }
     Response::Done {
         message: format!("full resync queued for {n} target(s)"),
     }
