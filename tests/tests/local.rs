@@ -674,4 +674,8 @@ fn directory_moved_between_two_roots_reaches_both_targets() {
     let st = d.status();
     assert_eq!(st["roots"][0]["watches"], 1);
     assert_eq!(st["roots"][1]["watches"], 3);
+    // A path of one root with a target of the other is refused, not silently ignored.
+    let out = d.ctl(&["resync", "--target", "local2", env.src.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not replicate the root"));
 }
