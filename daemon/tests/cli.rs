@@ -238,6 +238,9 @@ fn forks_into_the_background_and_a_second_daemon_is_refused() {
         .parse()
         .unwrap();
     assert!(json.contains(&format!("\"pid\":{pid}")), "{json}");
+    // Forked, it logs to state_dir/syncd.log.
+    let log = std::fs::read_to_string(s.p("state/syncd.log")).unwrap();
+    assert!(log.contains("syncd ready"), "{log}");
     // The socket is private.
     use std::os::unix::fs::MetadataExt;
     assert_eq!(
