@@ -59,6 +59,12 @@ impl Coalescer {
             let far = Instant::now() + Duration::from_secs(86_400);
             let next_timer = timers.first().map(|t| t.0).unwrap_or(far);
             let next_degraded = degraded_next.iter().flatten().min().copied().unwrap_or(far);
+            // A failed journal write is retried on its own, not only when the next event comes.
+            let next_retry = if ready.iter().any(|r| !r.is_empty()) || resync.iter().any(|r| *r) {
+                Instant::now() + Duration::from_secs(1)
+            } else {
+                far
+            };
             let mut closing = false;
             tokio::select! {
                 biased;
@@ -81,6 +87,7 @@ impl Coalescer {
                 },
                 _ = sleep_until(next_timer) => {}
                 _ = sleep_until(next_degraded) => {}
+                _ = sleep_until(next_retry) => {}
             }
             // Expired windows are handled on every pass, not only when their timer branch wins:
             // under a steady stream of events the biased select would otherwise starve them.
