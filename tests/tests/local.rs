@@ -679,3 +679,38 @@ fn directory_moved_between_two_roots_reaches_both_targets() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not replicate the root"));
 }
+
+#[test]
+fn root_moved_away_or_replaced_is_never_turned_into_deletes() {
+    let env = Env::new();
+    for i in 0..20 {
+        write(&env.src.join(format!("keep/{i}.txt")), b"precious");
+    }
+    let d = start(&env);
+    assert_same_tree(&env.src, &env.dst);
+    let before = snapshot(&env.dst);
+    let from = d.log.len();
+    std::fs::rename(&env.src, env.dir.path().join("src.old")).unwrap();
+    assert!(d
+        .log
+        .wait_for("source root", from, std::time::Duration::from_secs(20))
+        .is_some());
+    // Activity in the moved tree, and an empty directory where the root was.
+    write(&env.dir.path().join("src.old/keep/new.txt"), b"x");
+    std::fs::create_dir(&env.src).unwrap();
+    assert_eq!(
+        d.wait_idle(2),
+        4,
+        "the root's changes cannot be delivered: not idle"
+    );
+    let st = d.status();
+    assert_eq!(st["roots"][0]["state"], "unavailable", "{st}");
+    assert!(
+        st["targets"][0]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("source root"),
+        "{st}"
+    );
+    assert_eq!(snapshot(&env.dst), before, "the target must not change");
+}
