@@ -714,3 +714,50 @@ fn root_moved_away_or_replaced_is_never_turned_into_deletes() {
     );
     assert_eq!(snapshot(&env.dst), before, "the target must not change");
 }
+
+#[test]
+fn unmounted_root_is_never_turned_into_deletes() {
+    let env = Env::new();
+    let st = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
+        .arg(&env.src)
+        .status()
+        .unwrap();
+    assert!(st.success(), "mounting a tmpfs needs root");
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+    let mounted = Unmount(env.src.clone());
+    for i in 0..10 {
+        write(&env.src.join(format!("m/{i}.txt")), b"on the mount");
+    }
+    let d = start(&env);
+    assert_same_tree(&env.src, &env.dst);
+    let before = snapshot(&env.dst);
+    let from = d.log.len();
+    assert!(std::process::Command::new("umount")
+        .arg(&env.src)
+        .status()
+        .unwrap()
+        .success());
+    std::mem::forget(mounted);
+    assert!(
+        d.log
+            .wait_for("source root", from, std::time::Duration::from_secs(20))
+            .is_some(),
+        "{}",
+        d.log.text()
+    );
+    // The empty directory under the mountpoint now looks like a root that lost everything.
+    write(&env.src.join("under-the-mount.txt"), b"x");
+    assert!(d.ctl(&["resync"]).status.success());
+    assert_eq!(d.wait_idle(2), 4);
+    assert_eq!(d.status()["roots"][0]["state"], "unavailable");
+    assert_eq!(snapshot(&env.dst), before, "the target must not change");
+}
