@@ -125,7 +125,11 @@ impl Coalescer {
                 deadlines.clear();
             }
             self.commit(&mut ready, &mut resync).await;
-            self.waiting.send_replace(deadlines.len());
+            // Not idle while anything is only in memory: waiting windows, or changes a failed
+            // journal write kept back.
+            let held =
+                ready.iter().map(Vec::len).sum::<usize>() + resync.iter().filter(|r| **r).count();
+            self.waiting.send_replace(deadlines.len() + held);
             for b in barriers.drain(..) {
                 let _ = b.send(());
             }
@@ -194,47 +198,54 @@ impl Coalescer {
     }
 
     async fn commit(&self, ready: &mut [Vec<Vec<u8>>], resync: &mut [bool]) {
-        let mut touched = false;
+        // What this commit wrote, per root: given back if the flush fails, because a failed
+        // flush closes the journal and the unflushed writes are gone with it.
+        let mut written: Vec<(usize, Vec<Vec<u8>>)> = Vec::new();
+        let mut error = None;
         for (r, paths) in ready.iter_mut().enumerate() {
+            if paths.is_empty() && !resync[r] {
+                continue;
+            }
             let sink = &self.roots[r];
             let mut res = Ok(());
             if resync[r] {
                 for t in &sink.target_ids {
-                    res = res.and(self.journal.request_resync(t, b""));
+                    res = res.and_then(|_| self.journal.request_resync(t, b""));
                 }
             }
             if !paths.is_empty() {
                 paths.sort_unstable();
                 paths.dedup();
-                res = res.and(self.journal.record(&sink.target_ids, paths));
+                res = res.and_then(|_| self.journal.record(&sink.target_ids, paths));
             }
-            if !paths.is_empty() || resync[r] {
-                touched = true;
-                match res {
-                    Ok(()) => {
-                        paths.clear();
-                        resync[r] = false;
-                        self.journal_error.send_replace(None);
-                    }
-                    Err(e) => {
-                        // Keep the paths in memory and retry with the next commit; the root is owed
-                        // a full resync in case the process dies before that.
-                        warn!(error = %e, "journal write failed; keeping changes in memory");
-                        self.journal_error
-                            .send_replace(Some(format!("journal write failed: {e}")));
-                        resync[r] = true;
-                    }
+            match res {
+                Ok(()) => {
+                    written.push((r, std::mem::take(paths)));
+                    resync[r] = false;
+                }
+                Err(e) => {
+                    // Keep the paths in memory and retry; the root is owed a full resync in
+                    // case the process dies before that.
+                    warn!(error = %e, "journal write failed; keeping changes in memory");
+                    error = Some(format!("journal write failed: {e}"));
+                    resync[r] = true;
                 }
             }
         }
-        if !touched {
+        if written.is_empty() && error.is_none() {
             return;
         }
-        if let Err(e) = self.journal.flush().await {
-            warn!(error = %e, "journal flush failed");
-            self.journal_error
-                .send_replace(Some(format!("journal flush failed: {e}")));
+        if !written.is_empty() {
+            if let Err(e) = self.journal.flush().await {
+                warn!(error = %e, "journal flush failed; keeping changes in memory");
+                error = Some(format!("journal flush failed: {e}"));
+                for (r, paths) in written.drain(..) {
+                    ready[r].extend(paths);
+                    resync[r] = true;
+                }
+            }
         }
+        self.journal_error.send_replace(error);
         for sink in &self.roots {
             for w in &sink.wakes {
                 w.notify_one();

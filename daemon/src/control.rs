@@ -17,8 +17,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use syncd_proto::{
     decode_payload, encode_frame, ByteBuf, ErrorKind, FailedList, FailedPath, IdleOutcome, Request,
-    Response, RootState, RootStatus, StatusReport, SyncProgress, TargetStatus, MAX_REQUEST_FRAME,
-    MAX_RESPONSE_FRAME, PROTOCOL_VERSION,
+    Response, RootState, RootStatus, StatusReport, SyncProgress, TargetState, TargetStatus,
+    MAX_REQUEST_FRAME, MAX_RESPONSE_FRAME, PROTOCOL_VERSION,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::net::{UnixListener, UnixStream};
@@ -270,7 +270,9 @@ async fn answer(req: Request, shared: &Shared) -> Response {
         Request::Status => status(&engine, shared),
         Request::Pause { target } => set_paused(&engine, target.as_deref(), true),
         Request::Resume { target } => set_paused(&engine, target.as_deref(), false),
-        Request::Resync { target, path } => resync(&engine, shared, target.as_deref(), path),
+        Request::Resync { target, path } => {
+            durable(shared, resync(&engine, shared, target.as_deref(), path)).await
+        }
         Request::RetryFailed { target } => {
             let ts = match engine.select(target.as_deref()) {
                 Ok(t) => t,
@@ -285,9 +287,10 @@ async fn answer(req: Request, shared: &Shared) -> Response {
                 t.kick.store(true, std::sync::atomic::Ordering::Relaxed);
                 t.wake.notify_one();
             }
-            Response::Done {
+            let done = Response::Done {
                 message: format!("{n} failed path(s) queued again"),
-            }
+            };
+            durable(shared, done).await
         }
         Request::ListFailed { target, limit } => {
             // Keeps the answer well inside MAX_RESPONSE_FRAME whatever the client asks for.
@@ -353,6 +356,20 @@ fn set_paused(engine: &EngineView, target: Option<&str>, paused: bool) -> Respon
             "{} {}",
             if paused { "paused" } else { "resumed" },
             names.join(", ")
+        ),
+    }
+}
+
+/// A request that wrote to the journal is answered only once the write is on disk.
+async fn durable(shared: &Shared, resp: Response) -> Response {
+    if !matches!(resp, Response::Done { .. }) {
+        return resp;
+    }
+    match shared.journal.flush().await {
+        Ok(()) => resp,
+        Err(e) => err(
+            ErrorKind::Internal,
+            format!("could not save the request: {e}"),
         ),
     }
 }
@@ -433,7 +450,13 @@ fn status(engine: &EngineView, shared: &Shared) -> Response {
             targets.push(TargetStatus {
                 name: t.name.clone(),
                 dest: t.dest.clone(),
-                state: v.state,
+                // The switch itself, not the worker's last view of it: status right after
+                // pause/resume must already show it.
+                state: match (*t.paused.borrow(), v.state) {
+                    (true, _) => TargetState::Paused,
+                    (false, TargetState::Paused) => TargetState::Running,
+                    (false, s) => s,
+                },
                 pending,
                 in_flight: v.in_flight,
                 failed,

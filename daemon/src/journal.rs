@@ -12,7 +12,8 @@
 //! `target_id` is `root/target` (names are validated: no NUL, no `/` inside a name).
 //! Delivery is at least once: a repeat is harmless (rsync is idempotent), a loss is not.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bincode::Options;
@@ -89,18 +90,33 @@ fn resync_key(target: &str, sub: &[u8]) -> Vec<u8> {
     k
 }
 
-/// Handle to the journal; cheap to clone, shared by every task.
+/// The open database and its trees; replaced as a whole when the journal is reopened.
 #[derive(Clone)]
-pub struct Journal {
+struct Trees {
+    /// Which opening of the database this is (see [`Journal::check`]).
+    epoch: u64,
     db: sled::Db,
     pending: sled::Tree,
     failed: sled::Tree,
     meta: sled::Tree,
 }
 
-impl Journal {
-    /// Open (or create) the journal under `dir`. Fails if another process holds it.
-    pub fn open(dir: &Path) -> Result<Journal, JournalError> {
+/// Handle to the journal; cheap to clone, shared by every task.
+///
+/// sled's I/O errors are sticky: after one (a full disk, say), every later write to that
+/// database fails even once the cause is gone. So an I/O error drops the database handle, and
+/// the next operation opens it again from disk (what was flushed is there; the coalescer owes
+/// the affected roots a full resync for what was not).
+#[derive(Clone)]
+pub struct Journal {
+    dir: PathBuf,
+    trees: Arc<RwLock<Option<Trees>>>,
+    /// Openings so far, to tell a fresh database from the one that failed.
+    epochs: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Trees {
+    fn open(dir: &Path) -> Result<Trees, JournalError> {
         let d = dir.display().to_string();
         let db = sled::Config::new()
             .path(dir)
@@ -123,7 +139,8 @@ impl Journal {
                 meta.insert("schema", opts().serialize(&SCHEMA_VERSION)?)?;
             }
         }
-        Ok(Journal {
+        Ok(Trees {
+            epoch: 0,
             pending: db.open_tree("pending")?,
             failed: db.open_tree("failed")?,
             meta,
@@ -131,15 +148,7 @@ impl Journal {
         })
     }
 
-    /// Make everything written so far survive a crash of the process.
-    pub async fn flush(&self) -> Result<(), JournalError> {
-        self.db.flush_async().await?;
-        Ok(())
-    }
-
-    /// Record that `paths` changed, for every target in `targets`. Resets attempts (the path
-    /// changed, so it deserves fresh tries) and un-parks it.
-    pub fn record(&self, targets: &[String], paths: &[Vec<u8>]) -> Result<(), JournalError> {
+    fn record(&self, targets: &[String], paths: &[Vec<u8>]) -> Result<(), JournalError> {
         if paths.is_empty() || targets.is_empty() {
             return Ok(());
         }
@@ -169,9 +178,7 @@ impl Journal {
         Ok(())
     }
 
-    /// Up to `limit` pending paths of `target` due at `now_ms`, skipping `skip` (already in
-    /// flight). Also returns the earliest `next_attempt_ms` among the paths not yet due.
-    pub fn due(
+    fn due(
         &self,
         target: &str,
         now_ms: u64,
@@ -206,9 +213,7 @@ impl Journal {
         Ok((out, next))
     }
 
-    /// The target confirmed these paths: remove each one whose entry did not change meanwhile.
-    /// Returns how many were removed.
-    pub fn confirm(&self, target: &str, items: &[Item]) -> Result<u64, JournalError> {
+    fn confirm(&self, target: &str, items: &[Item]) -> Result<u64, JournalError> {
         let mut n = 0;
         for it in items {
             if self
@@ -222,10 +227,7 @@ impl Journal {
         Ok(n)
     }
 
-    /// A push of `item` failed: count the attempt and schedule the next one, or park the path in
-    /// `failed` once `max_attempts` is reached. Returns true if parked. A path that changed
-    /// meanwhile is left alone (its new generation gets fresh attempts).
-    pub fn fail(
+    fn fail(
         &self,
         target: &str,
         item: &Item,
@@ -261,8 +263,7 @@ impl Journal {
         Ok(false)
     }
 
-    /// Move every parked path of `target` back to pending with fresh attempts; returns how many.
-    pub fn retry_failed(&self, target: &str) -> Result<u64, JournalError> {
+    fn retry_failed(&self, target: &str) -> Result<u64, JournalError> {
         let pfx = prefix(target);
         let mut n = 0;
         for kv in self.failed.scan_prefix(&pfx) {
@@ -278,8 +279,7 @@ impl Journal {
         Ok(n)
     }
 
-    /// Parked paths of `target`, at most `limit`, and the total count.
-    pub fn list_failed(
+    fn list_failed(
         &self,
         target: &str,
         limit: usize,
@@ -297,8 +297,7 @@ impl Journal {
         Ok((out, total))
     }
 
-    /// Pending count and the oldest `first_seen_ms` of `target`.
-    pub fn pending_stats(&self, target: &str) -> Result<(u64, Option<u64>), JournalError> {
+    fn pending_stats(&self, target: &str) -> Result<(u64, Option<u64>), JournalError> {
         let mut n = 0;
         let mut oldest: Option<u64> = None;
         for kv in self.pending.scan_prefix(prefix(target)) {
@@ -310,8 +309,7 @@ impl Journal {
         Ok((n, oldest))
     }
 
-    /// Whether `target` has any pending path (cheap: looks at one key).
-    pub fn has_pending(&self, target: &str) -> Result<bool, JournalError> {
+    fn has_pending(&self, target: &str) -> Result<bool, JournalError> {
         Ok(self
             .pending
             .scan_prefix(prefix(target))
@@ -320,8 +318,7 @@ impl Journal {
             .is_some())
     }
 
-    /// Number of parked paths of `target`.
-    pub fn failed_count(&self, target: &str) -> Result<u64, JournalError> {
+    fn failed_count(&self, target: &str) -> Result<u64, JournalError> {
         let mut n = 0;
         for kv in self.failed.scan_prefix(prefix(target)) {
             kv?;
@@ -330,16 +327,14 @@ impl Journal {
         Ok(n)
     }
 
-    /// Owe `target` a full rsync of its root (`sub` empty) or of the subdirectory `sub`.
-    pub fn request_resync(&self, target: &str, sub: &[u8]) -> Result<(), JournalError> {
+    fn request_resync(&self, target: &str, sub: &[u8]) -> Result<(), JournalError> {
         let generation = self.db.generate_id()?;
         self.meta
             .insert(resync_key(target, sub), opts().serialize(&generation)?)?;
         Ok(())
     }
 
-    /// Full resyncs owed to `target`: (subpath, token for [`Journal::resync_done`]).
-    pub fn resyncs(&self, target: &str) -> Result<Vec<(Vec<u8>, IVec)>, JournalError> {
+    fn resyncs(&self, target: &str) -> Result<Vec<(Vec<u8>, IVec)>, JournalError> {
         let pfx = resync_key(target, b"");
         let mut out = Vec::new();
         for kv in self.meta.scan_prefix(&pfx) {
@@ -349,15 +344,166 @@ impl Journal {
         Ok(out)
     }
 
-    /// A full rsync finished: clear the request unless it was renewed meanwhile (an overflow
-    /// during the run asks again, and must get another run).
-    pub fn resync_done(&self, target: &str, sub: &[u8], token: &IVec) -> Result<(), JournalError> {
+    fn resync_done(&self, target: &str, sub: &[u8], token: &IVec) -> Result<(), JournalError> {
         let _ = self.meta.compare_and_swap(
             resync_key(target, sub),
             Some(token),
             None as Option<&[u8]>,
         )?;
         Ok(())
+    }
+}
+
+impl Journal {
+    /// Open (or create) the journal under `dir`. Fails if another process holds it.
+    pub fn open(dir: &Path) -> Result<Journal, JournalError> {
+        let trees = Trees::open(dir)?;
+        Ok(Journal {
+            dir: dir.to_path_buf(),
+            trees: Arc::new(RwLock::new(Some(trees))),
+            epochs: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+        })
+    }
+
+    /// The current trees, reopening the database if an I/O error closed it.
+    fn trees(&self) -> Result<Trees, JournalError> {
+        if let Some(t) = self
+            .trees
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            return Ok(t.clone());
+        }
+        let mut slot = self.trees.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(t) = slot.as_ref() {
+            return Ok(t.clone());
+        }
+        let mut t = Trees::open(&self.dir)?;
+        t.epoch = self
+            .epochs
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        tracing::info!(dir = %self.dir.display(), "journal reopened after an I/O error");
+        *slot = Some(t.clone());
+        Ok(t)
+    }
+
+    /// After an I/O error, close the database so the next operation reopens it.
+    /// After an I/O error of the opening `epoch`, close it so the next operation reopens the
+    /// database. An error from an older opening (a task still holding it) must not close the
+    /// fresh one.
+    fn check<R>(&self, epoch: u64, res: Result<R, JournalError>) -> Result<R, JournalError> {
+        if let Err(JournalError::Io(sled::Error::Io(_))) = &res {
+            let mut slot = self.trees.write().unwrap_or_else(|e| e.into_inner());
+            if slot.as_ref().is_some_and(|t| t.epoch == epoch) {
+                slot.take();
+            }
+        }
+        res
+    }
+
+    fn with<R>(
+        &self,
+        f: impl FnOnce(&Trees) -> Result<R, JournalError>,
+    ) -> Result<R, JournalError> {
+        let t = self.trees()?;
+        let res = f(&t);
+        self.check(t.epoch, res)
+    }
+
+    /// Make everything written so far survive a crash of the process.
+    pub async fn flush(&self) -> Result<(), JournalError> {
+        let t = self.trees()?;
+        let res =
+            t.db.flush_async()
+                .await
+                .map(|_| ())
+                .map_err(JournalError::from);
+        self.check(t.epoch, res)
+    }
+
+    /// Record that `paths` changed, for every target in `targets`. Resets attempts (the path
+    /// changed, so it deserves fresh tries) and un-parks it.
+    pub fn record(&self, targets: &[String], paths: &[Vec<u8>]) -> Result<(), JournalError> {
+        self.with(|t| t.record(targets, paths))
+    }
+
+    /// Up to `limit` pending paths of `target` due at `now_ms`, skipping `skip` (already in
+    /// flight). Also returns the earliest `next_attempt_ms` among the paths not yet due.
+    pub fn due(
+        &self,
+        target: &str,
+        now_ms: u64,
+        limit: usize,
+        skip: &dyn Fn(&[u8]) -> bool,
+    ) -> Result<(Vec<Item>, Option<u64>), JournalError> {
+        self.with(|t| t.due(target, now_ms, limit, skip))
+    }
+
+    /// The target confirmed these paths: remove each one whose entry did not change meanwhile.
+    /// Returns how many were removed.
+    pub fn confirm(&self, target: &str, items: &[Item]) -> Result<u64, JournalError> {
+        self.with(|t| t.confirm(target, items))
+    }
+
+    /// A push of `item` failed: count the attempt and schedule the next one, or park the path in
+    /// `failed` once `max_attempts` is reached. Returns true if parked. A path that changed
+    /// meanwhile is left alone (its new generation gets fresh attempts).
+    pub fn fail(
+        &self,
+        target: &str,
+        item: &Item,
+        error: &str,
+        next_attempt_ms: u64,
+        max_attempts: u32,
+    ) -> Result<bool, JournalError> {
+        self.with(|t| t.fail(target, item, error, next_attempt_ms, max_attempts))
+    }
+
+    /// Move every parked path of `target` back to pending with fresh attempts; returns how many.
+    pub fn retry_failed(&self, target: &str) -> Result<u64, JournalError> {
+        self.with(|t| t.retry_failed(target))
+    }
+
+    /// Parked paths of `target`, at most `limit`, and the total count.
+    pub fn list_failed(
+        &self,
+        target: &str,
+        limit: usize,
+    ) -> Result<(Vec<ParkedPath>, u64), JournalError> {
+        self.with(|t| t.list_failed(target, limit))
+    }
+
+    /// Pending count and the oldest `first_seen_ms` of `target`.
+    pub fn pending_stats(&self, target: &str) -> Result<(u64, Option<u64>), JournalError> {
+        self.with(|t| t.pending_stats(target))
+    }
+
+    /// Whether `target` has any pending path (cheap: looks at one key).
+    pub fn has_pending(&self, target: &str) -> Result<bool, JournalError> {
+        self.with(|t| t.has_pending(target))
+    }
+
+    /// Number of parked paths of `target`.
+    pub fn failed_count(&self, target: &str) -> Result<u64, JournalError> {
+        self.with(|t| t.failed_count(target))
+    }
+
+    /// Owe `target` a full rsync of its root (`sub` empty) or of the subdirectory `sub`.
+    pub fn request_resync(&self, target: &str, sub: &[u8]) -> Result<(), JournalError> {
+        self.with(|t| t.request_resync(target, sub))
+    }
+
+    /// Full resyncs owed to `target`: (subpath, token for [`Journal::resync_done`]).
+    pub fn resyncs(&self, target: &str) -> Result<Vec<(Vec<u8>, IVec)>, JournalError> {
+        self.with(|t| t.resyncs(target))
+    }
+
+    /// A full rsync finished: clear the request unless it was renewed meanwhile (an overflow
+    /// during the run asks again, and must get another run).
+    pub fn resync_done(&self, target: &str, sub: &[u8], token: &IVec) -> Result<(), JournalError> {
+        self.with(|t| t.resync_done(target, sub, token))
     }
 }
 

@@ -263,6 +263,8 @@ impl Worker {
             Ok(rs) => rs,
             Err(e) => {
                 warn!(target = %self.id, error = %e, "journal read failed");
+                // Try again on our own: nothing else may wake this worker.
+                *next_due = Some(Instant::now() + Duration::from_secs(1));
                 return;
             }
         };
@@ -277,6 +279,7 @@ impl Worker {
                     Ok(r) => r,
                     Err(e) => {
                         warn!(target = %self.id, error = %e, "journal read failed");
+                        *next_due = Some(Instant::now() + Duration::from_secs(1));
                         return;
                     }
                 };

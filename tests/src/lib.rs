@@ -611,7 +611,7 @@ impl Sshd {
             .unwrap()
             .name;
         format!(
-            "[[sync.target]]\nname = {name:?}\ndest = \"{user}@127.0.0.1:{path}\"\nport = {port}\nssh_args = [\"-i\", {key:?}, \"-o\", \"UserKnownHostsFile={kh}\", \"-o\", \"StrictHostKeyChecking=yes\"]\nretry_initial_ms = 200\nretry_max_ms = 1000\n",
+            "[[sync.target]]\nname = {name:?}\ndest = \"{user}@127.0.0.1:{path}\"\nport = {port}\nssh_args = [\"-i\", {key:?}, \"-o\", \"UserKnownHostsFile={kh}\", \"-o\", \"StrictHostKeyChecking=yes\"]\nretry_initial_ms = 200\nretry_max_ms = 5000\n",
             path = path.display(),
             port = self.port,
             key = self.client_key,

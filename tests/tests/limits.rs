@@ -138,3 +138,67 @@ fn count_watches() -> usize {
     }
     n
 }
+
+#[test]
+fn full_state_filesystem_is_reported_and_recovered_from_without_restart() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let env = Env::new();
+    std::fs::create_dir_all(&env.state).unwrap();
+    let st = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
+        .arg(&env.state)
+        .status()
+        .unwrap();
+    assert!(st.success(), "mounting a tmpfs needs root");
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+    let _unmount = Unmount(env.state.clone());
+    let d = Syncd::start(&env.local_config(""), &env.socket);
+    d.settle();
+    // Fill the state filesystem.
+    let filler = env.state.join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        while f.write_all(&[0u8; 65536]).is_ok() {}
+    }
+    let from = d.log.len();
+    for i in 0..50 {
+        write(&env.src.join(format!("while-full/{i}.txt")), b"x");
+    }
+    assert!(d
+        .log
+        .wait_for("journal", from, Duration::from_secs(20))
+        .is_some());
+    assert!(
+        d.log
+            .wait_for("No space left on device", from, Duration::from_secs(20))
+            .is_some(),
+        "{}",
+        d.log.text()
+    );
+    let err = d.target_status("local")["last_error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    // The cause ("No space left on device") or, while an old handle drains, the reopen attempt.
+    assert!(err.contains("journal"), "status reports it: {err}");
+    assert_eq!(
+        d.wait_idle(1),
+        4,
+        "not idle while changes cannot be journaled"
+    );
+    // Space comes back: the journal is reopened and everything converges, no restart.
+    std::fs::remove_file(&filler).unwrap();
+    d.settle();
+    assert_same_tree(&env.src, &env.dst);
+    assert!(d.log.text().contains("journal reopened"));
+    assert!(d.target_status("local")["last_error"].is_null());
+}

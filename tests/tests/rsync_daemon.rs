@@ -69,7 +69,11 @@ fn daemon_outage_means_backoff_then_everything_is_delivered() {
     let env = Env::new();
     let module = module_dir(&env);
     let mut rd = RsyncDaemon::start(env.dir.path(), &module, "");
-    let cfg = env.config("", &rd.target("d1", ""));
+    // Backoff long enough that status, read right after the failure, still sees it.
+    let cfg = env.config(
+        "",
+        &rd.target("d1", "retry_initial_ms = 2000\nretry_max_ms = 3000"),
+    );
     let d = Syncd::start(&cfg, &env.socket);
     d.settle();
     rd.stop();
@@ -166,7 +170,7 @@ fn two_targets_one_broken_the_other_converges() {
     let targets = format!(
         "{}{}",
         local_target("good", &env.dst, ""),
-        rd.target("broken", "")
+        rd.target("broken", "retry_initial_ms = 2000\nretry_max_ms = 3000")
     );
     let cfg = env.config("", &targets);
     let d = Syncd::start(&cfg, &env.socket);
@@ -185,7 +189,18 @@ fn two_targets_one_broken_the_other_converges() {
     );
     assert_same_tree(&env.src, &env.dst);
     let broken = d.target_status("broken");
-    assert_eq!(broken["state"], "backoff", "{broken}");
+    // In backoff, or in the middle of a probe.
+    assert!(
+        broken["state"] == "backoff" || broken["in_flight"].as_u64() > Some(0),
+        "{broken}"
+    );
+    assert!(
+        broken["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("rsync exit 10"),
+        "{broken}"
+    );
     assert!(broken["pending"].as_u64().unwrap() > 0);
     assert_eq!(d.target_status("good")["pending"], 0);
     rd.restart();
