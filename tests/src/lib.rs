@@ -459,7 +459,7 @@ impl RsyncDaemon {
         let mut f = std::fs::File::create(&conf).unwrap();
         write!(
             f,
-            "pid file = {dir}/rsyncd.pid\nuse chroot = no\nmax connections = 20\n\n[mod]\npath = {module}\nread only = false\nmunge symlinks = no\nuid = root\ngid = root\nauth users = syncuser\nsecrets file = {secrets}\n{module_extra}\n",
+            "pid file = {dir}/rsyncd.pid\nuse chroot = yes\nmax connections = 20\n\n[mod]\npath = {module}\nread only = false\nmunge symlinks = no\nuid = root\ngid = root\nauth users = syncuser\nsecrets file = {secrets}\n{module_extra}\n",
             dir = dir.display(),
             module = module_path.display(),
             secrets = secrets.display(),

@@ -45,6 +45,9 @@ fn operations_reach_an_rsync_daemon_target() {
     assert_same_tree(&env.src, &module);
 
     write(&env.src.join("a/b/c.txt"), b"abc");
+    // Symlinks, including one leaving the module, arrive exactly as they are.
+    std::os::unix::fs::symlink("../outside-the-module", env.src.join("escaping-link")).unwrap();
+    std::os::unix::fs::symlink("b/c.txt", env.src.join("a/inner-link")).unwrap();
     write(&env.src.join("#comment-like"), b"#");
     write(&env.src.join("a/b/c2.txt"), b"c2");
     d.settle();
