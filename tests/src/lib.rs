@@ -633,3 +633,47 @@ pub fn write(path: &Path, content: &[u8]) {
     }
     std::fs::write(path, content).unwrap();
 }
+
+/// A tmpfs mounted for a test (root needed); unmounted (lazily) on drop.
+pub struct Tmpfs {
+    path: PathBuf,
+    mounted: bool,
+}
+
+impl Tmpfs {
+    /// Mount a tmpfs of `size` (e.g. "8m") on the existing directory `path`.
+    pub fn mount(path: &Path, size: &str) -> Tmpfs {
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(path)
+            .status()
+            .expect("run mount");
+        assert!(
+            st.success(),
+            "mounting a tmpfs on {} failed (root needed)",
+            path.display()
+        );
+        Tmpfs {
+            path: path.to_path_buf(),
+            mounted: true,
+        }
+    }
+
+    /// Unmount now, as an administrator would (fails if busy).
+    pub fn unmount(&mut self) {
+        let st = Command::new("umount")
+            .arg(&self.path)
+            .status()
+            .expect("run umount");
+        assert!(st.success(), "umount {} failed", self.path.display());
+        self.mounted = false;
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        if self.mounted {
+            let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+        }
+    }
+}

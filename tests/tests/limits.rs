@@ -144,22 +144,7 @@ fn full_state_filesystem_is_reported_and_recovered_from_without_restart() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let env = Env::new();
     std::fs::create_dir_all(&env.state).unwrap();
-    let st = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
-        .arg(&env.state)
-        .status()
-        .unwrap();
-    assert!(st.success(), "mounting a tmpfs needs root");
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount")
-                .arg("-l")
-                .arg(&self.0)
-                .status();
-        }
-    }
-    let _unmount = Unmount(env.state.clone());
+    let _mount = Tmpfs::mount(&env.state, "8m");
     let d = Syncd::start(&env.local_config(""), &env.socket);
     d.settle();
     // Fill the state filesystem.

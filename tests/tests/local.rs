@@ -718,22 +718,7 @@ fn root_moved_away_or_replaced_is_never_turned_into_deletes() {
 #[test]
 fn unmounted_root_is_never_turned_into_deletes() {
     let env = Env::new();
-    let st = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
-        .arg(&env.src)
-        .status()
-        .unwrap();
-    assert!(st.success(), "mounting a tmpfs needs root");
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount")
-                .arg("-l")
-                .arg(&self.0)
-                .status();
-        }
-    }
-    let mounted = Unmount(env.src.clone());
+    let mut mounted = Tmpfs::mount(&env.src, "8m");
     for i in 0..10 {
         write(&env.src.join(format!("m/{i}.txt")), b"on the mount");
     }
@@ -741,12 +726,7 @@ fn unmounted_root_is_never_turned_into_deletes() {
     assert_same_tree(&env.src, &env.dst);
     let before = snapshot(&env.dst);
     let from = d.log.len();
-    assert!(std::process::Command::new("umount")
-        .arg(&env.src)
-        .status()
-        .unwrap()
-        .success());
-    std::mem::forget(mounted);
+    mounted.unmount();
     assert!(
         d.log
             .wait_for("source root", from, std::time::Duration::from_secs(20))
