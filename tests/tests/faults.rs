@@ -66,11 +66,16 @@ impl Fake {
 }
 
 fn start(env: &Env, fake: &Fake, target_extra: &str) -> Syncd {
-    let cfg = env.config("", &local_target("local", &env.dst, target_extra));
+    start_top(env, fake, "", target_extra).0
+}
+
+/// Start syncd with the fake rsync first on PATH; `top` lines go into the config's top level.
+fn start_top(env: &Env, fake: &Fake, top: &str, target_extra: &str) -> (Syncd, std::path::PathBuf) {
+    let cfg = env.config_top(top, "", &local_target("local", &env.dst, target_extra));
     let path = fake.path_env();
     let d = Syncd::start_with_env(&cfg, &env.socket, &[("PATH", &path)]);
     d.settle();
-    d
+    (d, cfg)
 }
 
 #[test]
@@ -169,14 +174,12 @@ fn sigterm_lets_a_running_push_finish_within_the_grace_period() {
 fn sigterm_kills_a_push_that_outlives_the_grace_period_and_keeps_its_paths() {
     let env = Env::new();
     let fake = Fake::new(env.dir.path());
-    let cfg = env.config_top(
+    let (d, cfg) = start_top(
+        &env,
+        &fake,
         "grace_period_s = 1\nstartup_resync = false",
         "",
-        &local_target("local", &env.dst, ""),
     );
-    let path = fake.path_env();
-    let d = Syncd::start_with_env(&cfg, &env.socket, &[("PATH", &path)]);
-    d.settle();
     fake.set_to("hang", true, "1001");
     let from = d.log.len();
     write(&env.src.join("stuck.txt"), b"stuck");
