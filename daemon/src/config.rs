@@ -180,6 +180,21 @@ impl Dest {
             }
             Ok((user, host.to_string()))
         };
+        // The module/path part of a daemon destination, shared by the `::` and URL forms.
+        let daemon = |hostpart: &str, modpath: &str, port: Option<u16>| -> Result<Dest, String> {
+            let (user, host) = split_user(hostpart)?;
+            let (module, path) = modpath.split_once('/').unwrap_or((modpath, ""));
+            if module.is_empty() {
+                return Err(format!("missing module after the host: {HELP}"));
+            }
+            Ok(Dest::Daemon {
+                user,
+                host,
+                module: module.to_string(),
+                path: path.trim_end_matches('/').to_string(),
+                port,
+            })
+        };
         if let Some(rest) = url {
             let (hostport, modpath) = rest.split_once('/').unwrap_or((rest, ""));
             let (hostpart, port) = match hostport.rsplit_once(':') {
@@ -192,35 +207,13 @@ impl Dest {
                 ),
                 None => (hostport, None),
             };
-            let (user, host) = split_user(hostpart)?;
-            let (module, path) = modpath.split_once('/').unwrap_or((modpath, ""));
-            if module.is_empty() {
-                return Err(format!("missing module after the host: {HELP}"));
-            }
-            return Ok(Dest::Daemon {
-                user,
-                host,
-                module: module.to_string(),
-                path: path.trim_end_matches('/').to_string(),
-                port,
-            });
+            return daemon(hostpart, modpath, port);
         }
         if let Some((hostpart, rest)) = s.split_once("::") {
             if hostpart.contains('/') {
                 return Ok(Dest::Local(PathBuf::from(s)));
             }
-            let (user, host) = split_user(hostpart)?;
-            let (module, path) = rest.split_once('/').unwrap_or((rest, ""));
-            if module.is_empty() {
-                return Err(format!("missing module after '::': {HELP}"));
-            }
-            return Ok(Dest::Daemon {
-                user,
-                host,
-                module: module.to_string(),
-                path: path.trim_end_matches('/').to_string(),
-                port: None,
-            });
+            return daemon(hostpart, rest, None);
         }
         if let Some((hostpart, path)) = s.split_once(':') {
             // rsync's own rule: a colon after a slash is part of a local path.
