@@ -246,8 +246,9 @@ impl Coalescer {
             }
         }
         self.journal_error.send_replace(error);
-        for sink in &self.roots {
-            for w in &sink.wakes {
+        // Only the targets of roots that got new work; `written` is empty if the flush failed.
+        for (r, _) in &written {
+            for w in &self.roots[*r].wakes {
                 w.notify_one();
             }
         }
