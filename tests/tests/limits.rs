@@ -184,6 +184,9 @@ fn full_state_filesystem_is_reported_and_recovered_from_without_restart() {
     std::fs::remove_file(&filler).unwrap();
     d.settle();
     assert_same_tree(&env.src, &env.dst);
-    assert!(d.log.text().contains("journal reopened"));
+    assert!(d
+        .log
+        .wait_for("journal reopened", 0, Duration::from_secs(10))
+        .is_some());
     assert!(d.target_status("local")["last_error"].is_null());
 }

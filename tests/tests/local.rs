@@ -575,14 +575,15 @@ fn journal_replay_runs_before_the_startup_full_sync() {
     let d = Syncd::start(&cfg, &env.socket);
     d.settle();
     assert_same_tree(&env.src, &env.dst);
-    // The exact paths cross first; the full sync then finds them in place.
+    // The exact paths cross first; the full sync then finds them in place. (The log is read
+    // from syncd's stderr by another thread: its last lines may still be on their way.)
     let batch = d
         .log
-        .wait_for("push batch", 0, std::time::Duration::ZERO)
+        .wait_for("push batch", 0, std::time::Duration::from_secs(10))
         .expect("a replay batch");
     let full = d
         .log
-        .wait_for("full sync done", 0, std::time::Duration::ZERO)
+        .wait_for("full sync done", 0, std::time::Duration::from_secs(10))
         .expect("a startup full sync");
     assert!(
         batch < full,
