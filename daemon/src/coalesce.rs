@@ -27,6 +27,8 @@ pub struct RootSink {
     pub name: String,
     pub target_ids: Vec<String>,
     pub wakes: Vec<Arc<Notify>>,
+    /// Set to cut a target's backoff short (the root is back).
+    pub kicks: Vec<Arc<std::sync::atomic::AtomicBool>>,
     pub delay: Duration,
     pub modify_delay: Duration,
     pub full_resync_interval: Duration,
@@ -192,6 +194,13 @@ impl Coalescer {
                 self.roots[root]
                     .state
                     .send_replace(RootState::Unavailable { reason });
+            }
+            Change::Back { root } => {
+                self.roots[root].state.send_replace(RootState::Watching);
+                for k in &self.roots[root].kicks {
+                    k.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                resync[root] = true;
             }
             Change::Barrier(reply) => barriers.push(reply),
         }

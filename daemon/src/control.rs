@@ -512,7 +512,13 @@ async fn wait_idle(
         let mut busy = *engine.waiting.borrow() > 0;
         for t in &targets {
             let v = t.view.borrow().clone();
+            // A root that is not there cannot be in sync, whatever the journal says.
+            let root_gone = matches!(
+                *engine.roots[t.root].state.borrow(),
+                RootState::Unavailable { .. }
+            );
             busy = busy
+                || root_gone
                 || v.in_flight > 0
                 || v.full_sync.is_some()
                 || shared.journal.has_pending(&t.id).unwrap_or(true)

@@ -114,7 +114,7 @@ impl Engine {
         // Batches of changes; when full, the watcher waits and the kernel queue absorbs the rest
         // (and overflows into a resync rather than into memory).
         let (change_tx, change_rx) = mpsc::channel(64);
-        let (watcher, watches) = Watcher::start(cfg.roots.clone(), change_tx)
+        let (watcher, watches) = Watcher::start(cfg.roots.clone(), identities.clone(), change_tx)
             .await
             .map_err(EngineError::Inotify)?;
         let (cmd_tx, cmd_rx) = mpsc::channel(16);
@@ -128,6 +128,7 @@ impl Engine {
                 name: r.name.clone(),
                 target_ids: Vec::new(),
                 wakes: Vec::new(),
+                kicks: Vec::new(),
                 delay: r.delay,
                 modify_delay: r.modify_delay,
                 full_resync_interval: r.full_resync_interval,
@@ -167,6 +168,7 @@ impl Engine {
                 push_tasks.spawn(worker.run(stop_push.clone()));
                 sink.target_ids.push(id.clone());
                 sink.wakes.push(wake.clone());
+                sink.kicks.push(kick.clone());
                 targets.push(TargetHandle {
                     id,
                     root: ri,

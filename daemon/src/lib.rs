@@ -90,8 +90,20 @@ async fn serve(
                 ))
             }
             Ok(new) => {
-                let old_ids: HashSet<String> =
-                    engine.view.targets.iter().map(|t| t.id.clone()).collect();
+                // Targets of a root that was unavailable start over with a full sync: the
+                // directory now adopted was not watched while it was away.
+                let old_ids: HashSet<String> = engine
+                    .view
+                    .targets
+                    .iter()
+                    .filter(|t| {
+                        !matches!(
+                            *engine.view.roots[t.root].state.borrow(),
+                            syncd_proto::RootState::Unavailable { .. }
+                        )
+                    })
+                    .map(|t| t.id.clone())
+                    .collect();
                 engine_tx.send_replace(None);
                 engine.stop().await;
                 match engine::Engine::start(
@@ -149,6 +161,12 @@ fn reload_config(current: &Config) -> Result<Config, String> {
             "state_dir, socket and pidfile cannot change on reload; restart syncd to change them"
                 .into(),
         );
+    }
+    // Checked before the running generation stops: a root that is missing now would keep the
+    // new generation from starting.
+    for r in &new.roots {
+        push::RootIdentity::of(&r.source)
+            .map_err(|e| format!("source {}: {e}; restore it first", r.source.display()))?;
     }
     Ok(new)
 }

@@ -25,6 +25,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::config::RootConfig;
+use crate::push::RootIdentity;
+
+/// How often each root's device and inode are compared with the ones syncd started on: catches
+/// a mount on top of a root (no inotify event) and notices when a lost root is back.
+const ROOT_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How soon a changed path should be journaled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,8 +55,11 @@ pub enum Change {
     Resync { root: usize, reason: String },
     /// `root` cannot be fully watched: keep it in sync by scheduled full resyncs.
     Degraded { root: usize, reason: String },
-    /// `root` itself vanished or moved: stop pushing it.
+    /// `root` itself vanished, moved, was replaced or unmounted: stop pushing it.
     Lost { root: usize, reason: String },
+    /// `root` is the directory it was again (moved back, remounted): watched anew, and owed a
+    /// full resync for whatever changed while it was away.
+    Back { root: usize },
     /// Every event read before this one has been handed over.
     Barrier(oneshot::Sender<()>),
 }
@@ -104,6 +112,10 @@ pub struct Watcher {
     by_wd: HashMap<i32, Watched>,
     root_wd: Vec<Option<i32>>,
     degraded: Vec<bool>,
+    /// Identity of each root when the generation started.
+    identity: Vec<RootIdentity>,
+    /// Roots that are not the directory they were: unwatched until they are back.
+    lost: Vec<bool>,
     counts: Arc<WatchCounts>,
     tx: mpsc::Sender<Vec<Change>>,
     /// Changes not yet handed over: sent as one message per inotify read (fewer wake-ups).
@@ -142,6 +154,7 @@ impl Watcher {
     /// runtime. Roots that cannot be fully watched are reported as degraded, not as an error.
     pub async fn start(
         roots: Vec<RootConfig>,
+        identity: Vec<RootIdentity>,
         tx: mpsc::Sender<Vec<Change>>,
     ) -> io::Result<(Watcher, Arc<WatchCounts>)> {
         let inotify = Inotify::init().map_err(|e| {
@@ -166,6 +179,8 @@ impl Watcher {
             by_wd: HashMap::new(),
             root_wd: vec![None; n],
             degraded: vec![false; n],
+            identity,
+            lost: vec![false; n],
             counts: counts.clone(),
             tx,
             out: Vec::new(),
@@ -316,8 +331,14 @@ impl Watcher {
     /// closes the channel and lets the coalescer journal everything.
     pub async fn run(mut self, mut cmds: mpsc::Receiver<WatchCmd>, shutdown: CancellationToken) {
         let mut buf = vec![0u8; 64 * 1024];
+        let mut check = tokio::time::interval(ROOT_CHECK);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                _ = check.tick() => {
+                    self.check_roots().await;
+                    self.flush().await;
+                }
                 _ = shutdown.cancelled() => {
                     while let Ok(evs) = self.read_now(&mut buf) {
                         if evs.is_empty() {
@@ -367,6 +388,9 @@ impl Watcher {
             if ev.mask.contains(EventMask::Q_OVERFLOW) {
                 warn!("inotify queue overflowed: events were lost; every root gets a full resync");
                 for r in 0..self.roots.len() {
+                    if self.lost[r] {
+                        continue;
+                    }
                     self.send(Change::Resync {
                         root: r,
                         reason: "inotify queue overflow".into(),
@@ -494,13 +518,54 @@ impl Watcher {
         }
     }
 
+    /// Stop watching a root that is not the directory it was, and report it once.
     async fn lost(&mut self, root: usize, why: &str) {
+        if self.lost[root] {
+            return;
+        }
+        self.lost[root] = true;
+        // A root moved away keeps its watches; its events are no longer this root's.
+        let gone: Vec<i32> = self
+            .by_wd
+            .iter()
+            .filter(|(_, w)| w.root == root)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in gone {
+            if let Some(w) = self.untrack(id) {
+                let _ = self.fd.get_mut().watches().remove(w.wd);
+            }
+        }
+        self.root_wd[root] = None;
         let reason = format!(
-            "{why} ({}); nothing is pushed for it until syncd is restarted with the root in place",
+            "{why} ({}); nothing is pushed for it until the same directory is back (moved back or remounted), or `syncctl reload` adopts a new one",
             self.roots[root].source.display()
         );
         warn!(root = %self.roots[root].name, "{reason}");
         self.send(Change::Lost { root, reason }).await;
+    }
+
+    /// Compare every root with its identity: report a root replaced without an inotify event (a
+    /// mount on top of it), and watch a lost root again once it is back.
+    async fn check_roots(&mut self) {
+        for root in 0..self.roots.len() {
+            let now = RootIdentity::of(&self.roots[root].source).ok();
+            let same = now == Some(self.identity[root]);
+            if same && self.lost[root] {
+                self.lost[root] = false;
+                self.degraded[root] = false;
+                info!(root = %self.roots[root].name, source = %self.roots[root].source.display(), "source root is back; watching it again and resyncing it in full");
+                self.send(Change::Back { root }).await;
+                self.watch_tree(root, Vec::new(), false).await;
+            } else if !same && !self.lost[root] {
+                let why = if now.is_some() {
+                    "the source root was replaced or has a filesystem mounted on it or unmounted"
+                } else {
+                    "the source root is gone"
+                };
+                self.lost(root, why).await;
+            }
+        }
     }
 }
 

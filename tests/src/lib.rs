@@ -634,13 +634,47 @@ pub fn write(path: &Path, content: &[u8]) {
     std::fs::write(path, content).unwrap();
 }
 
-/// A tmpfs mounted for a test (root needed); unmounted (lazily) on drop.
+/// A tmpfs (or bind mount) mounted for a test (root needed); unmounted (lazily) on drop.
 pub struct Tmpfs {
     path: PathBuf,
     mounted: bool,
+    /// For a bind mount: the directory shown at `path`.
+    bind_from: Option<PathBuf>,
 }
 
 impl Tmpfs {
+    /// Bind-mount the existing directory `from` on the existing directory `path`: unmounting
+    /// and binding again gives `path` back the same device and inode.
+    pub fn bind(from: &Path, path: &Path) -> Tmpfs {
+        let mut m = Tmpfs {
+            path: path.to_path_buf(),
+            mounted: false,
+            bind_from: Some(from.to_path_buf()),
+        };
+        m.mount_again();
+        m
+    }
+
+    /// Bind the same directory again after [`Tmpfs::unmount`].
+    pub fn mount_again(&mut self) {
+        let from = self
+            .bind_from
+            .as_ref()
+            .expect("only a bind mount can be mounted again");
+        let st = Command::new("mount")
+            .arg("--bind")
+            .arg(from)
+            .arg(&self.path)
+            .status()
+            .expect("run mount");
+        assert!(
+            st.success(),
+            "mount --bind on {} failed (root needed)",
+            self.path.display()
+        );
+        self.mounted = true;
+    }
+
     /// Mount a tmpfs of `size` (e.g. "8m") on the existing directory `path`.
     pub fn mount(path: &Path, size: &str) -> Tmpfs {
         let st = Command::new("mount")
@@ -656,6 +690,7 @@ impl Tmpfs {
         Tmpfs {
             path: path.to_path_buf(),
             mounted: true,
+            bind_from: None,
         }
     }
 

@@ -682,7 +682,7 @@ fn directory_moved_between_two_roots_reaches_both_targets() {
 }
 
 #[test]
-fn root_moved_away_or_replaced_is_never_turned_into_deletes() {
+fn root_moved_away_or_replaced_is_never_turned_into_deletes_and_resumes_when_back() {
     let env = Env::new();
     for i in 0..20 {
         write(&env.src.join(format!("keep/{i}.txt")), b"precious");
@@ -691,13 +691,15 @@ fn root_moved_away_or_replaced_is_never_turned_into_deletes() {
     assert_same_tree(&env.src, &env.dst);
     let before = snapshot(&env.dst);
     let from = d.log.len();
-    std::fs::rename(&env.src, env.dir.path().join("src.old")).unwrap();
+    let away = env.dir.path().join("src.old");
+    std::fs::rename(&env.src, &away).unwrap();
     assert!(d
         .log
         .wait_for("source root", from, std::time::Duration::from_secs(20))
         .is_some());
     // Activity in the moved tree, and an empty directory where the root was.
-    write(&env.dir.path().join("src.old/keep/new.txt"), b"x");
+    write(&away.join("keep/new.txt"), b"written while away");
+    std::fs::remove_file(away.join("keep/3.txt")).unwrap();
     std::fs::create_dir(&env.src).unwrap();
     assert_eq!(
         d.wait_idle(2),
@@ -707,19 +709,83 @@ fn root_moved_away_or_replaced_is_never_turned_into_deletes() {
     let st = d.status();
     assert_eq!(st["roots"][0]["state"], "unavailable", "{st}");
     assert!(
+        st["roots"][0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("moved back or remounted")),
+        "status says why: {st}"
+    );
+    assert!(
         st["targets"][0]["last_error"]
             .as_str()
             .unwrap()
             .contains("source root"),
         "{st}"
     );
+    assert!(d.ctl(&["resync"]).status.success());
+    assert_eq!(d.wait_idle(2), 4);
     assert_eq!(snapshot(&env.dst), before, "the target must not change");
+
+    // The real root comes back: watched again, resynced (the changes made while it was away
+    // arrive), and live changes flow again.
+    let from = d.log.len();
+    std::fs::remove_dir(&env.src).unwrap();
+    std::fs::rename(&away, &env.src).unwrap();
+    assert!(
+        d.log
+            .wait_for(
+                "source root is back",
+                from,
+                std::time::Duration::from_secs(20)
+            )
+            .is_some(),
+        "{}",
+        d.log.text()
+    );
+    write(&env.src.join("keep/after.txt"), b"after the return");
+    d.settle();
+    assert_eq!(d.status()["roots"][0]["state"], "watching");
+    assert_same_tree(&env.src, &env.dst);
 }
 
 #[test]
-fn unmounted_root_is_never_turned_into_deletes() {
+fn deleted_root_pushes_no_deletes_until_reload_adopts_a_new_one() {
     let env = Env::new();
-    let mut mounted = Tmpfs::mount(&env.src, "8m");
+    for i in 0..5 {
+        write(&env.src.join(format!("{i}.txt")), b"precious");
+    }
+    let d = start(&env);
+    let before = snapshot(&env.dst);
+    let from = d.log.len();
+    std::fs::remove_dir_all(&env.src).unwrap();
+    assert!(d
+        .log
+        .wait_for("source root", from, std::time::Duration::from_secs(20))
+        .is_some());
+    assert_eq!(d.wait_idle(2), 4);
+    assert_eq!(d.status()["roots"][0]["state"], "unavailable");
+    // A reload while the root is missing is refused and changes nothing.
+    let out = d.ctl(&["reload"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&env.src.display().to_string()),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(snapshot(&env.dst), before, "the target must not change");
+    // Restored from a backup: a new directory, adopted by an explicit reload.
+    write(&env.src.join("restored.txt"), b"from the backup");
+    assert!(d.ctl(&["reload"]).status.success());
+    d.settle();
+    assert_same_tree(&env.src, &env.dst);
+}
+
+#[test]
+fn unmounted_root_is_never_turned_into_deletes_and_resumes_when_remounted() {
+    let env = Env::new();
+    let fs = env.dir.path().join("fs");
+    std::fs::create_dir(&fs).unwrap();
+    let _fs = Tmpfs::mount(&fs, "8m");
+    let mut mounted = Tmpfs::bind(&fs, &env.src);
     for i in 0..10 {
         write(&env.src.join(format!("m/{i}.txt")), b"on the mount");
     }
@@ -741,4 +807,54 @@ fn unmounted_root_is_never_turned_into_deletes() {
     assert_eq!(d.wait_idle(2), 4);
     assert_eq!(d.status()["roots"][0]["state"], "unavailable");
     assert_eq!(snapshot(&env.dst), before, "the target must not change");
+    // Changed while unmounted (through its other mountpoint), then mounted again.
+    write(&fs.join("m/while-unmounted.txt"), b"y");
+    let from = d.log.len();
+    mounted.mount_again();
+    assert!(d
+        .log
+        .wait_for(
+            "source root is back",
+            from,
+            std::time::Duration::from_secs(20)
+        )
+        .is_some());
+    write(&env.src.join("m/after.txt"), b"z");
+    d.settle();
+    assert_same_tree(&env.src, &env.dst);
+}
+
+#[test]
+fn filesystem_mounted_over_the_root_is_refused_without_an_inotify_event() {
+    let env = Env::new();
+    write(&env.src.join("a.txt"), b"precious");
+    let d = start(&env);
+    let before = snapshot(&env.dst);
+    let other = env.dir.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    let from = d.log.len();
+    let mut over = Tmpfs::bind(&other, &env.src);
+    assert!(
+        d.log
+            .wait_for("source root", from, std::time::Duration::from_secs(20))
+            .is_some(),
+        "{}",
+        d.log.text()
+    );
+    assert!(d.ctl(&["resync"]).status.success());
+    assert_eq!(d.wait_idle(2), 4);
+    assert_eq!(snapshot(&env.dst), before, "the target must not change");
+    let from = d.log.len();
+    over.unmount();
+    assert!(d
+        .log
+        .wait_for(
+            "source root is back",
+            from,
+            std::time::Duration::from_secs(20)
+        )
+        .is_some());
+    write(&env.src.join("b.txt"), b"after");
+    d.settle();
+    assert_same_tree(&env.src, &env.dst);
 }
