@@ -45,8 +45,8 @@ pub enum ControlError {
         dir: PathBuf,
         source: std::io::Error,
     },
-    #[error("another syncd is already serving {0}; stop it first (syncctl --socket {0} stop)")]
-    InUse(PathBuf),
+    #[error("another syncd{pid} is already serving {path}; stop it first (syncctl --socket {path} stop)", pid = .pid.map(|p| format!(" (pid {p})")).unwrap_or_default())]
+    InUse { path: PathBuf, pid: Option<i32> },
     #[error("cannot bind control socket {path}: {source}")]
     Bind {
         path: PathBuf,
@@ -113,8 +113,14 @@ pub fn bind(path: &Path, group: Option<&str>) -> Result<UnixListener, ControlErr
             nix::unistd::chown(dir, None, gid).map_err(|e| dir_err(e.into()))?;
         }
     }
-    if std::os::unix::net::UnixStream::connect(path).is_ok() {
-        return Err(ControlError::InUse(path.to_path_buf()));
+    if let Ok(live) = std::os::unix::net::UnixStream::connect(path) {
+        let pid = nix::sys::socket::getsockopt(&live, nix::sys::socket::sockopt::PeerCredentials)
+            .ok()
+            .map(|c| c.pid());
+        return Err(ControlError::InUse {
+            path: path.to_path_buf(),
+            pid,
+        });
     }
     let _ = std::fs::remove_file(path);
     let mask = if group.is_some() { 0o007 } else { 0o077 };

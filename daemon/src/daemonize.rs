@@ -34,7 +34,7 @@ impl PidFile {
                 let mut pid = String::new();
                 let _ = file.read_to_string(&mut pid);
                 bail!(
-                    "syncd is already running (pid {}, pidfile {} is locked); stop it with `syncctl stop` or `kill {}`",
+                    "syncd is already running (pid {}, {} is locked); stop it with `syncctl stop` or `kill {}`",
                     pid.trim(),
                     path.display(),
                     pid.trim()

@@ -26,7 +26,7 @@ const SCHEMA_VERSION: u32 = 1;
 /// Journal failures are fatal for the affected operation and reported, never ignored.
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
-    #[error("cannot open the journal in {dir}: {source}")]
+    #[error("cannot open the journal in {dir}: {source}; free space or fix permissions there, or set state_dir to a writable directory")]
     Open { dir: String, source: sled::Error },
     #[error("journal in {dir} has schema {found}, this syncd understands {SCHEMA_VERSION}; move it aside to start afresh (a full resync follows)")]
     Schema { dir: String, found: u32 },
@@ -34,6 +34,30 @@ pub enum JournalError {
     Io(#[from] sled::Error),
     #[error("journal entry is corrupt: {0}")]
     Corrupt(#[from] bincode::Error),
+}
+
+/// Make sure `dir` can hold the journal before anything starts: create it, then write and sync
+/// a probe file, so a read-only, full or forbidden state directory is named at once instead of
+/// surfacing as a storage error from deep inside the journal.
+pub fn check_state_dir(dir: &Path) -> Result<(), String> {
+    let fail = |what: &str, e: std::io::Error| {
+        format!(
+            "state directory {} is not usable ({what}: {e}); the journal lives there: free space, fix its permissions, or set state_dir to a writable directory",
+            dir.display()
+        )
+    };
+    std::fs::create_dir_all(dir).map_err(|e| fail("cannot create it", e))?;
+    std::fs::read_dir(dir).map_err(|e| fail("cannot read it", e))?;
+    let probe = dir.join(".syncd-write-test");
+    let res = (|| {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&probe)?;
+        // About one journal segment's worth of headroom.
+        f.write_all(&vec![0u8; 1 << 20])?;
+        f.sync_all()
+    })();
+    let _ = std::fs::remove_file(&probe);
+    res.map_err(|e| fail("cannot write to it", e))
 }
 
 /// One pending or parked path.

@@ -99,8 +99,10 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let (maj, min, patch) = syncd::push::probe_rsync().map_err(anyhow::Error::msg)?;
-    std::fs::create_dir_all(&config.state_dir)
-        .with_context(|| format!("cannot create state_dir {}", config.state_dir.display()))?;
+    syncd::journal::check_state_dir(&config.state_dir).map_err(anyhow::Error::msg)?;
+    // The state directory is locked on its own: two daemons with different pidfiles must still
+    // never share a journal.
+    let mut state_lock = PidFile::lock(&config.state_dir.join("syncd.lock"))?;
     let mut pidfile = PidFile::lock(&config.pidfile)?;
     let readiness: Option<Readiness> = if cli.foreground {
         None
@@ -108,6 +110,9 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(daemonize(&config.log_file)?)
     };
     pidfile.write_pid().context("writing the pidfile")?;
+    state_lock
+        .write_pid()
+        .context("writing the state directory's lock file")?;
     init_tracing(cli.verbose, cli.foreground);
     tracing::info!(
         rsync = format!("{maj}.{min}.{patch}"),
@@ -147,6 +152,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         syncd::run(config, shutdown, on_ready).await
     });
     drop(pidfile);
+    drop(state_lock);
     match result {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(e) => {

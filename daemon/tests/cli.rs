@@ -275,6 +275,87 @@ fn forks_into_the_background_and_a_second_daemon_is_refused() {
 }
 
 #[test]
+fn second_daemon_sharing_only_the_state_dir_or_only_the_socket_is_refused() {
+    let s = Setup::new();
+    let cfg = s.config("", "", &s.local_dest());
+    let mut first = syncd()
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--foreground")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let sock = s.p("run/s.sock");
+    // Ready once it says so (a dead daemon ends the stream and fails the test).
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(first.stderr.take().unwrap()));
+    assert!(
+        lines.any(|l| l.is_ok_and(|l| l.contains("syncd ready"))),
+        "first daemon never became ready"
+    );
+    // Keep draining its log so it never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    let pid = first.id().to_string();
+    // Same state directory, its own pidfile and socket.
+    let other = s.p("other.toml");
+    std::fs::write(
+        &other,
+        format!(
+            "state_dir = {:?}\nsocket = {:?}\npidfile = {:?}\n[[sync]]\nsource = {:?}\n[[sync.target]]\ndest = {:?}\n",
+            s.p("state"),
+            s.p("run2/s.sock"),
+            s.p("other.pid"),
+            s.p("src"),
+            s.p("dst2"),
+        ),
+    )
+    .unwrap();
+    let out = syncd()
+        .arg("--config")
+        .arg(&other)
+        .arg("--foreground")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("already running") && err.contains(&pid),
+        "{err}"
+    );
+    assert!(
+        err.contains("syncd.lock"),
+        "names the state directory's lock: {err}"
+    );
+    // Same socket, its own state directory.
+    std::fs::write(
+        &other,
+        format!(
+            "state_dir = {:?}\nsocket = {:?}\n[[sync]]\nsource = {:?}\n[[sync.target]]\ndest = {:?}\n",
+            s.p("state2"),
+            sock,
+            s.p("src"),
+            s.p("dst2"),
+        ),
+    )
+    .unwrap();
+    let out = syncd()
+        .arg("--config")
+        .arg(&other)
+        .arg("--foreground")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("already serving") && err.contains(&format!("pid {pid}")),
+        "{err}"
+    );
+    // The first one is untouched.
+    assert!(syncctl(&sock, &["status"]).status.success());
+    assert!(syncctl(&sock, &["stop"]).status.success());
+    first.wait().unwrap();
+}
+
+#[test]
 fn daemon_start_failure_reaches_the_terminal() {
     let s = Setup::new();
     // The socket path's parent is a file: the daemon cannot bind, after forking.

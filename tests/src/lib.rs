@@ -677,8 +677,13 @@ impl Tmpfs {
 
     /// Mount a tmpfs of `size` (e.g. "8m") on the existing directory `path`.
     pub fn mount(path: &Path, size: &str) -> Tmpfs {
+        Self::mount_with(path, &format!("size={size}"))
+    }
+
+    /// Mount a tmpfs with mount options `opts` (e.g. "size=2m,ro").
+    pub fn mount_with(path: &Path, opts: &str) -> Tmpfs {
         let st = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .args(["-t", "tmpfs", "-o", opts, "tmpfs"])
             .arg(path)
             .status()
             .expect("run mount");

@@ -184,9 +184,64 @@ fn full_state_filesystem_is_reported_and_recovered_from_without_restart() {
     std::fs::remove_file(&filler).unwrap();
     d.settle();
     assert_same_tree(&env.src, &env.dst);
-    assert!(d
+    let reopened = d
         .log
         .wait_for("journal reopened", 0, Duration::from_secs(10))
-        .is_some());
+        .expect("journal reopened");
+    // Changes may have been missed while nothing could be journaled: the root is resynced.
+    assert!(
+        d.log
+            .wait_for("full sync done", reopened, Duration::from_secs(10))
+            .is_some(),
+        "{}",
+        d.log.text()
+    );
     assert!(d.target_status("local")["last_error"].is_null());
+}
+
+/// `syncd --foreground` on `cfg` must fail at once with a message containing `needles`.
+fn assert_start_refused(env: &Env, cfg: &std::path::Path, needles: &[&str]) {
+    let out = std::process::Command::new(bin("syncd"))
+        .arg("--foreground")
+        .arg("--config")
+        .arg(cfg)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "must refuse to start: {err}");
+    for n in needles {
+        assert!(err.contains(n), "message lacks {n:?}: {err}");
+    }
+    assert!(!env.socket.exists(), "nothing may start");
+}
+
+#[test]
+fn state_directory_full_or_read_only_at_start_is_a_clear_error() {
+    let env = Env::new();
+    std::fs::create_dir_all(&env.state).unwrap();
+    let cfg = env.local_config("");
+    {
+        let _full = Tmpfs::mount(&env.state, "2m");
+        let mut f = std::fs::File::create(env.state.join("filler")).unwrap();
+        use std::io::Write;
+        while f.write_all(&[0u8; 65536]).is_ok() {}
+        drop(f);
+        assert_start_refused(
+            &env,
+            &cfg,
+            &["state directory", "No space left on device", "state_dir"],
+        );
+    }
+    {
+        let _ro = Tmpfs::mount_with(&env.state, "size=2m,ro");
+        assert_start_refused(
+            &env,
+            &cfg,
+            &["state directory", "Read-only file system", "state_dir"],
+        );
+    }
+    // Fixed: it starts.
+    let d = Syncd::start(&cfg, &env.socket);
+    d.settle();
 }
