@@ -26,6 +26,46 @@ pub struct RootView {
     pub state: Arc<watch::Sender<RootState>>,
 }
 
+/// Which directory a root must be before anything is pushed for it: `(identity, lost reason,
+/// adopted)`.
+///
+/// The journal remembers the directory last replicated. A root that is now a different *and
+/// empty* directory is what an unmounted filesystem looks like at boot: it is not adopted (a full
+/// sync would delete the whole target); the root waits, unwatched, for the remembered directory.
+/// A different directory with content (restored from a backup, a new disk) is adopted and owed
+/// a full sync.
+fn root_identity(
+    journal: &Journal,
+    root: &crate::config::RootConfig,
+    now: RootIdentity,
+) -> Result<(RootIdentity, Option<String>, bool), EngineError> {
+    let stored = journal
+        .root_identity(&root.name)?
+        .map(|(dev, ino)| RootIdentity { dev, ino });
+    match stored {
+        Some(s) if s == now => Ok((now, None, false)),
+        Some(s) if dir_is_empty(&root.source) => Ok((
+            s,
+            Some(
+                "the source root is empty and is not the directory syncd last replicated (an unmounted filesystem?)"
+                    .to_string(),
+            ),
+            false,
+        )),
+        stored => {
+            journal.set_root_identity(&root.name, (now.dev, now.ino))?;
+            if stored.is_some() {
+                tracing::warn!(root = %root.name, source = %root.source.display(), "the source root is a different directory than last time; adopting it with a full sync");
+            }
+            Ok((now, None, stored.is_some()))
+        }
+    }
+}
+
+fn dir_is_empty(path: &std::path::Path) -> bool {
+    std::fs::read_dir(path).is_ok_and(|mut d| d.next().is_none())
+}
+
 /// What the control socket needs of a running generation.
 pub struct EngineView {
     pub roots: Vec<RootView>,
@@ -103,20 +143,29 @@ impl Engine {
         let stop_watch = CancellationToken::new();
         let mut watch_tasks = JoinSet::new();
         let mut identities = Vec::new();
+        let mut lost_at_start = Vec::new();
+        let mut adopted = Vec::new();
         for r in &cfg.roots {
-            identities.push(
-                RootIdentity::of(&r.source).map_err(|source| EngineError::Root {
-                    path: r.source.clone(),
-                    source,
-                })?,
-            );
+            let now = RootIdentity::of(&r.source).map_err(|source| EngineError::Root {
+                path: r.source.clone(),
+                source,
+            })?;
+            let (expected, lost, adopt) = root_identity(journal, r, now)?;
+            identities.push(expected);
+            lost_at_start.push(lost);
+            adopted.push(adopt);
         }
         // Batches of changes; when full, the watcher waits and the kernel queue absorbs the rest
         // (and overflows into a resync rather than into memory).
         let (change_tx, change_rx) = mpsc::channel(64);
-        let (watcher, watches) = Watcher::start(cfg.roots.clone(), identities.clone(), change_tx)
-            .await
-            .map_err(EngineError::Inotify)?;
+        let (watcher, watches) = Watcher::start(
+            cfg.roots.clone(),
+            identities.clone(),
+            lost_at_start,
+            change_tx,
+        )
+        .await
+        .map_err(EngineError::Inotify)?;
         let (cmd_tx, cmd_rx) = mpsc::channel(16);
         let mut targets = Vec::new();
         let mut sinks = Vec::new();
@@ -136,7 +185,7 @@ impl Engine {
             };
             for t in &r.targets {
                 let id = format!("{}/{}", r.name, t.name);
-                if resync(&id) {
+                if resync(&id) || adopted[ri] {
                     journal.request_resync(&id, b"")?;
                 }
                 let wake = Arc::new(Notify::new());

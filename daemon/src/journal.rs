@@ -7,7 +7,8 @@
 //!   value read before the push, so a path re-dirtied during its push (new generation) stays.
 //! - tree `failed`: same key → [`Entry`] of a path that exhausted its attempts (parked).
 //! - tree `meta`: `resync 0x00 target_id 0x00 subpath` → generation: a full rsync of the root
-//!   (or of `subpath`) is owed to the target; `schema` → version.
+//!   (or of `subpath`) is owed to the target; `root 0x00 root_name` → (device, inode) of the
+//!   directory last replicated for that root; `schema` → version.
 //!
 //! `target_id` is `root/target` (names are validated: no NUL, no `/` inside a name).
 //! Delivery is at least once: a repeat is harmless (rsync is idempotent), a loss is not.
@@ -111,6 +112,12 @@ fn prefix(target: &str) -> Vec<u8> {
 fn resync_key(target: &str, sub: &[u8]) -> Vec<u8> {
     let mut k = b"resync\0".to_vec();
     k.extend_from_slice(&key(target, sub));
+    k
+}
+
+fn root_key(root: &str) -> Vec<u8> {
+    let mut k = b"root\0".to_vec();
+    k.extend_from_slice(root.as_bytes());
     k
 }
 
@@ -368,6 +375,18 @@ impl Trees {
         Ok(out)
     }
 
+    fn root_identity(&self, root: &str) -> Result<Option<(u64, u64)>, JournalError> {
+        match self.meta.get(root_key(root))? {
+            Some(v) => Ok(Some(opts().deserialize(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn set_root_identity(&self, root: &str, id: (u64, u64)) -> Result<(), JournalError> {
+        self.meta.insert(root_key(root), opts().serialize(&id)?)?;
+        Ok(())
+    }
+
     fn resync_done(&self, target: &str, sub: &[u8], token: &IVec) -> Result<(), JournalError> {
         let _ = self.meta.compare_and_swap(
             resync_key(target, sub),
@@ -512,6 +531,16 @@ impl Journal {
     /// Number of parked paths of `target`.
     pub fn failed_count(&self, target: &str) -> Result<u64, JournalError> {
         self.with(|t| t.failed_count(target))
+    }
+
+    /// (device, inode) of the directory last replicated for root `root`.
+    pub fn root_identity(&self, root: &str) -> Result<Option<(u64, u64)>, JournalError> {
+        self.with(|t| t.root_identity(root))
+    }
+
+    /// Remember the directory now replicated for root `root`.
+    pub fn set_root_identity(&self, root: &str, id: (u64, u64)) -> Result<(), JournalError> {
+        self.with(|t| t.set_root_identity(root, id))
     }
 
     /// Owe `target` a full rsync of its root (`sub` empty) or of the subdirectory `sub`.

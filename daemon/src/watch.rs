@@ -155,6 +155,7 @@ impl Watcher {
     pub async fn start(
         roots: Vec<RootConfig>,
         identity: Vec<RootIdentity>,
+        lost_at_start: Vec<Option<String>>,
         tx: mpsc::Sender<Vec<Change>>,
     ) -> io::Result<(Watcher, Arc<WatchCounts>)> {
         let inotify = Inotify::init().map_err(|e| {
@@ -185,7 +186,11 @@ impl Watcher {
             tx,
             out: Vec::new(),
         };
-        for r in 0..n {
+        for (r, lost) in lost_at_start.into_iter().enumerate() {
+            if let Some(why) = lost {
+                w.lost(r, &why).await;
+                continue;
+            }
             w.watch_tree(r, Vec::new(), false).await;
             info!(root = %w.roots[r].name, source = %w.roots[r].source.display(), watches = w.count(r), "watching");
         }
@@ -538,7 +543,7 @@ impl Watcher {
         }
         self.root_wd[root] = None;
         let reason = format!(
-            "{why} ({}); nothing is pushed for it until the same directory is back (moved back or remounted), or `syncctl reload` adopts a new one",
+            "{why} ({}); nothing is pushed for it until the same directory is back (moved back or remounted), or `syncctl reload` adopts a new directory that is not empty",
             self.roots[root].source.display()
         );
         warn!(root = %self.roots[root].name, "{reason}");

@@ -825,6 +825,46 @@ fn unmounted_root_is_never_turned_into_deletes_and_resumes_when_remounted() {
 }
 
 #[test]
+fn restart_while_the_root_is_unmounted_pushes_no_deletes_and_waits_for_the_mount() {
+    let env = Env::new();
+    let fs = env.dir.path().join("fs");
+    std::fs::create_dir(&fs).unwrap();
+    let _fs = Tmpfs::mount(&fs, "8m");
+    let mut mounted = Tmpfs::bind(&fs, &env.src);
+    for i in 0..10 {
+        write(&env.src.join(format!("m/{i}.txt")), b"on the mount");
+    }
+    let d = start(&env);
+    assert_same_tree(&env.src, &env.dst);
+    let before = snapshot(&env.dst);
+    d.stop();
+    // Boot order gone wrong: syncd starts before the filesystem is mounted. The startup full
+    // sync would make the target as empty as the mountpoint.
+    mounted.unmount();
+    let cfg = env.local_config("");
+    let d = Syncd::start(&cfg, &env.socket);
+    assert_eq!(d.wait_idle(2), 4, "not idle while the root is not there");
+    let st = d.status();
+    assert_eq!(st["roots"][0]["state"], "unavailable", "{st}");
+    assert!(
+        st["roots"][0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("not the directory syncd last replicated")),
+        "{st}"
+    );
+    assert_eq!(snapshot(&env.dst), before, "the target must not change");
+    // The mount arrives: replication starts by itself.
+    write(&fs.join("m/late.txt"), b"written before the mount");
+    mounted.mount_again();
+    assert!(d
+        .log
+        .wait_for("source root is back", 0, std::time::Duration::from_secs(20))
+        .is_some());
+    d.settle();
+    assert_same_tree(&env.src, &env.dst);
+}
+
+#[test]
 fn filesystem_mounted_over_the_root_is_refused_without_an_inotify_event() {
     let env = Env::new();
     write(&env.src.join("a.txt"), b"precious");
