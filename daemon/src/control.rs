@@ -7,11 +7,14 @@
 //! - a frame's length is checked against [`MAX_REQUEST_FRAME`] before anything is allocated, and
 //!   payloads are decoded with a byte limit; a malformed frame ends that connection only;
 //! - a client that connects and says nothing is dropped after a timeout; connections are capped,
-//!   so no client can exhaust the daemon.
+//!   and when the cap is reached the client that has been quiet longest makes room for the new
+//!   one, so a flood of connections neither exhausts the daemon nor locks `syncctl` out.
 
+use std::collections::HashMap;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -22,7 +25,7 @@ use syncd_proto::{
 };
 use tokio::io::AsyncWriteExt;
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{sleep_until, Instant};
 use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
@@ -32,8 +35,8 @@ use crate::engine::EngineView;
 use crate::journal::{now_ms, Journal};
 use crate::watch::WatchCmd;
 
-/// Most clients served at once; more are refused at accept.
-const MAX_CLIENTS: usize = 64;
+/// Most clients held at once (each costs a task and at most one request frame of memory).
+const MAX_CLIENTS: usize = 128;
 /// A client must send its next request within this time.
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -152,9 +155,19 @@ pub struct Shared {
     pub access: Access,
 }
 
+/// A connected client, as the accept loop sees it.
+struct Client {
+    /// When it last sent a request (ms since the server started); `u64::MAX` while one is
+    /// being answered, so a client waiting on `wait-idle` is the last to be dropped.
+    quiet_since: Arc<AtomicU64>,
+    stop: CancellationToken,
+}
+
 /// Accept connections until `shutdown`.
 pub async fn serve(listener: UnixListener, shared: Arc<Shared>, shutdown: CancellationToken) {
-    let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
+    let clients: Arc<Mutex<HashMap<u64, Client>>> = Arc::default();
+    let epoch = Instant::now();
+    let mut next_id = 0u64;
     loop {
         let (stream, _) = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -168,16 +181,45 @@ pub async fn serve(listener: UnixListener, shared: Arc<Shared>, shutdown: Cancel
                 }
             },
         };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            debug!("too many control clients; refusing one");
-            continue;
-        };
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            if let Err(e) = handle(stream, &shared).await {
-                debug!(error = %e, "control connection ended");
+        next_id += 1;
+        let id = next_id;
+        let quiet_since = Arc::new(AtomicU64::new(epoch.elapsed().as_millis() as u64));
+        let stop = CancellationToken::new();
+        {
+            let mut live = clients.lock().unwrap_or_else(|e| e.into_inner());
+            if live.len() >= MAX_CLIENTS {
+                let quietest = live
+                    .iter()
+                    .min_by_key(|(_, c)| c.quiet_since.load(Ordering::Relaxed))
+                    .map(|(id, _)| *id);
+                if let Some(old) = quietest.and_then(|q| live.remove(&q)) {
+                    debug!("too many control clients; dropping the one quiet longest");
+                    old.stop.cancel();
+                }
             }
-            drop(permit);
+            live.insert(
+                id,
+                Client {
+                    quiet_since: quiet_since.clone(),
+                    stop: stop.clone(),
+                },
+            );
+        }
+        let shared = shared.clone();
+        let clients = clients.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                r = handle(stream, &shared, &quiet_since, epoch) => {
+                    if let Err(e) = r {
+                        debug!(error = %e, "control connection ended");
+                    }
+                }
+                _ = stop.cancelled() => {}
+            }
+            clients
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id);
         });
     }
 }
@@ -194,7 +236,12 @@ fn err(kind: ErrorKind, message: impl Into<String>) -> Response {
     }
 }
 
-async fn handle(stream: UnixStream, shared: &Shared) -> std::io::Result<()> {
+async fn handle(
+    stream: UnixStream,
+    shared: &Shared,
+    quiet_since: &AtomicU64,
+    epoch: Instant,
+) -> std::io::Result<()> {
     let cred = stream.peer_cred()?;
     let (r, mut w) = stream.into_split();
     if !shared.access.allows(cred.uid(), cred.gid()) {
@@ -262,8 +309,10 @@ async fn handle(stream: UnixStream, shared: &Shared) -> std::io::Result<()> {
                 }
             }
         }
+        quiet_since.store(u64::MAX, Ordering::Relaxed);
         let resp = answer(req, shared).await;
         send(&mut w, &resp).await?;
+        quiet_since.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
 }
 

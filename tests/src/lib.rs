@@ -238,6 +238,19 @@ pub fn terminate(child: &mut Child, grace: Duration) {
     });
 }
 
+/// Resident set size of process `pid` in KiB (VmRSS), or 0 when it is gone.
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 /// Run syncctl with `--socket`.
 pub fn ctl(socket: &Path, args: &[&str]) -> Output {
     Command::new(bin("syncctl"))
