@@ -32,8 +32,13 @@ pub enum Outcome {
     Delivered,
     /// Exit 23: some paths failed; split the batch to find them.
     Partial(String),
-    /// The target or the transport failed; retry the whole target later.
+    /// The target or the transport failed before anything was transferred; retry the whole
+    /// target later.
     TargetDown(String),
+    /// The transfer broke off under way (killed, timed out, stream or I/O error): like
+    /// `TargetDown`, and the receiver may have left temporary files behind, which only a sync
+    /// with `--delete` of the directories involved removes.
+    Interrupted(String),
     /// A configuration problem (usage error, auth failure…): retry only at the slowest pace.
     Permanent(String),
 }
@@ -278,7 +283,7 @@ impl Runner {
             Ok((err, Ok(status))) => classify(status, &String::from_utf8_lossy(&err)),
             Ok((_, Err(e))) => Outcome::TargetDown(format!("waiting for rsync failed: {e}")),
             // Dropping the future dropped the child: kill_on_drop kills and reaps it.
-            Err(d) => Outcome::TargetDown(format!(
+            Err(d) => Outcome::Interrupted(format!(
                 "rsync did not finish within push_deadline_s = {} and was killed",
                 d.as_secs()
             )),
@@ -322,7 +327,7 @@ pub fn classify(status: ExitStatus, stderr: &str) -> Outcome {
         Some(c) => c,
         None => {
             let sig = status.signal().unwrap_or(0);
-            return Outcome::TargetDown(format!(
+            return Outcome::Interrupted(format!(
                 "rsync was killed by signal {sig}; nothing in the batch counts as delivered"
             ));
         }
@@ -354,12 +359,31 @@ pub fn classify(status: ExitStatus, stderr: &str) -> Outcome {
         {
             Outcome::Permanent(msg("ssh refused the login"))
         }
-        10 => Outcome::TargetDown(msg("connection failed")),
-        11 => Outcome::TargetDown(msg("file I/O error (target disk full?)")),
-        20 => Outcome::TargetDown(msg("interrupted")),
-        30 => Outcome::TargetDown(msg("timeout in data send/receive")),
+        255 if [
+            "Connection refused",
+            "Could not resolve",
+            "No route to host",
+            "Connection timed out",
+        ]
+        .iter()
+        .any(|m| stderr.contains(m)) =>
+        {
+            Outcome::TargetDown(msg("ssh could not connect"))
+        }
+        // Exit 10 is also what a connection lost mid-transfer gives.
+        10 if ["failed to connect", "Connection refused", "getaddrinfo"]
+            .iter()
+            .any(|m| stderr.contains(m)) =>
+        {
+            Outcome::TargetDown(msg("connection failed"))
+        }
+        10 => Outcome::Interrupted(msg("connection lost")),
+        11 => Outcome::Interrupted(msg("file I/O error (target disk full?)")),
+        12 => Outcome::Interrupted(msg("error in the rsync protocol data stream")),
+        20 => Outcome::Interrupted(msg("interrupted")),
+        30 => Outcome::Interrupted(msg("timeout in data send/receive")),
         35 => Outcome::TargetDown(msg("timeout waiting for the daemon connection")),
-        _ => Outcome::TargetDown(msg("transfer failed")),
+        _ => Outcome::Interrupted(msg("transfer failed")),
     }
 }
 
@@ -415,7 +439,23 @@ mod tests {
         assert_eq!(classify(st(0), ""), Outcome::Delivered);
         assert_eq!(classify(st(24), "file has vanished"), Outcome::Delivered);
         assert!(matches!(classify(st(23), ""), Outcome::Partial(_)));
-        assert!(matches!(classify(st(10), ""), Outcome::TargetDown(_)));
+        assert!(matches!(
+            classify(
+                st(10),
+                "rsync: failed to connect to 127.0.0.1: Connection refused (111)"
+            ),
+            Outcome::TargetDown(_)
+        ));
+        // The same code for a connection lost mid-transfer: leftovers possible.
+        assert!(matches!(
+            classify(st(10), "rsync: [sender] write error: Broken pipe (32)"),
+            Outcome::Interrupted(_)
+        ));
+        assert!(matches!(classify(st(30), ""), Outcome::Interrupted(_)));
+        assert!(matches!(
+            classify(st(255), "Broken pipe"),
+            Outcome::Interrupted(_)
+        ));
         assert!(
             matches!(classify(st(5), "@ERROR: auth failed on module m"), Outcome::Permanent(m) if m.contains("auth failed"))
         );
@@ -433,7 +473,7 @@ mod tests {
         ));
         // Killed by SIGKILL: never delivered.
         assert!(
-            matches!(classify(ExitStatus::from_raw(9), ""), Outcome::TargetDown(m) if m.contains("signal 9"))
+            matches!(classify(ExitStatus::from_raw(9), ""), Outcome::Interrupted(m) if m.contains("signal 9"))
         );
     }
 

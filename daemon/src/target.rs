@@ -365,7 +365,8 @@ async fn full_job(
                 }
                 warning = Some(e);
             }
-            Outcome::TargetDown(e) => {
+            // The owed full sync stays owed and cleans up after itself when it runs again.
+            Outcome::TargetDown(e) | Outcome::Interrupted(e) => {
                 return JobResult::Full {
                     ok: false,
                     target_error: Some((e, false)),
@@ -394,6 +395,22 @@ async fn full_job(
         target_error: None,
         warning,
     }
+}
+
+/// The deepest directory (relative to the root, empty for the root) containing every path.
+fn common_dir<'a>(mut paths: impl Iterator<Item = &'a [u8]>) -> Vec<u8> {
+    let parent =
+        |p: &'a [u8]| -> &'a [u8] { p.iter().rposition(|b| *b == b'/').map_or(&[], |i| &p[..i]) };
+    let Some(first) = paths.next() else {
+        return Vec::new();
+    };
+    let mut common = parent(first);
+    for p in paths {
+        while !(common.is_empty() || p.starts_with(common) && p.get(common.len()) == Some(&b'/')) {
+            common = parent(common);
+        }
+    }
+    common.to_vec()
 }
 
 /// Entries directly inside `sub` (relative to the root), split into non-directories and
@@ -502,6 +519,21 @@ async fn batch_job(
                 todo.push(a);
                 todo.push(b);
             }
+            Outcome::Interrupted(e) => {
+                // Leftover temporary files sit in the directories of this chunk: once the
+                // target is back, a full sync of their closest common directory removes them.
+                let dir = common_dir(chunk.iter().map(|i| i.path.as_slice()));
+                let target_error = match journal.request_resync(&id, &dir) {
+                    Ok(()) => Some((e, false)),
+                    Err(je) => Some((format!("{e}; {je}"), false)),
+                };
+                return JobResult::Batch {
+                    paths,
+                    delivered,
+                    target_error,
+                    path_error,
+                };
+            }
             Outcome::TargetDown(e) => {
                 return JobResult::Batch {
                     paths,
@@ -534,6 +566,17 @@ async fn batch_job(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn common_dir_is_the_deepest_shared_directory() {
+        let c =
+            |ps: &[&str]| String::from_utf8(common_dir(ps.iter().map(|p| p.as_bytes()))).unwrap();
+        assert_eq!(c(&["a/b/c.txt", "a/b/d/e.txt"]), "a/b");
+        assert_eq!(c(&["a/b/c.txt", "a/bc/d.txt"]), "a");
+        assert_eq!(c(&["top.txt", "a/b.txt"]), "");
+        assert_eq!(c(&["a/b"]), "a");
+        assert_eq!(c(&[]), "");
+    }
 
     #[test]
     fn backoff_grows_and_is_capped() {

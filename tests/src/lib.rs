@@ -5,6 +5,8 @@
 //! process's own log line ("syncd ready", rsync's "listening on port", sshd's "Server listening")
 //! with a deadline, never by sleeping.
 
+pub mod soak;
+
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Write};
@@ -238,6 +240,71 @@ pub fn terminate(child: &mut Child, grace: Duration) {
     });
 }
 
+/// Wait until an entry whose name satisfies `pred` appears in `dir` (already there counts), by
+/// watching the directory with inotify; false after `timeout`.
+pub fn wait_for_entry(dir: &Path, pred: impl Fn(&str) -> bool, timeout: Duration) -> bool {
+    use std::os::fd::AsFd;
+    let mut ino = inotify::Inotify::init().expect("inotify");
+    ino.watches()
+        .add(
+            dir,
+            inotify::WatchMask::CREATE | inotify::WatchMask::MOVED_TO,
+        )
+        .expect("watch");
+    let present = |dir: &Path| {
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| pred(&e.file_name().to_string_lossy()))
+    };
+    if present(dir) {
+        return true;
+    }
+    let deadline = Instant::now() + timeout;
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+        let mut fds = [nix::poll::PollFd::new(
+            ino.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(ms));
+        if let Ok(evs) = ino.read_events(&mut buf) {
+            for ev in evs {
+                if ev.name.is_some_and(|n| pred(&n.to_string_lossy())) {
+                    return true;
+                }
+            }
+        }
+    }
+}
+
+/// Processes named `comm` whose parent is `ppid`.
+pub fn children_named(ppid: u32, comm: &str) -> usize {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+                return false;
+            };
+            // pid (comm) state ppid …
+            let Some((head, rest)) = stat.rsplit_once(')') else {
+                return false;
+            };
+            let name = head.split_once('(').map(|(_, n)| n).unwrap_or("");
+            let parent = rest.split_whitespace().nth(1).unwrap_or("");
+            name == comm && parent == ppid.to_string()
+        })
+        .count()
+}
+
 /// Resident set size of process `pid` in KiB (VmRSS), or 0 when it is gone.
 pub fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -461,7 +528,11 @@ pub const RSYNC_PASSWORD: &str = "s3cret-Pw";
 impl RsyncDaemon {
     /// Start a daemon serving `module_path`; `module_extra` lines go into the module section.
     pub fn start(dir: &Path, module_path: &Path, module_extra: &str) -> RsyncDaemon {
-        let port = free_port();
+        Self::start_on(dir, module_path, module_extra, free_port())
+    }
+
+    /// Like [`RsyncDaemon::start`] on a given port.
+    pub fn start_on(dir: &Path, module_path: &Path, module_extra: &str, port: u16) -> RsyncDaemon {
         let secrets = dir.join("rsyncd.secrets");
         std::fs::write(&secrets, format!("syncuser:{RSYNC_PASSWORD}\n")).unwrap();
         std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o600)).unwrap();
@@ -520,6 +591,29 @@ impl RsyncDaemon {
         if let Some(mut c) = self.child.take() {
             kill_reap(&mut c);
         }
+    }
+
+    /// Kill the daemon *and* the processes it forked for running transfers (they would
+    /// otherwise finish on their own): a crash of the whole server.
+    pub fn crash(&mut self) {
+        let conf = format!("--config={}", self.conf.display());
+        let pids: Vec<i32> = std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| c.split(|b| *b == 0).any(|a| a == conf.as_bytes()))
+            })
+            .collect();
+        for pid in pids {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        self.stop();
     }
 
     /// DEST for syncd.

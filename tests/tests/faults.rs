@@ -33,6 +33,7 @@ impl Fake {
              [ -e {f}/hang ] && exec sleep \"$(cat {f}/hang)\"\n\
              [ -e {f}/die ] && kill -9 $$\n\
              [ -e {f}/slow ] && sleep 2\n\
+             if [ -e {f}/after ]; then {real} \"$@\"; rc=$?; echo \"$$ $rc\" > {f}/finished; exec sleep 3600; fi\n\
              exec {real} \"$@\"\n",
             real = real_rsync().display(),
             f = flags.display()
@@ -196,6 +197,106 @@ fn sigterm_kills_a_push_that_outlives_the_grace_period_and_keeps_its_paths() {
     assert!(snapshot(&env.dst).is_empty());
     fake.set("hang", false);
     // Nothing was confirmed: the journal still owes the path (no startup resync to help).
+    let d = Syncd::start(&cfg, &env.socket);
+    d.settle();
+    assert_same_tree(&env.src, &env.dst);
+}
+
+#[test]
+fn kill_9_after_rsync_finished_but_before_its_paths_left_the_journal_loses_nothing() {
+    let env = Env::new();
+    let fake = Fake::new(env.dir.path());
+    // No startup resync: after the crash only the journal can say what is owed.
+    let (d, cfg) = start_top(&env, &fake, "startup_resync = false", "");
+    // The fake runs the real rsync, then reports on a FIFO and never exits: syncd is killed
+    // with the transfer done and its paths still in the journal.
+    let fifo = fake.flags.join("finished");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    // Everything journaled first, so one push carries it all.
+    assert!(d.ctl(&["pause"]).status.success());
+    for i in 0..50 {
+        write(
+            &env.src.join(format!("a/{i}.txt")),
+            format!("{i}").as_bytes(),
+        );
+    }
+    assert_eq!(d.wait_idle(1), 4);
+    assert_eq!(d.target_status("local")["pending"], 51);
+    fake.set("after", true);
+    assert!(d.ctl(&["resume"]).status.success());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = fifo.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(std::fs::read_to_string(reader));
+    });
+    let report = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the push never finished")
+        .unwrap();
+    let mut words = report.split_whitespace();
+    let wrapper: i32 = words.next().unwrap().parse().unwrap();
+    assert_eq!(words.next(), Some("0"), "the real rsync succeeded");
+    assert_same_tree(&env.src, &env.dst);
+    d.kill9();
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(wrapper),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    fake.set("after", false);
+    // Restarted with every push failing: what the journal still owes is visible.
+    fake.set("die", true);
+    let path = fake.path_env();
+    let d = Syncd::start_with_env(&cfg, &env.socket, &[("PATH", &path)]);
+    assert!(d
+        .log
+        .wait_for("backing off", 0, Duration::from_secs(20))
+        .is_some());
+    assert_eq!(
+        d.target_status("local")["pending"],
+        51,
+        "the 50 files and their directory are still owed"
+    );
+    fake.set("die", false);
+    d.settle();
+    assert_same_tree(&env.src, &env.dst);
+}
+
+#[test]
+fn sigterm_under_load_exits_within_the_grace_period_and_keeps_everything_unconfirmed() {
+    let env = Env::new();
+    let fake = Fake::new(env.dir.path());
+    let (d, cfg) = start_top(
+        &env,
+        &fake,
+        "grace_period_s = 2\nstartup_resync = false",
+        "workers = 2\nmax_batch = 200",
+    );
+    // Every push takes two seconds or more: at SIGTERM some are running, most are waiting.
+    fake.set("slow", true);
+    let from = d.log.len();
+    for i in 0..3000 {
+        write(
+            &env.src.join(format!("load/{}/{i}.bin", i % 30)),
+            &vec![b'x'; 1000 + i % 5000],
+        );
+    }
+    assert!(d
+        .log
+        .wait_for("push batch", from, Duration::from_secs(20))
+        .is_some());
+    let started = std::time::Instant::now();
+    assert_eq!(d.stop(), Some(0));
+    let took = started.elapsed();
+    println!(
+        "SIGTERM under load: exited in {} ms (grace period 2 s)",
+        took.as_millis()
+    );
+    assert!(
+        took < Duration::from_secs(4),
+        "exits within its grace period: {took:?}"
+    );
+    fake.set("slow", false);
+    // Only the journal knows what was seen and not confirmed.
     let d = Syncd::start(&cfg, &env.socket);
     d.settle();
     assert_same_tree(&env.src, &env.dst);

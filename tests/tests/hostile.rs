@@ -5,6 +5,7 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
+use syncd_tests::soak::Rng;
 use syncd_tests::*;
 
 fn start(env: &Env) -> Syncd {
@@ -24,22 +25,6 @@ fn assert_serving(env: &Env, d: &Syncd, name: &str) {
     write(&env.src.join(name), name.as_bytes());
     d.settle();
     assert_same_tree(&env.src, &env.dst);
-}
-
-/// A small deterministic generator (xorshift64*), so a failure replays.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
 }
 
 fn hello() -> Vec<u8> {
@@ -96,12 +81,12 @@ fn ten_thousand_random_and_truncated_frames_are_refused_one_connection_at_a_time
             msg.extend(hello());
         }
         let body_len = rng.below(300) as usize;
-        let body: Vec<u8> = (0..body_len).map(|_| rng.next() as u8).collect();
+        let body: Vec<u8> = (0..body_len).map(|_| rng.next_u64() as u8).collect();
         let claimed: u32 = match rng.below(4) {
             0 => body_len as u32, // well formed, random content
             1 => body_len as u32 + 1 + rng.below(1000) as u32, // truncated
             2 => u32::MAX - rng.below(1000) as u32, // ~4 GB
-            _ => rng.next() as u32, // anything
+            _ => rng.next_u64() as u32, // anything
         };
         msg.extend(claimed.to_be_bytes());
         msg.extend(&body);

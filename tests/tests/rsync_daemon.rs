@@ -344,3 +344,162 @@ fn paused_target_with_a_retrying_path_does_not_spin() {
         "syncd used {used:.2} s of CPU in 2 s while paused: a wake-up loop spins"
     );
 }
+
+#[test]
+fn daemon_killed_in_the_middle_of_a_large_transfer_then_restarted() {
+    let env = Env::new();
+    let module = module_dir(&env);
+    let mut rd = RsyncDaemon::start(env.dir.path(), &module, "");
+    // Slow enough (4 MB/s) that the 24 MB file is still crossing when the server dies.
+    let cfg = env.config("", &rd.target("d1", "rsync_args = [\"--bwlimit=4000\"]"));
+    let d = Syncd::start(&cfg, &env.socket);
+    d.settle();
+    let big: Vec<u8> = (0..24u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    write(&env.src.join("big.bin"), &big);
+    for i in 0..20 {
+        write(
+            &env.src.join(format!("small/{i}.txt")),
+            format!("{i}").as_bytes(),
+        );
+    }
+    // rsync writes into a temporary ".big.bin.XXXXXX" next to the final name.
+    assert!(
+        wait_for_entry(
+            &module,
+            |n| n.starts_with(".big.bin."),
+            Duration::from_secs(30)
+        ),
+        "the transfer never started:\n{}",
+        d.log.text()
+    );
+    let from = d.log.len();
+    rd.crash();
+    assert!(
+        d.log
+            .wait_for("backing off", from, Duration::from_secs(30))
+            .is_some(),
+        "{}",
+        d.log.text()
+    );
+    assert!(d.target_status("d1")["last_error"].is_string());
+    assert_eq!(d.wait_idle(1), 4, "not idle while the server is down");
+    rd.restart();
+    d.settle();
+    assert_same_tree(&env.src, &module);
+}
+
+#[test]
+fn target_that_accepts_and_never_speaks_is_cut_off_by_the_deadline_without_pile_up() {
+    let env = Env::new();
+    let module = module_dir(&env);
+    // A listener that accepts every connection and never says a word.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let closing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let silent = {
+        let (held, closing) = (held.clone(), closing.clone());
+        std::thread::spawn(move || {
+            for c in listener.incoming().flatten() {
+                if closing.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                held.lock().unwrap().push(c);
+            }
+        })
+    };
+    let password_file = env.dir.path().join("rsync.password");
+    std::fs::write(&password_file, format!("{RSYNC_PASSWORD}\n")).unwrap();
+    std::fs::set_permissions(&password_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // rsync's own timeouts are long: only syncd's deadline can end the hang.
+    let target = format!(
+        "[[sync.target]]\nname = \"silent\"\ndest = \"syncuser@127.0.0.1::mod\"\nport = {port}\npassword_file = {password_file:?}\ncontimeout_s = 600\ntimeout_s = 600\npush_deadline_s = 1\nretry_initial_ms = 100\nretry_max_ms = 300\nworkers = 2\n"
+    );
+    let cfg = env.config_top("startup_resync = false", "", &target);
+    let d = Syncd::start(&cfg, &env.socket);
+    for i in 0..50 {
+        write(&env.src.join(format!("f{i}.txt")), b"x");
+    }
+    // Several deadline kills in a row; never more rsyncs than workers.
+    let mut at = d.log.len();
+    let mut most = 0;
+    for _ in 0..4 {
+        at = d
+            .log
+            .wait_for("push_deadline_s", at, Duration::from_secs(30))
+            .unwrap_or_else(|| panic!("no deadline kill:\n{}", d.log.text()))
+            + 1;
+        most = most.max(children_named(d.child.id(), "rsync"));
+    }
+    assert!(most <= 2, "{most} rsync processes at once with workers = 2");
+    let st = d.target_status("silent");
+    assert!(
+        st["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("push_deadline_s")),
+        "{st}"
+    );
+    assert!(
+        held.lock().unwrap().len() >= 4,
+        "each attempt reached the listener"
+    );
+    // The real server takes the port over: everything is delivered.
+    closing.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = std::net::TcpStream::connect(("127.0.0.1", port));
+    silent.join().unwrap();
+    drop(held.lock().unwrap().drain(..));
+    let _rd = RsyncDaemon::start_on(env.dir.path(), &module, "", port);
+    d.settle();
+    assert_same_tree(&env.src, &module);
+}
+
+#[test]
+fn target_disk_full_is_reported_retried_and_delivered_once_space_is_freed() {
+    let env = Env::new();
+    let module = module_dir(&env);
+    let _fs = Tmpfs::mount(&module, "4m");
+    let filler = module.join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        while f.write_all(&[7u8; 65536]).is_ok() {}
+    }
+    let rd = RsyncDaemon::start(env.dir.path(), &module, "exclude = filler");
+    let cfg = env.config_top(
+        "startup_resync = false",
+        "",
+        &rd.target("d1", "retry_initial_ms = 300\nretry_max_ms = 1000"),
+    );
+    let d = Syncd::start(&cfg, &env.socket);
+    for i in 0..20 {
+        write(&env.src.join(format!("data/{i}.bin")), &vec![b'd'; 100_000]);
+    }
+    let from = d.log.len();
+    assert!(
+        d.log
+            .wait_for("No space left on device", from, Duration::from_secs(30))
+            .is_some(),
+        "{}",
+        d.log.text()
+    );
+    assert_eq!(d.wait_idle(1), 4, "not idle while the target is full");
+    let st = d.target_status("d1");
+    let err = st["last_error"].as_str().unwrap_or_default().to_string();
+    assert!(
+        err.contains("No space left on device"),
+        "status names the cause: {st}"
+    );
+    // Retried with backoff, not in a loop: a handful of attempts per second at most.
+    let attempts_before = d.log.text().matches("No space left on device").count();
+    std::fs::remove_file(&filler).unwrap();
+    d.settle();
+    let attempts = d.log.text().matches("No space left on device").count();
+    println!("disk full: {attempts_before} failing attempts logged before space was freed, {attempts} in all");
+    let mut src = snapshot(&env.src);
+    let dst = snapshot(&module);
+    src.retain(|k, _| !k.starts_with(b"filler"));
+    assert_eq!(src.len(), dst.len(), "every file delivered");
+    assert_same_tree(&env.src, &module);
+}
