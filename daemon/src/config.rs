@@ -19,10 +19,10 @@ use crate::exclude::Excludes;
 /// A configuration error, phrased for the administrator.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}: {error}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
@@ -354,9 +354,9 @@ dest = "syncd-demo/target"
 impl Config {
     /// Load and validate a config file.
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
         let mut cfg = Self::from_toml(&text, path)?;
         cfg.source_file = Some(path.to_path_buf());

@@ -43,17 +43,14 @@ const READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Socket setup failures: fatal at start.
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
-    #[error("cannot create socket directory {dir}: {source}")]
-    Dir {
-        dir: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("cannot create socket directory {dir}: {error}")]
+    Dir { dir: PathBuf, error: std::io::Error },
     #[error("another syncd{pid} is already serving {path}; stop it first (syncctl --socket {path} stop)", pid = .pid.map(|p| format!(" (pid {p})")).unwrap_or_default())]
     InUse { path: PathBuf, pid: Option<i32> },
-    #[error("cannot bind control socket {path}: {source}")]
+    #[error("cannot bind control socket {path}: {error}")]
     Bind {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -101,9 +98,9 @@ pub fn bind(path: &Path, group: Option<&str>) -> Result<UnixListener, ControlErr
         .and_then(|g| nix::unistd::Group::from_name(g).ok().flatten())
         .map(|g| g.gid);
     if !dir.exists() {
-        let dir_err = |source| ControlError::Dir {
+        let dir_err = |error| ControlError::Dir {
             dir: dir.to_path_buf(),
-            source,
+            error,
         };
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -130,14 +127,14 @@ pub fn bind(path: &Path, group: Option<&str>) -> Result<UnixListener, ControlErr
     let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
     let res = UnixListener::bind(path);
     nix::sys::stat::umask(old);
-    let listener = res.map_err(|source| ControlError::Bind {
+    let listener = res.map_err(|error| ControlError::Bind {
         path: path.to_path_buf(),
-        source,
+        error,
     })?;
     if gid.is_some() {
-        let bind_err = |source| ControlError::Bind {
+        let bind_err = |error| ControlError::Bind {
             path: path.to_path_buf(),
-            source,
+            error,
         };
         nix::unistd::chown(path, None, gid).map_err(|e| bind_err(e.into()))?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(bind_err)?;

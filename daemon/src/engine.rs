@@ -118,10 +118,10 @@ pub struct Engine {
 /// Failures that keep a generation from starting.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    #[error("source {path}: {source}")]
+    #[error("source {path}: {error}")]
     Root {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("cannot start inotify: {0}")]
     Inotify(std::io::Error),
@@ -146,9 +146,9 @@ impl Engine {
         let mut lost_at_start = Vec::new();
         let mut adopted = Vec::new();
         for r in &cfg.roots {
-            let now = RootIdentity::of(&r.source).map_err(|source| EngineError::Root {
+            let now = RootIdentity::of(&r.source).map_err(|error| EngineError::Root {
                 path: r.source.clone(),
-                source,
+                error,
             })?;
             let (expected, lost, adopt) = root_identity(journal, r, now)?;
             identities.push(expected);

@@ -27,8 +27,8 @@ const SCHEMA_VERSION: u32 = 1;
 /// Journal failures are fatal for the affected operation and reported, never ignored.
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
-    #[error("cannot open the journal in {dir}: {source}; free space or fix permissions there, or set state_dir to a writable directory")]
-    Open { dir: String, source: sled::Error },
+    #[error("cannot open the journal in {dir}: {error}; free space or fix permissions there, or set state_dir to a writable directory")]
+    Open { dir: String, error: sled::Error },
     #[error("journal in {dir} has schema {found}, this syncd understands {SCHEMA_VERSION}; move it aside to start afresh (a full resync follows)")]
     Schema { dir: String, found: u32 },
     #[error("journal I/O failed: {0}")]
@@ -154,9 +154,9 @@ impl Trees {
             .cache_capacity(64 * 1024 * 1024)
             .flush_every_ms(Some(500))
             .open()
-            .map_err(|source| JournalError::Open {
+            .map_err(|error| JournalError::Open {
                 dir: d.clone(),
-                source,
+                error,
             })?;
         let meta = db.open_tree("meta")?;
         match meta.get("schema")? {

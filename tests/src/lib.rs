@@ -38,6 +38,8 @@ pub fn bin(name: &str) -> PathBuf {
 #[derive(Clone, Default)]
 pub struct Log {
     inner: Arc<(Mutex<Vec<String>>, Condvar)>,
+    /// Set when the stream ended: a line that has not come will not come.
+    closed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Log {
@@ -56,6 +58,10 @@ impl Log {
                 m.lock().unwrap().push(s);
                 c.notify_all();
             }
+            let (m, c) = &*l.inner;
+            let _guard = m.lock().unwrap();
+            l.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+            c.notify_all();
         });
         log
     }
@@ -70,7 +76,7 @@ impl Log {
                 return Some(from + i);
             }
             let now = Instant::now();
-            if now >= deadline {
+            if now >= deadline || self.closed.load(std::sync::atomic::Ordering::SeqCst) {
                 return None;
             }
             lines = c.wait_timeout(lines, deadline - now).unwrap().0;
@@ -124,7 +130,22 @@ impl Syncd {
 
     /// Start with extra environment (a fault-injecting PATH, say).
     pub fn start_with_env(config: &Path, socket: &Path, env: &[(&str, &OsStr)]) -> Syncd {
-        let mut cmd = Command::new(bin("syncd"));
+        Self::start_from(Command::new(bin("syncd")), config, socket, env)
+    }
+
+    /// Start as user `uid`/`gid`, from a copy of the binary in `dir` (which that user can
+    /// reach; the build directory may not be).
+    pub fn start_as(config: &Path, socket: &Path, dir: &Path, uid: u32, gid: u32) -> Syncd {
+        use std::os::unix::process::CommandExt;
+        let exe = dir.join("syncd");
+        std::fs::copy(bin("syncd"), &exe).unwrap();
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut cmd = Command::new(exe);
+        cmd.uid(uid).gid(gid);
+        Self::start_from(cmd, config, socket, &[])
+    }
+
+    fn start_from(mut cmd: Command, config: &Path, socket: &Path, env: &[(&str, &OsStr)]) -> Syncd {
         cmd.arg("--foreground")
             .arg("--config")
             .arg(config)

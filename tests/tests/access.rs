@@ -120,3 +120,86 @@ fn members_of_socket_group_are_allowed() {
     assert_eq!(out.status.code(), Some(1), "a non-member is refused");
     assert!(d.ctl(&["status"]).status.success());
 }
+
+/// Hand the test tree to `nobody` so syncd can run as that user.
+fn give_to_nobody(env: &Env) {
+    open_up(env);
+    std::fs::create_dir_all(&env.state).unwrap();
+    let run = env.socket.parent().unwrap();
+    std::fs::create_dir_all(run).unwrap();
+    std::fs::set_permissions(run, std::fs::Permissions::from_mode(0o700)).unwrap();
+    for d in [&env.src, &env.dst, &env.state, &run.to_path_buf()] {
+        std::os::unix::fs::chown(d, Some(NOBODY), Some(NOBODY)).unwrap();
+    }
+}
+
+#[test]
+fn unreadable_source_file_is_reported_failed_and_the_rest_of_its_batch_delivered() {
+    let env = Env::new();
+    give_to_nobody(&env);
+    let cfg = env.config("", &local_target("local", &env.dst, "max_attempts = 2"));
+    let d = Syncd::start_as(&cfg, &env.socket, env.dir.path(), NOBODY, NOBODY);
+    d.settle();
+    // One batch: twenty readable files and one only root can read.
+    assert!(d.ctl(&["pause"]).status.success());
+    for i in 0..20 {
+        write(&env.src.join(format!("batch/{i}.txt")), b"readable");
+    }
+    let secret = env.src.join("batch/secret.txt");
+    write(&secret, b"root only");
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert_eq!(d.wait_idle(1), 4);
+    assert!(d.ctl(&["resume"]).status.success());
+    assert_eq!(d.wait_idle(60), 3, "idle with a failed path");
+    let failed = d.ctl(&["failed"]);
+    let listed = String::from_utf8_lossy(&failed.stdout);
+    assert!(
+        listed.contains("batch/secret.txt") && listed.contains("Permission denied"),
+        "the path and rsync's reason: {listed}"
+    );
+    assert_eq!(
+        listed.lines().filter(|l| l.contains("batch/")).count(),
+        1,
+        "only that path: {listed}"
+    );
+    for i in 0..20 {
+        assert_eq!(
+            std::fs::read(env.dst.join(format!("batch/{i}.txt"))).unwrap(),
+            b"readable"
+        );
+    }
+    assert!(!env.dst.join("batch/secret.txt").exists());
+    // Made readable: the change is seen and the path delivered.
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+    d.settle();
+    assert_same_tree(&env.src, &env.dst);
+}
+
+#[test]
+fn state_directory_the_daemon_cannot_use_is_a_clear_error_at_start() {
+    let env = Env::new();
+    give_to_nobody(&env);
+    // Root's directory, closed to others.
+    std::os::unix::fs::chown(&env.state, Some(0), Some(0)).unwrap();
+    std::fs::set_permissions(&env.state, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let cfg = env.local_config("");
+    let exe = env.dir.path().join("syncd");
+    std::fs::copy(bin("syncd"), &exe).unwrap();
+    let out = Command::new(&exe)
+        .arg("--foreground")
+        .arg("--config")
+        .arg(&cfg)
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("state directory")
+            && err.contains("Permission denied")
+            && err.contains("state_dir"),
+        "{err}"
+    );
+    assert!(!env.socket.exists());
+}

@@ -183,6 +183,29 @@ fn hostile_file_names_are_replicated_and_never_interpreted() {
 }
 
 #[test]
+fn shell_syntax_in_rsync_args_and_names_is_never_executed() {
+    let env = Env::new();
+    let marker = env.dir.path().join("pwned");
+    let m = marker.display();
+    // Each argument reaches rsync as one argv entry: here, exclude patterns that match nothing.
+    let args = format!(
+        "rsync_args = [\"--exclude=`touch {m}`\", \"--exclude=$(touch {m})\", \"--exclude=x; touch {m}\", \"--exclude=| touch {m}\"]"
+    );
+    let cfg = env.config("", &local_target("local", &env.dst, &args));
+    let d = Syncd::start(&cfg, &env.socket);
+    write(&env.src.join("a; touch pwned"), b"x");
+    write(&env.src.join("$(touch pwned)/`touch pwned`"), b"y");
+    d.settle();
+    assert!(d.ctl(&["resync"]).status.success());
+    d.settle();
+    assert_same_tree(&env.src, &env.dst);
+    assert!(
+        !marker.exists() && !Path::new("pwned").exists() && !env.src.join("pwned").exists(),
+        "something was executed"
+    );
+}
+
+#[test]
 fn symlinks_are_replicated_as_symlinks_never_followed() {
     let env = Env::new();
     let outside = env.dir.path().join("secret");

@@ -264,6 +264,16 @@ fn quick_mode_with_rsync_url_and_password_from_the_environment() {
     write(&env.src.join("sub/after.txt"), b"after");
     let out = ctl(&env.socket, &["wait-idle", "--timeout", "60"]);
     assert_eq!(out.status.code(), Some(0), "{}", log.text());
+    let status = ctl(&env.socket, &["--json", "status"]);
+    for text in [
+        log.text(),
+        String::from_utf8_lossy(&status.stdout).into_owned(),
+    ] {
+        assert!(
+            !text.contains(RSYNC_PASSWORD),
+            "the password leaked: {text}"
+        );
+    }
     assert_same_tree(&env.src, &module);
     assert_same_tree(&env.src, &env.dst);
     kill_reap(&mut child);
@@ -397,7 +407,7 @@ fn target_that_accepts_and_never_speaks_is_cut_off_by_the_deadline_without_pile_
     // A listener that accepts every connection and never says a word.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let held = std::sync::Arc::new((std::sync::Mutex::new(Vec::new()), std::sync::Condvar::new()));
     let closing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let silent = {
         let (held, closing) = (held.clone(), closing.clone());
@@ -406,50 +416,82 @@ fn target_that_accepts_and_never_speaks_is_cut_off_by_the_deadline_without_pile_
                 if closing.load(std::sync::atomic::Ordering::Relaxed) {
                     break;
                 }
-                held.lock().unwrap().push(c);
+                held.0.lock().unwrap().push(c);
+                held.1.notify_all();
             }
         })
     };
     let password_file = env.dir.path().join("rsync.password");
     std::fs::write(&password_file, format!("{RSYNC_PASSWORD}\n")).unwrap();
     std::fs::set_permissions(&password_file, std::fs::Permissions::from_mode(0o600)).unwrap();
-    // rsync's own timeouts are long: only syncd's deadline can end the hang.
+    // Batches are cut off by syncd's deadline (1 s). A batch cut off owes its directory a full
+    // sync (to clean up after it), which has no deadline (it may rightly take hours): rsync's
+    // own I/O timeout (timeout_s) ends that one.
     let target = format!(
-        "[[sync.target]]\nname = \"silent\"\ndest = \"syncuser@127.0.0.1::mod\"\nport = {port}\npassword_file = {password_file:?}\ncontimeout_s = 600\ntimeout_s = 600\npush_deadline_s = 1\nretry_initial_ms = 100\nretry_max_ms = 300\nworkers = 2\n"
+        "[[sync.target]]\nname = \"silent\"\ndest = \"syncuser@127.0.0.1::mod\"\nport = {port}\npassword_file = {password_file:?}\ncontimeout_s = 600\ntimeout_s = 2\npush_deadline_s = 1\nretry_initial_ms = 100\nretry_max_ms = 300\nworkers = 2\n"
     );
     let cfg = env.config_top("startup_resync = false", "", &target);
     let d = Syncd::start(&cfg, &env.socket);
     for i in 0..50 {
         write(&env.src.join(format!("f{i}.txt")), b"x");
     }
-    // Several deadline kills in a row; never more rsyncs than workers.
+    // Several failures in a row; never more rsyncs than workers.
     let mut at = d.log.len();
     let mut most = 0;
     for _ in 0..4 {
         at = d
             .log
-            .wait_for("push_deadline_s", at, Duration::from_secs(30))
-            .unwrap_or_else(|| panic!("no deadline kill:\n{}", d.log.text()))
+            .wait_for("backing off", at, Duration::from_secs(30))
+            .unwrap_or_else(|| panic!("no failure:\n{}", d.log.text()))
             + 1;
         most = most.max(children_named(d.child.id(), "rsync"));
+    }
+    assert!(
+        d.log
+            .text()
+            .contains("rsync did not finish within push_deadline_s = 1 and was killed"),
+        "{}",
+        d.log.text()
+    );
+    // The password travels in a file, never in a command line anyone can read with ps. Read
+    // the command line while an rsync is connected (and hanging).
+    let n = held.0.lock().unwrap().len();
+    let (guard, _) = held
+        .1
+        .wait_timeout_while(held.0.lock().unwrap(), Duration::from_secs(30), |h| {
+            h.len() == n
+        })
+        .unwrap();
+    drop(guard);
+    let cmdlines = rsync_cmdlines(d.child.id());
+    assert!(
+        !cmdlines.is_empty(),
+        "an rsync is hanging on the silent target"
+    );
+    for c in &cmdlines {
+        assert!(c.contains("--password-file="), "{c}");
+        assert!(
+            !c.contains(RSYNC_PASSWORD),
+            "password on a command line: {c}"
+        );
     }
     assert!(most <= 2, "{most} rsync processes at once with workers = 2");
     let st = d.target_status("silent");
     assert!(
         st["last_error"]
             .as_str()
-            .is_some_and(|e| e.contains("push_deadline_s")),
+            .is_some_and(|e| e.contains("push_deadline_s") || e.contains("timeout")),
         "{st}"
     );
     assert!(
-        held.lock().unwrap().len() >= 4,
+        held.0.lock().unwrap().len() >= 4,
         "each attempt reached the listener"
     );
     // The real server takes the port over: everything is delivered.
     closing.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = std::net::TcpStream::connect(("127.0.0.1", port));
     silent.join().unwrap();
-    drop(held.lock().unwrap().drain(..));
+    drop(held.0.lock().unwrap().drain(..));
     let _rd = RsyncDaemon::start_on(env.dir.path(), &module, "", port);
     d.settle();
     assert_same_tree(&env.src, &module);
@@ -502,4 +544,25 @@ fn target_disk_full_is_reported_retried_and_delivered_once_space_is_freed() {
     src.retain(|k, _| !k.starts_with(b"filler"));
     assert_eq!(src.len(), dst.len(), "every file delivered");
     assert_same_tree(&env.src, &module);
+}
+
+/// Command lines of the rsync processes `ppid` runs right now.
+fn rsync_cmdlines(ppid: u32) -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            std::fs::read_to_string(e.path().join("stat")).is_ok_and(|st| {
+                st.contains("(rsync)")
+                    && st
+                        .rsplit(')')
+                        .next()
+                        .and_then(|r| r.split_whitespace().nth(1))
+                        == Some(ppid.to_string().as_str())
+            })
+        })
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .collect()
 }
