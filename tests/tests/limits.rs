@@ -39,13 +39,29 @@ impl Drop for Sysctl {
 fn queue_overflow_resyncs_the_root_and_converges() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let env = Env::new();
-    let cfg = env.config("", &local_target("local", &env.dst, ""));
+    // A second root with its own target, which the overflow must leave alone.
+    let (src2, dst2) = (env.dir.path().join("src2"), env.dir.path().join("dst2"));
+    std::fs::create_dir(&src2).unwrap();
+    std::fs::create_dir(&dst2).unwrap();
+    for i in 0..50 {
+        write(&src2.join(format!("calm/{i}.txt")), b"calm");
+    }
+    let cfg = env.config(
+        "",
+        &format!(
+            "{}\n[[sync]]\nname = \"other\"\nsource = {src2:?}\ndelay_ms = 20\n{}",
+            local_target("local", &env.dst, ""),
+            local_target("other", &dst2, "")
+        ),
+    );
     // The limit applies when the inotify instance is created: lower it around syncd's start.
     let limit = Sysctl::set("/proc/sys/fs/inotify/max_queued_events", "32")
         .expect("root is needed to lower the inotify queue limit");
     let d = Syncd::start(&cfg, &env.socket);
     drop(limit);
     d.settle();
+    assert_same_tree(&src2, &dst2);
+    let calm_inodes = inodes(&dst2);
     // A stalled daemon (SIGSTOP) cannot read: the kernel queue of 32 events overflows.
     let pid = nix::unistd::Pid::from_raw(d.child.id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
@@ -67,6 +83,22 @@ fn queue_overflow_resyncs_the_root_and_converges() {
     write(&env.src.join("o7/after.txt"), b"after");
     d.settle();
     assert_same_tree(&env.src, &env.dst);
+    // The other root shares the kernel queue, so it was resynced too, but nothing of it was
+    // rewritten: every file at its target is the very same inode as before the overflow.
+    assert_same_tree(&src2, &dst2);
+    assert_eq!(inodes(&dst2), calm_inodes, "the other target was rewritten");
+    assert_eq!(d.target_status("other")["failed"], 0);
+}
+
+fn inodes(dir: &std::path::Path) -> Vec<(std::path::PathBuf, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut v: Vec<_> = std::fs::read_dir(dir.join("calm"))
+        .unwrap()
+        .flatten()
+        .map(|e| (e.path(), e.metadata().unwrap().ino()))
+        .collect();
+    v.sort();
+    v
 }
 
 #[test]
@@ -244,4 +276,99 @@ fn state_directory_full_or_read_only_at_start_is_a_clear_error() {
     // Fixed: it starts.
     let d = Syncd::start(&cfg, &env.socket);
     d.settle();
+}
+
+#[test]
+fn target_down_while_200_000_paths_change_keeps_them_in_the_journal_not_in_memory() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let env = Env::new();
+    let module = env.dir.path().join("module");
+    std::fs::create_dir(&module).unwrap();
+    // Source and target in memory: the figures measure syncd, not this machine's disk (a small
+    // file costs a 4 KiB page here).
+    let _src_fs = Tmpfs::mount(&env.src, "1500m");
+    let _module_fs = Tmpfs::mount(&module, "1500m");
+    let mut rd = RsyncDaemon::start(env.dir.path(), &module, "");
+    let cfg = env.config_top(
+        "startup_resync = false",
+        "",
+        &rd.target("remote", "retry_initial_ms = 500\nretry_max_ms = 1000"),
+    );
+    // Room in the kernel queue for every event of the burst: the paths must go through the
+    // journal one by one, not collapse into an overflow resync.
+    let queue = Sysctl::set("/proc/sys/fs/inotify/max_queued_events", "2000000")
+        .expect("root is needed to raise the inotify queue limit");
+    let d = Syncd::start(&cfg, &env.socket);
+    drop(queue);
+    d.settle();
+    rd.stop();
+    let started = std::time::Instant::now();
+    const DIRS: usize = 200;
+    const FILES: usize = 1000;
+    for dir in 0..DIRS {
+        let p = env.src.join(format!("d{dir:03}"));
+        std::fs::create_dir(&p).unwrap();
+        for f in 0..FILES {
+            std::fs::write(p.join(format!("f{f:04}")), b"x").unwrap();
+        }
+    }
+    let wrote = started.elapsed();
+    // All journaled: pending counts every path, the daemon waits for the target.
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    let expected = (DIRS * FILES + DIRS) as u64;
+    loop {
+        let pending = d.target_status("remote")["pending"].as_u64().unwrap();
+        if pending == expected {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{pending} of {expected} paths journaled"
+        );
+        assert_eq!(d.wait_idle(1), 4);
+    }
+    let journaled = started.elapsed();
+    let rss = rss_kib(d.child.id());
+    let peak = peak_rss_kib(d.child.id());
+    println!(
+        "200,000 paths with the target down: written in {:.1} s, journaled in {:.1} s; RSS {} MiB, peak {} MiB",
+        wrote.as_secs_f64(),
+        journaled.as_secs_f64(),
+        rss / 1024,
+        peak / 1024
+    );
+    assert!(
+        peak < 150 * 1024,
+        "peak RSS {peak} KiB while the target is down"
+    );
+    rd.restart();
+    let out = d.ctl(&["wait-idle", "--timeout", "600"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let peak = peak_rss_kib(d.child.id());
+    println!(
+        "delivered in {:.1} s after the target came back; peak RSS {} MiB",
+        started.elapsed().as_secs_f64() - journaled.as_secs_f64(),
+        peak / 1024
+    );
+    assert!(peak < 150 * 1024, "peak RSS {peak} KiB while delivering");
+    let t = std::time::Instant::now();
+    assert_same_tree(&env.src, &module);
+    println!("compared in {:.1} s", t.elapsed().as_secs_f64());
+}
+
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or(0)
 }
