@@ -33,6 +33,12 @@ impl PidFile {
             Err(std::fs::TryLockError::WouldBlock) => {
                 let mut pid = String::new();
                 let _ = file.read_to_string(&mut pid);
+                // A holder that was just killed can keep its lock for a moment after it is gone
+                // (the kernel releases it asynchronously; seen under kill -9 cycles): wait a
+                // little for a lock whose recorded owner is no longer alive.
+                if !alive(pid.trim()) && lock_within(&file, STALE_LOCK_WAIT)? {
+                    return Ok(PidFile { file });
+                }
                 bail!(
                     "syncd is already running (pid {}, {} is locked); stop it with `syncctl stop` or `kill {}`",
                     pid.trim(),
@@ -53,6 +59,27 @@ impl PidFile {
         writeln!(self.file, "{}", std::process::id())?;
         self.file.sync_all()
     }
+}
+
+/// How long a lock left by a dead process may take to be released.
+const STALE_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Whether `pid` (as written in a pidfile) is a live process.
+fn alive(pid: &str) -> bool {
+    pid.parse::<i32>()
+        .is_ok_and(|p| p > 0 && nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), None).is_ok())
+}
+
+/// Take the lock on `file`, waiting at most `wait` for it. Runs before any other thread or fork
+/// exists; a waiter still blocked at the deadline stays blocked and is gone with the process,
+/// which is about to exit with an error.
+fn lock_within(file: &File, wait: std::time::Duration) -> anyhow::Result<bool> {
+    let dup = file.try_clone().context("duplicating the pidfile handle")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(dup.lock().is_ok());
+    });
+    Ok(rx.recv_timeout(wait).unwrap_or(false))
 }
 
 /// The daemon's end of the readiness pipe.

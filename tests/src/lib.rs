@@ -168,7 +168,13 @@ impl Syncd {
             .wait_for("syncd ready", 0, Duration::from_secs(30))
             .is_none()
         {
-            panic!("syncd did not become ready:\n{}", s.log.text());
+            let dir = config.parent().unwrap_or(Path::new("/"));
+            panic!(
+                "syncd did not become ready:\n{}\nprocesses with files open under {}:\n{}",
+                s.log.text(),
+                dir.display(),
+                holders(dir).join("\n")
+            );
         }
         s
     }
@@ -303,6 +309,41 @@ pub fn wait_for_entry(dir: &Path, pred: impl Fn(&str) -> bool, timeout: Duration
             }
         }
     }
+}
+
+/// Processes with a file open under `dir`: "pid state cmdline -> file" (for failure reports).
+pub fn holders(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let p = e.path();
+        let Ok(fds) = std::fs::read_dir(p.join("fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            let Ok(target) = std::fs::read_link(fd.path()) else {
+                continue;
+            };
+            if target.starts_with(dir) {
+                let cmd = std::fs::read(p.join("cmdline")).unwrap_or_default();
+                let status = std::fs::read_to_string(p.join("status")).unwrap_or_default();
+                let state = status
+                    .lines()
+                    .find(|l| l.starts_with("State:"))
+                    .unwrap_or("");
+                let ppid = status
+                    .lines()
+                    .find(|l| l.starts_with("PPid:"))
+                    .unwrap_or("");
+                out.push(format!(
+                    "{} {state} {ppid} {} -> {}",
+                    e.file_name().to_string_lossy(),
+                    String::from_utf8_lossy(&cmd).replace('\0', " "),
+                    target.display()
+                ));
+            }
+        }
+    }
+    out
 }
 
 /// Processes named `comm` whose parent is `ppid`.
