@@ -2,9 +2,9 @@
 //! renames, deletes), each kill at a random point of syncd's work, then an exact comparison.
 //! Not in CI (minutes). Run as root, after `cargo build --release --workspace`:
 //!
-//! `SYNCD_BIN=target/release/syncd SYNCCTL_BIN=target/release/syncctl cargo run --release -p syncd-tests --example soak -- 100 [seed]`
+//! `SYNCD_BIN=target/release/syncd SYNCCTL_BIN=target/release/syncctl cargo run --release -p syncd-tests --example soak -- 100 [seed] [local|daemon]`
 //!
-//! Prints `cycles, paths written, paths lost`.
+//! Prints `cycles, paths written, paths lost` (paths written: the writer's operations).
 
 use syncd_tests::soak::kill9_cycles;
 use syncd_tests::*;
@@ -13,13 +13,31 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let cycles: u32 = args.next().and_then(|a| a.parse().ok()).unwrap_or(100);
     let seed: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(1);
+    let kind = args.next().unwrap_or_else(|| "local".into());
     let env = Env::new();
-    let cfg = env.local_config("");
+    let module = env.dir.path().join("module");
+    std::fs::create_dir(&module).unwrap();
+    let (_daemon, cfg, dst) = match kind.as_str() {
+        "local" => (None, env.local_config(""), env.dst.clone()),
+        "daemon" => {
+            let d = RsyncDaemon::start(env.dir.path(), &module, "");
+            let cfg = env.config("", &d.target("remote", ""));
+            (Some(d), cfg, module.clone())
+        }
+        other => {
+            eprintln!("unknown target kind {other:?}: use local or daemon");
+            std::process::exit(2);
+        }
+    };
     let started = std::time::Instant::now();
-    let r = kill9_cycles(&env, &cfg, &env.dst, cycles, seed);
+    let r = kill9_cycles(&env, &cfg, &dst, cycles, seed);
     println!("cycles, paths written, paths lost");
     println!("{}, {}, {}", r.cycles, r.ops, r.lost);
-    eprintln!("({:.1} s, seed {seed})", started.elapsed().as_secs_f64());
+    eprintln!(
+        "({kind} target, {:.1} s, seed {seed}, peak syncd RSS {} MiB)",
+        started.elapsed().as_secs_f64(),
+        r.peak_rss_kib / 1024
+    );
     if r.lost > 0 {
         std::process::exit(1);
     }

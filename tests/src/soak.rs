@@ -143,6 +143,8 @@ pub struct SoakReport {
     pub cycles: u32,
     pub ops: u64,
     pub lost: usize,
+    /// Highest peak RSS of any syncd process of the run, in KiB.
+    pub peak_rss_kib: u64,
 }
 
 /// Run `cycles` kill-9/restart cycles on `cfg` with a writer in `env.src`. Each kill comes at a
@@ -153,6 +155,7 @@ pub struct SoakReport {
 pub fn kill9_cycles(env: &Env, cfg: &Path, dst: &Path, cycles: u32, seed: u64) -> SoakReport {
     let mut rng = Rng(seed | 1);
     let writer = Writer::start(&env.src, seed.wrapping_mul(31));
+    let mut peak = 0;
     for c in 0..cycles {
         let d = Syncd::start(cfg, &env.socket);
         let from = d.log.len();
@@ -178,6 +181,7 @@ pub fn kill9_cycles(env: &Env, cfg: &Path, dst: &Path, cycles: u32, seed: u64) -
             "cycle {c}: syncd panicked:\n{}",
             d.log.text()
         );
+        peak = peak.max(crate::peak_rss_kib(d.child.id()));
         d.kill9();
     }
     // Last start: the writer stops, everything seen must arrive.
@@ -191,6 +195,12 @@ pub fn kill9_cycles(env: &Env, cfg: &Path, dst: &Path, cycles: u32, seed: u64) -
     if lost > 0 {
         assert_same_tree(&env.src, dst);
     }
+    peak = peak.max(crate::peak_rss_kib(d.child.id()));
     d.stop();
-    SoakReport { cycles, ops, lost }
+    SoakReport {
+        cycles,
+        ops,
+        lost,
+        peak_rss_kib: peak,
+    }
 }

@@ -360,15 +360,3 @@ fn target_down_while_200_000_paths_change_keeps_them_in_the_journal_not_in_memor
     assert_same_tree(&env.src, &module);
     println!("compared in {:.1} s", t.elapsed().as_secs_f64());
 }
-
-fn peak_rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|n| n.parse().ok())
-        })
-        .unwrap_or(0)
-}
