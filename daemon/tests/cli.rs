@@ -57,6 +57,30 @@ impl Setup {
         format!("dest = {:?}", self.p("dst"))
     }
 
+    /// Start a second daemon with `top` lines (and a root and target of its own): it must be
+    /// refused; returns its message.
+    fn second_start(&self, top: &str) -> String {
+        let cfg = self.p("second.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "{top}[[sync]]\nsource = {:?}\n[[sync.target]]\ndest = {:?}\n",
+                self.p("src"),
+                self.p("dst2")
+            ),
+        )
+        .unwrap();
+        let out = syncd()
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--foreground")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        err
+    }
+
     /// `syncd check-config` and a real start must both fail with a message containing `needles`.
     fn assert_rejected(&self, cfg: &Path, needles: &[&str]) {
         for args in [vec!["check-config"], vec!["--foreground"]] {
@@ -296,27 +320,12 @@ fn second_daemon_sharing_only_the_state_dir_or_only_the_socket_is_refused() {
     std::thread::spawn(move || lines.for_each(drop));
     let pid = first.id().to_string();
     // Same state directory, its own pidfile and socket.
-    let other = s.p("other.toml");
-    std::fs::write(
-        &other,
-        format!(
-            "state_dir = {:?}\nsocket = {:?}\npidfile = {:?}\n[[sync]]\nsource = {:?}\n[[sync.target]]\ndest = {:?}\n",
-            s.p("state"),
-            s.p("run2/s.sock"),
-            s.p("other.pid"),
-            s.p("src"),
-            s.p("dst2"),
-        ),
-    )
-    .unwrap();
-    let out = syncd()
-        .arg("--config")
-        .arg(&other)
-        .arg("--foreground")
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let err = s.second_start(&format!(
+        "state_dir = {:?}\nsocket = {:?}\npidfile = {:?}\n",
+        s.p("state"),
+        s.p("run2/s.sock"),
+        s.p("other.pid"),
+    ));
     assert!(
         err.contains("already running") && err.contains(&pid),
         "{err}"
@@ -326,25 +335,11 @@ fn second_daemon_sharing_only_the_state_dir_or_only_the_socket_is_refused() {
         "names the state directory's lock: {err}"
     );
     // Same socket, its own state directory.
-    std::fs::write(
-        &other,
-        format!(
-            "state_dir = {:?}\nsocket = {:?}\n[[sync]]\nsource = {:?}\n[[sync.target]]\ndest = {:?}\n",
-            s.p("state2"),
-            sock,
-            s.p("src"),
-            s.p("dst2"),
-        ),
-    )
-    .unwrap();
-    let out = syncd()
-        .arg("--config")
-        .arg(&other)
-        .arg("--foreground")
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let err = s.second_start(&format!(
+        "state_dir = {:?}\nsocket = {:?}\n",
+        s.p("state2"),
+        sock
+    ));
     assert!(
         err.contains("already serving") && err.contains(&format!("pid {pid}")),
         "{err}"

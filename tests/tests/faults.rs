@@ -79,6 +79,16 @@ fn start_top(env: &Env, fake: &Fake, top: &str, target_extra: &str) -> (Syncd, s
     (d, cfg)
 }
 
+/// SIGTERM `d`: it must exit cleanly within `limit` (its grace period and a margin); returns
+/// how long it took.
+fn stop_within(d: Syncd, limit: Duration) -> Duration {
+    let started = std::time::Instant::now();
+    assert_eq!(d.stop(), Some(0));
+    let took = started.elapsed();
+    assert!(took < limit, "exits within its grace period: took {took:?}");
+    took
+}
+
 #[test]
 fn hung_rsync_is_killed_at_the_deadline_and_the_batch_retried() {
     let env = Env::new();
@@ -165,9 +175,7 @@ fn sigterm_lets_a_running_push_finish_within_the_grace_period() {
         .wait_for("push batch", from, Duration::from_secs(20))
         .is_some());
     // The push takes two seconds; the grace period (5 s in the fixture) covers it.
-    let started = std::time::Instant::now();
-    assert_eq!(d.stop(), Some(0));
-    assert!(started.elapsed() < Duration::from_secs(5));
+    stop_within(d, Duration::from_secs(5));
     assert_same_tree(&env.src, &env.dst);
 }
 
@@ -188,12 +196,7 @@ fn sigterm_kills_a_push_that_outlives_the_grace_period_and_keeps_its_paths() {
         .log
         .wait_for("push batch", from, Duration::from_secs(20))
         .is_some());
-    let started = std::time::Instant::now();
-    assert_eq!(d.stop(), Some(0));
-    assert!(
-        started.elapsed() < Duration::from_secs(4),
-        "exits within its grace period"
-    );
+    stop_within(d, Duration::from_secs(4));
     assert!(snapshot(&env.dst).is_empty());
     fake.set("hang", false);
     // Nothing was confirmed: the journal still owes the path (no startup resync to help).
@@ -284,16 +287,10 @@ fn sigterm_under_load_exits_within_the_grace_period_and_keeps_everything_unconfi
         .log
         .wait_for("push batch", from, Duration::from_secs(20))
         .is_some());
-    let started = std::time::Instant::now();
-    assert_eq!(d.stop(), Some(0));
-    let took = started.elapsed();
+    let took = stop_within(d, Duration::from_secs(4));
     println!(
         "SIGTERM under load: exited in {} ms (grace period 2 s)",
         took.as_millis()
-    );
-    assert!(
-        took < Duration::from_secs(4),
-        "exits within its grace period: {took:?}"
     );
     fake.set("slow", false);
     // Only the journal knows what was seen and not confirmed.

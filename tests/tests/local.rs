@@ -1,5 +1,6 @@
 //! End-to-end against a local directory target: the real syncd, syncctl and rsync.
 
+use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
@@ -704,55 +705,34 @@ fn directory_moved_between_two_roots_reaches_both_targets() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not replicate the root"));
 }
 
-#[test]
-fn root_moved_away_or_replaced_is_never_turned_into_deletes_and_resumes_when_back() {
-    let env = Env::new();
-    for i in 0..20 {
-        write(&env.src.join(format!("keep/{i}.txt")), b"precious");
-    }
-    let d = start(&env);
-    assert_same_tree(&env.src, &env.dst);
-    let before = snapshot(&env.dst);
+/// Do `lose` to the root and wait until syncd reports it gone.
+fn lose_root(d: &Syncd, lose: impl FnOnce()) {
     let from = d.log.len();
-    let away = env.dir.path().join("src.old");
-    std::fs::rename(&env.src, &away).unwrap();
-    assert!(d
-        .log
-        .wait_for("source root", from, std::time::Duration::from_secs(20))
-        .is_some());
-    // Activity in the moved tree, and an empty directory where the root was.
-    write(&away.join("keep/new.txt"), b"written while away");
-    std::fs::remove_file(away.join("keep/3.txt")).unwrap();
-    std::fs::create_dir(&env.src).unwrap();
-    assert_eq!(
-        d.wait_idle(2),
-        4,
-        "the root's changes cannot be delivered: not idle"
+    lose();
+    assert!(
+        d.log
+            .wait_for("source root", from, std::time::Duration::from_secs(20))
+            .is_some(),
+        "{}",
+        d.log.text()
     );
+}
+
+/// While the root is away nothing reaches the target, not even on an explicit resync, and
+/// wait-idle never says idle.
+fn assert_held_back(d: &Syncd, env: &Env, before: &BTreeMap<Vec<u8>, Node>) {
+    assert!(d.ctl(&["resync"]).status.success());
+    assert_eq!(d.wait_idle(2), 4, "not idle while the root is away");
     let st = d.status();
     assert_eq!(st["roots"][0]["state"], "unavailable", "{st}");
-    assert!(
-        st["roots"][0]["reason"]
-            .as_str()
-            .is_some_and(|r| r.contains("moved back or remounted")),
-        "status says why: {st}"
-    );
-    assert!(
-        st["targets"][0]["last_error"]
-            .as_str()
-            .unwrap()
-            .contains("source root"),
-        "{st}"
-    );
-    assert!(d.ctl(&["resync"]).status.success());
-    assert_eq!(d.wait_idle(2), 4);
-    assert_eq!(snapshot(&env.dst), before, "the target must not change");
+    assert_eq!(&snapshot(&env.dst), before, "the target must not change");
+}
 
-    // The real root comes back: watched again, resynced (the changes made while it was away
-    // arrive), and live changes flow again.
+/// Do `restore`, wait until syncd sees the root back, then a live change and everything made
+/// while it was away must arrive.
+fn restore_root(d: &Syncd, env: &Env, restore: impl FnOnce()) {
     let from = d.log.len();
-    std::fs::remove_dir(&env.src).unwrap();
-    std::fs::rename(&away, &env.src).unwrap();
+    restore();
     assert!(
         d.log
             .wait_for(
@@ -764,10 +744,45 @@ fn root_moved_away_or_replaced_is_never_turned_into_deletes_and_resumes_when_bac
         "{}",
         d.log.text()
     );
-    write(&env.src.join("keep/after.txt"), b"after the return");
+    write(&env.src.join("after-the-return.txt"), b"live again");
     d.settle();
     assert_eq!(d.status()["roots"][0]["state"], "watching");
     assert_same_tree(&env.src, &env.dst);
+}
+
+#[test]
+fn root_moved_away_or_replaced_is_never_turned_into_deletes_and_resumes_when_back() {
+    let env = Env::new();
+    for i in 0..20 {
+        write(&env.src.join(format!("keep/{i}.txt")), b"precious");
+    }
+    let d = start(&env);
+    let before = snapshot(&env.dst);
+    let away = env.dir.path().join("src.old");
+    lose_root(&d, || std::fs::rename(&env.src, &away).unwrap());
+    // Activity in the moved tree, and an empty directory where the root was.
+    write(&away.join("keep/new.txt"), b"written while away");
+    std::fs::remove_file(away.join("keep/3.txt")).unwrap();
+    std::fs::create_dir(&env.src).unwrap();
+    assert_held_back(&d, &env, &before);
+    let st = d.status();
+    assert!(
+        st["roots"][0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("moved back or remounted")),
+        "status says why: {st}"
+    );
+    assert!(
+        st["targets"][0]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("source root")),
+        "{st}"
+    );
+    // The real root comes back: watched again and resynced.
+    restore_root(&d, &env, || {
+        std::fs::remove_dir(&env.src).unwrap();
+        std::fs::rename(&away, &env.src).unwrap();
+    });
 }
 
 #[test]
@@ -778,14 +793,8 @@ fn deleted_root_pushes_no_deletes_until_reload_adopts_a_new_one() {
     }
     let d = start(&env);
     let before = snapshot(&env.dst);
-    let from = d.log.len();
-    std::fs::remove_dir_all(&env.src).unwrap();
-    assert!(d
-        .log
-        .wait_for("source root", from, std::time::Duration::from_secs(20))
-        .is_some());
-    assert_eq!(d.wait_idle(2), 4);
-    assert_eq!(d.status()["roots"][0]["state"], "unavailable");
+    lose_root(&d, || std::fs::remove_dir_all(&env.src).unwrap());
+    assert_held_back(&d, &env, &before);
     // A reload while the root is missing is refused and changes nothing.
     let out = d.ctl(&["reload"]);
     assert!(!out.status.success());
@@ -802,89 +811,56 @@ fn deleted_root_pushes_no_deletes_until_reload_adopts_a_new_one() {
     assert_same_tree(&env.src, &env.dst);
 }
 
-#[test]
-fn unmounted_root_is_never_turned_into_deletes_and_resumes_when_remounted() {
-    let env = Env::new();
+/// A root that is a bind mount of `fs/` (a tmpfs), so it can be unmounted and mounted again
+/// with the same device and inode. Returns the tmpfs, the bind mount and `fs/`.
+fn mounted_root(env: &Env) -> (Tmpfs, Tmpfs, std::path::PathBuf) {
     let fs = env.dir.path().join("fs");
     std::fs::create_dir(&fs).unwrap();
-    let _fs = Tmpfs::mount(&fs, "8m");
-    let mut mounted = Tmpfs::bind(&fs, &env.src);
+    let tmpfs = Tmpfs::mount(&fs, "8m");
+    let bind = Tmpfs::bind(&fs, &env.src);
     for i in 0..10 {
         write(&env.src.join(format!("m/{i}.txt")), b"on the mount");
     }
+    (tmpfs, bind, fs)
+}
+
+#[test]
+fn unmounted_root_is_never_turned_into_deletes_and_resumes_when_remounted() {
+    let env = Env::new();
+    let (_fs, mut mounted, fs) = mounted_root(&env);
     let d = start(&env);
-    assert_same_tree(&env.src, &env.dst);
     let before = snapshot(&env.dst);
-    let from = d.log.len();
-    mounted.unmount();
-    assert!(
-        d.log
-            .wait_for("source root", from, std::time::Duration::from_secs(20))
-            .is_some(),
-        "{}",
-        d.log.text()
-    );
+    lose_root(&d, || mounted.unmount());
     // The empty directory under the mountpoint now looks like a root that lost everything.
     write(&env.src.join("under-the-mount.txt"), b"x");
-    assert!(d.ctl(&["resync"]).status.success());
-    assert_eq!(d.wait_idle(2), 4);
-    assert_eq!(d.status()["roots"][0]["state"], "unavailable");
-    assert_eq!(snapshot(&env.dst), before, "the target must not change");
+    assert_held_back(&d, &env, &before);
     // Changed while unmounted (through its other mountpoint), then mounted again.
     write(&fs.join("m/while-unmounted.txt"), b"y");
-    let from = d.log.len();
-    mounted.mount_again();
-    assert!(d
-        .log
-        .wait_for(
-            "source root is back",
-            from,
-            std::time::Duration::from_secs(20)
-        )
-        .is_some());
-    write(&env.src.join("m/after.txt"), b"z");
-    d.settle();
-    assert_same_tree(&env.src, &env.dst);
+    restore_root(&d, &env, || mounted.mount_again());
 }
 
 #[test]
 fn restart_while_the_root_is_unmounted_pushes_no_deletes_and_waits_for_the_mount() {
     let env = Env::new();
-    let fs = env.dir.path().join("fs");
-    std::fs::create_dir(&fs).unwrap();
-    let _fs = Tmpfs::mount(&fs, "8m");
-    let mut mounted = Tmpfs::bind(&fs, &env.src);
-    for i in 0..10 {
-        write(&env.src.join(format!("m/{i}.txt")), b"on the mount");
-    }
+    let (_fs, mut mounted, fs) = mounted_root(&env);
     let d = start(&env);
-    assert_same_tree(&env.src, &env.dst);
     let before = snapshot(&env.dst);
     d.stop();
     // Boot order gone wrong: syncd starts before the filesystem is mounted. The startup full
     // sync would make the target as empty as the mountpoint.
     mounted.unmount();
-    let cfg = env.local_config("");
-    let d = Syncd::start(&cfg, &env.socket);
-    assert_eq!(d.wait_idle(2), 4, "not idle while the root is not there");
+    let d = Syncd::start(&env.local_config(""), &env.socket);
+    assert_held_back(&d, &env, &before);
     let st = d.status();
-    assert_eq!(st["roots"][0]["state"], "unavailable", "{st}");
     assert!(
         st["roots"][0]["reason"]
             .as_str()
             .is_some_and(|r| r.contains("not the directory syncd last replicated")),
         "{st}"
     );
-    assert_eq!(snapshot(&env.dst), before, "the target must not change");
     // The mount arrives: replication starts by itself.
     write(&fs.join("m/late.txt"), b"written before the mount");
-    mounted.mount_again();
-    assert!(d
-        .log
-        .wait_for("source root is back", 0, std::time::Duration::from_secs(20))
-        .is_some());
-    d.settle();
-    assert_same_tree(&env.src, &env.dst);
+    restore_root(&d, &env, || mounted.mount_again());
 }
 
 #[test]
@@ -895,29 +871,8 @@ fn filesystem_mounted_over_the_root_is_refused_without_an_inotify_event() {
     let before = snapshot(&env.dst);
     let other = env.dir.path().join("other");
     std::fs::create_dir(&other).unwrap();
-    let from = d.log.len();
-    let mut over = Tmpfs::bind(&other, &env.src);
-    assert!(
-        d.log
-            .wait_for("source root", from, std::time::Duration::from_secs(20))
-            .is_some(),
-        "{}",
-        d.log.text()
-    );
-    assert!(d.ctl(&["resync"]).status.success());
-    assert_eq!(d.wait_idle(2), 4);
-    assert_eq!(snapshot(&env.dst), before, "the target must not change");
-    let from = d.log.len();
-    over.unmount();
-    assert!(d
-        .log
-        .wait_for(
-            "source root is back",
-            from,
-            std::time::Duration::from_secs(20)
-        )
-        .is_some());
-    write(&env.src.join("b.txt"), b"after");
-    d.settle();
-    assert_same_tree(&env.src, &env.dst);
+    let mut over = None;
+    lose_root(&d, || over = Some(Tmpfs::bind(&other, &env.src)));
+    assert_held_back(&d, &env, &before);
+    restore_root(&d, &env, || over.as_mut().unwrap().unmount());
 }
