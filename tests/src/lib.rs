@@ -17,6 +17,34 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+/// This workspace's binary `name`, reachable by any user at `dir/name` (the build directory
+/// may not be). A hard link when possible: a copy is a file this process had open for writing,
+/// and a fork by another test thread at that moment makes its exec fail with ETXTBSY.
+pub fn public_bin(name: &str, dir: &Path) -> PathBuf {
+    let p = dir.join(name);
+    if p.exists() {
+        // Never copy onto it: it may be a hard link of the build output itself.
+        return p;
+    }
+    if std::fs::hard_link(bin(name), &p).is_err() {
+        std::fs::copy(bin(name), &p).unwrap();
+    }
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    p
+}
+
+/// Spawn, retrying while the executable is "busy" (ETXTBSY: a copy of it was just written and
+/// another thread's fork still holds the write handle until that child execs).
+pub fn spawn_retrying(cmd: &mut Command) -> Child {
+    for _ in 0..100 {
+        match cmd.spawn() {
+            Err(e) if e.raw_os_error() == Some(26) => std::thread::yield_now(),
+            r => return r.expect("spawn"),
+        }
+    }
+    cmd.spawn().expect("spawn (executable stayed busy)")
+}
+
 /// Path of a binary built by this workspace (`cargo test --workspace` builds both).
 pub fn bin(name: &str) -> PathBuf {
     if let Some(p) = std::env::var_os(format!("{}_BIN", name.to_uppercase())) {
@@ -137,10 +165,7 @@ impl Syncd {
     /// reach; the build directory may not be).
     pub fn start_as(config: &Path, socket: &Path, dir: &Path, uid: u32, gid: u32) -> Syncd {
         use std::os::unix::process::CommandExt;
-        let exe = dir.join("syncd");
-        std::fs::copy(bin("syncd"), &exe).unwrap();
-        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let mut cmd = Command::new(exe);
+        let mut cmd = Command::new(public_bin("syncd", dir));
         cmd.uid(uid).gid(gid);
         Self::start_from(cmd, config, socket, &[])
     }
@@ -156,7 +181,7 @@ impl Syncd {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn().expect("spawn syncd");
+        let mut child = spawn_retrying(&mut cmd);
         let log = Log::follow(child.stderr.take().unwrap(), "syncd");
         let s = Syncd {
             child,

@@ -3,20 +3,12 @@
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use syncd_tests::*;
 
 const NOBODY: u32 = 65534;
-
-/// syncctl copied where any user can run it (the build directory may not be reachable).
-fn public_syncctl(dir: &Path) -> PathBuf {
-    let p = dir.join("syncctl");
-    std::fs::copy(bin("syncctl"), &p).unwrap();
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
-    p
-}
 
 fn as_user(syncctl: &Path, socket: &Path, uid: u32, gid: u32) -> Output {
     // std drops supplementary groups when it changes the uid.
@@ -43,7 +35,7 @@ fn other_users_are_refused_by_permissions_and_by_peer_credentials() {
     let run_dir = env.socket.parent().unwrap();
     assert_eq!(std::fs::metadata(run_dir).unwrap().mode() & 0o777, 0o700);
     assert_eq!(std::fs::metadata(&env.socket).unwrap().mode() & 0o077, 0);
-    let ctl = public_syncctl(env.dir.path());
+    let ctl = public_bin("syncctl", env.dir.path());
     let out = as_user(&ctl, &env.socket, NOBODY, NOBODY);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -109,7 +101,7 @@ fn members_of_socket_group_are_allowed() {
     assert_eq!(dm.mode() & 0o777, 0o750);
     assert_eq!(sm.mode() & 0o777, 0o660);
     assert_eq!(sm.gid(), group.gid());
-    let ctl = public_syncctl(env.dir.path());
+    let ctl = public_bin("syncctl", env.dir.path());
     let out = as_user(&ctl, &env.socket, NOBODY, group.gid());
     assert!(
         out.status.success(),
@@ -183,8 +175,7 @@ fn state_directory_the_daemon_cannot_use_is_a_clear_error_at_start() {
     std::os::unix::fs::chown(&env.state, Some(0), Some(0)).unwrap();
     std::fs::set_permissions(&env.state, std::fs::Permissions::from_mode(0o700)).unwrap();
     let cfg = env.local_config("");
-    let exe = env.dir.path().join("syncd");
-    std::fs::copy(bin("syncd"), &exe).unwrap();
+    let exe = public_bin("syncd", env.dir.path());
     let out = Command::new(&exe)
         .arg("--foreground")
         .arg("--config")
