@@ -180,7 +180,8 @@ pub fn row(r: &RunResult) -> String {
 
 fn busy(d: Option<Duration>) -> String {
     match d {
-        Some(d) if d.is_zero() => "no".into(),
+        // Quiet in the first half-second window: not busy (the window is the resolution).
+        Some(d) if d < Duration::from_millis(50) => "no".into(),
         Some(d) => format!("{:.1} s", d.as_secs_f64()),
         None => "> 30 s".into(),
     }
