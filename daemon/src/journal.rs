@@ -458,11 +458,15 @@ impl Journal {
     /// Make everything written so far survive a crash of the process.
     pub async fn flush(&self) -> Result<(), JournalError> {
         let t = self.trees()?;
-        let res =
-            t.db.flush_async()
-                .await
-                .map(|_| ())
-                .map_err(JournalError::from);
+        // On tokio's blocking pool: sled's own flush_async hands every flush to its thread pool,
+        // which costs several thread wake-ups per flush under a burst.
+        let db = t.db.clone();
+        let res = match tokio::task::spawn_blocking(move || db.flush()).await {
+            Ok(r) => r.map(|_| ()).map_err(JournalError::from),
+            Err(e) => Err(JournalError::Io(sled::Error::ReportableBug(format!(
+                "journal flush task failed: {e}"
+            )))),
+        };
         self.check(t.epoch, res)
     }
 
@@ -644,7 +648,11 @@ mod tests {
         {
             let j = Journal::open(&d.path().join("j")).unwrap();
             j.record(&[T.into()], &[b"keep\xff".to_vec()]).unwrap();
-            futures::executor::block_on(j.flush()).unwrap();
+            tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap()
+                .block_on(j.flush())
+                .unwrap();
         }
         let j = Journal::open(&d.path().join("j")).unwrap();
         let (items, _) = j.due(T, now_ms(), 10, &|_| false).unwrap();
