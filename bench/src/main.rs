@@ -38,8 +38,12 @@ struct Args {
         default_value = "syncd,script,lsyncd,lsyncd-delay1"
     )]
     tools: Vec<String>,
-    /// Workloads: burst, renames.
-    #[arg(long, value_delimiter = ',', default_value = "burst,renames")]
+    /// Workloads: burst, steady200, steady2000, treeops, bigfile, renames.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "burst,steady200,steady2000,treeops,bigfile,renames"
+    )]
     workloads: Vec<String>,
     /// Seconds a run may take to converge before it is reported as not converged.
     #[arg(long, default_value_t = 120)]
@@ -62,6 +66,8 @@ pub struct RunResult {
     pub cpu_after_s: f64,
     /// How long it kept working after convergence (None: still busy after 30 s).
     pub busy_for: Option<Duration>,
+    /// Per-file lag (p50, p95, p99, max) for the steady workloads.
+    pub lag: Option<measure::Lag>,
     /// Paths that differ at the end (0: exact).
     pub differing: usize,
 }
@@ -104,6 +110,8 @@ fn main() -> anyhow::Result<()> {
 /// A fresh directory with a base tree in `src/`, the same tree already in the daemon's module,
 /// and the daemon running.
 pub struct Stage {
+    // Unmounted (lazily) on drop, then the directory below it is removed.
+    _fs: syncd_tests::Tmpfs,
     pub dir: tempfile::TempDir,
     pub src: PathBuf,
     pub module: PathBuf,
@@ -116,6 +124,8 @@ impl Stage {
         let dir = tempfile::Builder::new()
             .prefix("syncd-bench")
             .tempdir_in("/tmp")?;
+        // In memory: the figures are the tools', not this machine's disk.
+        let fs = syncd_tests::Tmpfs::mount(dir.path(), "12g");
         let src = dir.path().join("src");
         let module = dir.path().join("module");
         std::fs::create_dir(&src)?;
@@ -132,6 +142,7 @@ impl Stage {
         let daemon = RsyncDaemon::start(dir.path(), &module, "");
         let rsyncs = Rsyncs::new(dir.path())?;
         Ok(Stage {
+            _fs: fs,
             dir,
             src,
             module,
@@ -159,11 +170,15 @@ fn run_one(
     running.wait_ready(&stage, Duration::from_secs(300))?;
     let cpu0 = tree_cpu_s(running.pgid);
     let runs0 = stage.rsyncs.count();
+    let lag = load
+        .tracks_lag()
+        .then(|| measure::LagTracker::start(&stage.src, &stage.module));
     let t0 = Instant::now();
-    let touched = load.run(&stage.src)?;
+    let touched = load.run(&stage.src, lag.as_ref().map(|l| l.sender()))?;
     let last = t0.elapsed();
     let converged = measure::wait_converged(&stage.src, &stage.module, &touched, t0 + deadline);
     let at = t0.elapsed();
+    let lag = lag.map(|l| l.finish());
     let cpu1 = tree_cpu_s(running.pgid);
     let runs1 = stage.rsyncs.count();
     // Is it still working once the target is right? Quiet: no rsync and (almost) no CPU for
@@ -199,6 +214,7 @@ fn run_one(
         peak_rss_kib: peak,
         cpu_after_s: cpu2 - cpu1,
         busy_for,
+        lag,
         differing,
     })
 }
@@ -221,7 +237,7 @@ fn ideal(load: &Workload, base: usize) -> anyhow::Result<RunResult> {
     let stage = Stage::new(base)?;
     load.prepare(&stage.src)?;
     sync_module(&stage)?;
-    let touched = load.run(&stage.src)?;
+    let touched = load.run(&stage.src, None)?;
     let mut list = Vec::new();
     // A missing path whose parent is missing too goes with its parent (rsync would complain).
     let listed = touched.iter().filter(|p| {
@@ -264,6 +280,7 @@ fn ideal(load: &Workload, base: usize) -> anyhow::Result<RunResult> {
         peak_rss_kib: 0,
         cpu_after_s: 0.0,
         busy_for: Some(Duration::ZERO),
+        lag: None,
         differing,
     })
 }

@@ -175,7 +175,7 @@ pub fn row(r: &RunResult) -> String {
         busy(r.busy_for),
         r.cpu_after_s,
         r.differing
-    )
+    ) + &r.lag.map(|l| format!(", lag p50/p95/p99/max {}", lag_text(&l))).unwrap_or_default()
 }
 
 fn busy(d: Option<Duration>) -> String {
@@ -241,16 +241,17 @@ for half a second ends it; checked for 30 s) and \"CPU after\" what it used mean
     keys.dedup();
     for (base, load) in keys {
         s.push_str(&format!("## {load}, base tree {base} files\n\n"));
-        s.push_str("| tool | from start (s) | after last op (s) | CPU (s) | rsync runs | peak RSS (MiB) | busy after | CPU after (s) | differing |\n|---|---|---|---|---|---|---|---|---|\n");
+        s.push_str("| tool | from start (s) | after last op (s) | lag p50 / p95 / p99 / max (s) | CPU (s) | rsync runs | peak RSS (MiB) | busy after | CPU after (s) | differing |\n|---|---|---|---|---|---|---|---|---|---|\n");
         for r in results
             .iter()
             .filter(|r| r.base == base && r.workload == load)
         {
             s.push_str(&format!(
-                "| {} | {} | {} | {:.2} | {} | {} | {} | {:.2} | {} |\n",
+                "| {} | {} | {} | {} | {:.2} | {} | {} | {} | {:.2} | {} |\n",
                 r.tool,
                 secs(r.from_start),
                 secs(r.after_last),
+                r.lag.map(|l| lag_text(&l)).unwrap_or_else(|| "–".into()),
                 r.cpu_s,
                 r.rsyncs,
                 if r.peak_rss_kib == 0 {
@@ -266,4 +267,90 @@ for half a second ends it; checked for 30 s) and \"CPU after\" what it used mean
         s.push('\n');
     }
     Ok(s)
+}
+
+/// Per-file lag percentiles.
+#[derive(Debug, Clone, Copy)]
+pub struct Lag {
+    pub p50: Duration,
+    pub p95: Duration,
+    pub p99: Duration,
+    pub max: Duration,
+    /// Files never seen at the target while tracking.
+    pub missing: usize,
+}
+
+/// Tracks, for every file the workload reports as written, when it first appears at the target
+/// as it is at the source: a thread polling the target for the files not seen yet.
+pub struct LagTracker {
+    tx: std::sync::mpsc::Sender<(PathBuf, Instant)>,
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<Option<Duration>>>,
+}
+
+impl LagTracker {
+    pub fn start(src: &Path, dst: &Path) -> LagTracker {
+        let (tx, rx) = std::sync::mpsc::channel::<(PathBuf, Instant)>();
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (src, dst, stop) = (src.to_path_buf(), dst.to_path_buf(), done.clone());
+        let thread = std::thread::spawn(move || {
+            let mut waiting: Vec<(PathBuf, Instant, Option<Quick>)> = Vec::new();
+            let mut lags = Vec::new();
+            loop {
+                while let Ok((p, at)) = rx.try_recv() {
+                    let want = quick(&src.join(&p));
+                    waiting.push((p, at, want));
+                }
+                let now = Instant::now();
+                waiting.retain(|(p, at, want)| {
+                    if quick(&dst.join(p)) == *want {
+                        lags.push(Some(now.saturating_duration_since(*at)));
+                        false
+                    } else {
+                        true
+                    }
+                });
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    lags.extend(waiting.iter().map(|_| None));
+                    return lags;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+        LagTracker { tx, done, thread }
+    }
+
+    pub fn sender(&self) -> &std::sync::mpsc::Sender<(PathBuf, Instant)> {
+        &self.tx
+    }
+
+    pub fn finish(self) -> Lag {
+        self.done.store(true, std::sync::atomic::Ordering::Relaxed);
+        let lags = self.thread.join().unwrap_or_default();
+        let missing = lags.iter().filter(|l| l.is_none()).count();
+        let mut seen: Vec<Duration> = lags.into_iter().flatten().collect();
+        seen.sort();
+        let pct = |q: f64| {
+            seen.get(((seen.len() as f64 * q).ceil() as usize).saturating_sub(1))
+                .copied()
+                .unwrap_or_default()
+        };
+        Lag {
+            p50: pct(0.50),
+            p95: pct(0.95),
+            p99: pct(0.99),
+            max: seen.last().copied().unwrap_or_default(),
+            missing,
+        }
+    }
+}
+
+/// "p50 / p95 / p99 / max" in seconds.
+pub fn lag_text(l: &Lag) -> String {
+    let s = |d: Duration| format!("{:.3}", d.as_secs_f64());
+    let mut t = format!("{} / {} / {} / {}", s(l.p50), s(l.p95), s(l.p99), s(l.max));
+    if l.missing > 0 {
+        t.push_str(&format!(" ({} never seen)", l.missing));
+    }
+    t
 }
