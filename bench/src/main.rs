@@ -46,7 +46,7 @@ struct Args {
     )]
     workloads: Vec<String>,
     /// Seconds a run may take to converge before it is reported as not converged.
-    #[arg(long, default_value_t = 120)]
+    #[arg(long, default_value_t = 60)]
     deadline_s: u64,
 }
 

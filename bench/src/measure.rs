@@ -88,16 +88,18 @@ pub fn which(name: &str) -> anyhow::Result<PathBuf> {
         .ok_or_else(|| anyhow::anyhow!("{name} not found on PATH"))
 }
 
-/// What a path is, for the convergence check: kind, size and mtime (seconds).
-type Quick = (u32, u64, i64);
+/// What a path is, for the convergence check: kind, size and mtime to the nanosecond (every
+/// tool's rsync keeps nanoseconds; seconds alone let a same-size overwrite within the second of
+/// the previous write pass as already converged).
+type Quick = (u32, u64, i64, i64);
 
 fn quick(p: &Path) -> Option<Quick> {
     let m = std::fs::symlink_metadata(p).ok()?;
     let kind = m.mode() & 0o170000;
     if m.is_dir() {
-        Some((kind, 0, 0))
+        Some((kind, 0, 0, 0))
     } else {
-        Some((kind, m.size(), m.mtime()))
+        Some((kind, m.size(), m.mtime(), m.mtime_nsec()))
     }
 }
 
