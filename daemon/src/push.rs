@@ -2,7 +2,8 @@
 //! shell, and every exit status classified.
 //!
 //! Batch command: `rsync -a -I -0 --files-from=- --delete-missing-args --force
-//! --partial-dir=.rsync-partial --timeout=N [--contimeout=N --port=P --password-file=F | -e ssh…]
+//! --partial-dir=.rsync-partial --timeout=N [--sockopts=TCP_NODELAY --contimeout=N --port=P
+//! --password-file=F | -e ssh…]
 //! [--exclude=PAT…] [rsync_args…] SRC/ DEST/`, the list on stdin, every entry `./`-prefixed so
 //! rsync never takes a name starting with `#` or `;` for a comment. `-I` because every listed
 //! path is known to have changed: rsync's quick check (size + mtime to the second) would skip a
@@ -119,6 +120,11 @@ impl Runner {
             .arg(format!("--timeout={}", t.timeout.as_secs()));
         match &t.dest {
             Dest::Daemon { .. } => {
+                // Without it every run waits twice on Nagle's algorithm against delayed ACKs in
+                // the daemon's handshake: a one-file push to a daemon on loopback took 90-130 ms
+                // instead of under 10 ms (measured with rsync 3.5.0; the daemon's own `socket
+                // options` does not help).
+                c.arg("--sockopts=TCP_NODELAY");
                 c.arg(format!("--contimeout={}", t.contimeout.as_secs()));
                 if let Some(p) = t.port {
                     c.arg(format!("--port={p}"));

@@ -470,6 +470,8 @@ fn target_that_accepts_and_never_speaks_is_cut_off_by_the_deadline_without_pile_
     );
     for c in &cmdlines {
         assert!(c.contains("--password-file="), "{c}");
+        // Nagle against delayed ACKs costs every daemon push ~80 ms of handshake otherwise.
+        assert!(c.contains("--sockopts=TCP_NODELAY"), "{c}");
         assert!(
             !c.contains(RSYNC_PASSWORD),
             "password on a command line: {c}"
