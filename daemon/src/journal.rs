@@ -10,17 +10,21 @@
 //!   (or of `subpath`) is owed to the target; `root 0x00 root_name` → (device, inode) of the
 //!   directory last replicated for that root; `schema` → version.
 //!
+//! Durability: writes that decide delivery (new changes) are flushed by their writer before any
+//! push; every other write is flushed by [`Journal::flush_behind`] within half a second.
+//!
 //! `target_id` is `root/target` (names are validated: no NUL, no `/` inside a name).
 //! Delivery is at least once: a repeat is harmless (rsync is idempotent), a loss is not.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bincode::Options;
 use serde::{Deserialize, Serialize};
 use sled::transaction::{TransactionError, TransactionResult};
 use sled::{IVec, Transactional};
+use tokio_util::sync::CancellationToken;
 
 const SCHEMA_VERSION: u32 = 1;
 
@@ -144,6 +148,8 @@ pub struct Journal {
     trees: Arc<RwLock<Option<Trees>>>,
     /// Openings so far, to tell a fresh database from the one that failed.
     epochs: Arc<std::sync::atomic::AtomicU64>,
+    /// Notified by every write; [`Journal::flush_behind`] flushes what nobody flushed.
+    written: Arc<tokio::sync::Notify>,
 }
 
 impl Trees {
@@ -152,7 +158,10 @@ impl Trees {
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(64 * 1024 * 1024)
-            .flush_every_ms(Some(500))
+            // No periodic flusher thread (it wakes twice a second forever): writes that are not
+            // flushed explicitly are flushed by `Journal::flush_behind`, which sleeps while
+            // nothing is written.
+            .flush_every_ms(None)
             .open()
             .map_err(|error| JournalError::Open {
                 dir: d.clone(),
@@ -405,6 +414,7 @@ impl Journal {
             dir: dir.to_path_buf(),
             trees: Arc::new(RwLock::new(Some(trees))),
             epochs: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+            written: Arc::default(),
         })
     }
 
@@ -455,6 +465,35 @@ impl Journal {
         self.check(t.epoch, res)
     }
 
+    /// Like [`Journal::with`] for a write: it is flushed by `flush_behind` at the latest.
+    fn write<R>(
+        &self,
+        f: impl FnOnce(&Trees) -> Result<R, JournalError>,
+    ) -> Result<R, JournalError> {
+        let res = self.with(f);
+        self.written.notify_one();
+        res
+    }
+
+    /// Flush, `after` a write, whatever its writer did not flush itself (a retry schedule, a
+    /// finished resync, a confirmation whose batch ended early), until `shutdown`. Sleeps while
+    /// nothing is written: an idle daemon does not wake up for the journal.
+    pub async fn flush_behind(self, after: Duration, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = self.written.notified() => {}
+                _ = shutdown.cancelled() => return,
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(after) => {}
+                _ = shutdown.cancelled() => return,
+            }
+            if let Err(e) = self.flush().await {
+                tracing::warn!(error = %e, "journal flush failed");
+            }
+        }
+    }
+
     /// Make everything written so far survive a crash of the process.
     pub async fn flush(&self) -> Result<(), JournalError> {
         let t = self.trees()?;
@@ -473,7 +512,7 @@ impl Journal {
     /// Record that `paths` changed, for every target in `targets`. Resets attempts (the path
     /// changed, so it deserves fresh tries) and un-parks it.
     pub fn record(&self, targets: &[String], paths: &[Vec<u8>]) -> Result<(), JournalError> {
-        self.with(|t| t.record(targets, paths))
+        self.write(|t| t.record(targets, paths))
     }
 
     /// Up to `limit` pending paths of `target` due at `now_ms`, skipping `skip` (already in
@@ -491,7 +530,7 @@ impl Journal {
     /// The target confirmed these paths: remove each one whose entry did not change meanwhile.
     /// Returns how many were removed.
     pub fn confirm(&self, target: &str, items: &[Item]) -> Result<u64, JournalError> {
-        self.with(|t| t.confirm(target, items))
+        self.write(|t| t.confirm(target, items))
     }
 
     /// A push of `item` failed: count the attempt and schedule the next one, or park the path in
@@ -505,12 +544,12 @@ impl Journal {
         next_attempt_ms: u64,
         max_attempts: u32,
     ) -> Result<bool, JournalError> {
-        self.with(|t| t.fail(target, item, error, next_attempt_ms, max_attempts))
+        self.write(|t| t.fail(target, item, error, next_attempt_ms, max_attempts))
     }
 
     /// Move every parked path of `target` back to pending with fresh attempts; returns how many.
     pub fn retry_failed(&self, target: &str) -> Result<u64, JournalError> {
-        self.with(|t| t.retry_failed(target))
+        self.write(|t| t.retry_failed(target))
     }
 
     /// Parked paths of `target`, at most `limit`, and the total count.
@@ -544,12 +583,12 @@ impl Journal {
 
     /// Remember the directory now replicated for root `root`.
     pub fn set_root_identity(&self, root: &str, id: (u64, u64)) -> Result<(), JournalError> {
-        self.with(|t| t.set_root_identity(root, id))
+        self.write(|t| t.set_root_identity(root, id))
     }
 
     /// Owe `target` a full rsync of its root (`sub` empty) or of the subdirectory `sub`.
     pub fn request_resync(&self, target: &str, sub: &[u8]) -> Result<(), JournalError> {
-        self.with(|t| t.request_resync(target, sub))
+        self.write(|t| t.request_resync(target, sub))
     }
 
     /// Full resyncs owed to `target`: (subpath, token for [`Journal::resync_done`]).
@@ -560,7 +599,7 @@ impl Journal {
     /// A full rsync finished: clear the request unless it was renewed meanwhile (an overflow
     /// during the run asks again, and must get another run).
     pub fn resync_done(&self, target: &str, sub: &[u8], token: &IVec) -> Result<(), JournalError> {
-        self.with(|t| t.resync_done(target, sub, token))
+        self.write(|t| t.resync_done(target, sub, token))
     }
 }
 

@@ -21,6 +21,7 @@ pub mod watch;
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::signal::unix::{signal, SignalKind};
@@ -41,7 +42,15 @@ pub async fn run(
         journal::Journal::open(&config.state_dir.join("journal")).context("opening the journal")?;
     let listener = control::bind(&config.socket, config.socket_group.as_deref())?;
     let socket_path = config.socket.clone();
+    let flusher_stop = CancellationToken::new();
+    let flusher = tokio::spawn(
+        journal
+            .clone()
+            .flush_behind(Duration::from_millis(500), flusher_stop.clone()),
+    );
     let result = serve(config, journal.clone(), listener, shutdown, ready).await;
+    flusher_stop.cancel();
+    let _ = flusher.await;
     if let Err(e) = journal.flush().await {
         error!(error = %e, "final journal flush failed");
     }

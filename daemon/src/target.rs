@@ -297,7 +297,10 @@ impl Worker {
                         self.id.clone(),
                         self.identity,
                     );
-                    jobs.spawn(full_job(runner, journal, id, identity, owed, progress));
+                    jobs.spawn(flushed(
+                        journal.clone(),
+                        full_job(runner, journal, id, identity, owed, progress),
+                    ));
                 }
                 return;
             }
@@ -314,13 +317,26 @@ impl Worker {
                 self.id.clone(),
                 self.identity,
             );
-            jobs.spawn(batch_job(runner, journal, id, identity, items));
+            jobs.spawn(flushed(
+                journal.clone(),
+                batch_job(runner, journal, id, identity, items),
+            ));
             if !owed.is_empty() {
                 *deferred += 1;
                 return;
             }
         }
     }
+}
+
+/// Runs `job`, then flushes the journal: whatever the job wrote (confirmations, retry
+/// schedules, owed resyncs), on every way out, is on disk before the worker acts on its result.
+async fn flushed(journal: Journal, job: impl std::future::Future<Output = JobResult>) -> JobResult {
+    let res = job.await;
+    if let Err(e) = journal.flush().await {
+        warn!(error = %e, "journal flush failed");
+    }
+    res
 }
 
 async fn full_job(
@@ -551,9 +567,6 @@ async fn batch_job(
                 }
             }
         }
-    }
-    if let Err(e) = journal.flush().await {
-        warn!(target = %id, error = %e, "journal flush failed");
     }
     JobResult::Batch {
         paths,

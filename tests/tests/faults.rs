@@ -298,3 +298,38 @@ fn sigterm_under_load_exits_within_the_grace_period_and_keeps_everything_unconfi
     d.settle();
     assert_same_tree(&env.src, &env.dst);
 }
+
+#[test]
+fn an_interrupted_push_owes_its_directory_a_full_sync_even_across_kill_9() {
+    let env = Env::new();
+    let fake = Fake::new(env.dir.path());
+    // No startup resync: after the crash only the journal can say what is owed.
+    let (d, cfg) = start_top(&env, &fake, "startup_resync = false", "");
+    write(&env.src.join("d/keep.txt"), b"keep");
+    d.settle();
+    // A leftover at the target that only a full sync of `d` removes (like the temporary file
+    // a killed transfer leaves behind).
+    write(&env.dst.join("d/.keep.txt.Xy12Ab"), b"partial");
+    assert!(d.ctl(&["pause"]).status.success());
+    write(&env.src.join("d/a.txt"), b"a");
+    write(&env.src.join("d/b.txt"), b"b");
+    d.wait_idle(1);
+    // The push is killed by a signal: interrupted, so `d` is owed a full sync.
+    fake.set("die", true);
+    assert!(d.ctl(&["resume"]).status.success());
+    assert!(d
+        .log
+        .wait_for("backing off", 0, Duration::from_secs(20))
+        .is_some());
+    // Killed as soon as the worker acted on the result: the owed sync must already be on disk.
+    d.kill9();
+    fake.set("die", false);
+    let path = fake.path_env();
+    let d = Syncd::start_with_env(&cfg, &env.socket, &[("PATH", &path)]);
+    d.settle();
+    assert!(
+        !env.dst.join("d/.keep.txt.Xy12Ab").exists(),
+        "the owed full sync of d ran after the restart"
+    );
+    assert_same_tree(&env.src, &env.dst);
+}
