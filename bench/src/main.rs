@@ -7,6 +7,7 @@
 //! running. Every run ends with an exact comparison of the target with the source.
 
 mod measure;
+mod scale;
 mod tools;
 mod workloads;
 
@@ -48,6 +49,13 @@ struct Args {
     /// Seconds a run may take to converge before it is reported as not converged.
     #[arg(long, default_value_t = 60)]
     deadline_s: u64,
+    /// Seconds each tool is watched doing nothing on every base tree (0: no idle runs).
+    #[arg(long, default_value_t = 10)]
+    idle_s: u64,
+    /// Files of the scale run (syncd alone, one directory per ten files, into an empty
+    /// module; 0: no scale run).
+    #[arg(long, default_value_t = 1_000_000)]
+    scale: usize,
 }
 
 /// One measured run.
@@ -60,6 +68,11 @@ pub struct RunResult {
     /// From its last operation to convergence.
     pub after_last: Option<Duration>,
     pub cpu_s: f64,
+    /// CPU of the rsync daemon serving the run (all its transfer processes).
+    pub server_cpu_s: f64,
+    /// How long the workload itself took, and the CPU it used.
+    pub workload_s: f64,
+    pub workload_cpu_s: f64,
     pub rsyncs: u64,
     pub peak_rss_kib: u64,
     /// CPU seconds used after convergence until the tool was quiet (or 30 s passed).
@@ -88,7 +101,16 @@ fn main() -> anyhow::Result<()> {
         .map(|w| Workload::parse(w))
         .collect::<anyhow::Result<_>>()?;
     let mut results = Vec::new();
+    let mut idle = Vec::new();
     for &base in &args.base {
+        if args.idle_s > 0 {
+            for tool in &tools {
+                let r = idle_one(tool, base, Duration::from_secs(args.idle_s))
+                    .with_context(|| format!("{} / idle / base {base}", tool.name()))?;
+                eprintln!("{}", measure::idle_row(&r));
+                idle.push(r);
+            }
+        }
         for load in &loads {
             for tool in &tools {
                 let r = run_one(tool, load, base, Duration::from_secs(args.deadline_s))
@@ -101,7 +123,14 @@ fn main() -> anyhow::Result<()> {
             results.push(r);
         }
     }
-    let report = measure::report(&results)?;
+    let scale = if args.scale > 0 {
+        let r = scale::run(args.scale).context("scale run")?;
+        eprintln!("{}", measure::scale_row(&r));
+        Some(r)
+    } else {
+        None
+    };
+    let report = measure::report(&results, &idle, scale.as_ref())?;
     std::fs::write(&args.out, report).with_context(|| format!("writing {}", args.out.display()))?;
     eprintln!("report written to {}", args.out.display());
     Ok(())
@@ -121,23 +150,34 @@ pub struct Stage {
 
 impl Stage {
     fn new(base: usize) -> anyhow::Result<Stage> {
+        Stage::build("12g", true, |src| workloads::base_tree(src, base))
+    }
+
+    /// A tmpfs of `size` with `src/` filled by `populate`, the module a copy of it (or empty).
+    pub fn build(
+        size: &str,
+        copy: bool,
+        populate: impl FnOnce(&Path) -> anyhow::Result<()>,
+    ) -> anyhow::Result<Stage> {
         let dir = tempfile::Builder::new()
             .prefix("syncd-bench")
             .tempdir_in("/tmp")?;
         // In memory: the figures are the tools', not this machine's disk.
-        let fs = syncd_tests::Tmpfs::mount(dir.path(), "12g");
+        let fs = syncd_tests::Tmpfs::mount(dir.path(), size);
         let src = dir.path().join("src");
         let module = dir.path().join("module");
         std::fs::create_dir(&src)?;
         std::fs::create_dir(&module)?;
-        workloads::base_tree(&src, base)?;
-        let st = Command::new("rsync")
-            .arg("-a")
-            .arg(format!("{}/", src.display()))
-            .arg(format!("{}/", module.display()))
-            .status()?;
-        if !st.success() {
-            bail!("copying the base tree failed");
+        populate(&src)?;
+        if copy {
+            let st = Command::new("rsync")
+                .arg("-a")
+                .arg(format!("{}/", src.display()))
+                .arg(format!("{}/", module.display()))
+                .status()?;
+            if !st.success() {
+                bail!("copying the base tree failed");
+            }
         }
         let daemon = RsyncDaemon::start(dir.path(), &module, "");
         let rsyncs = Rsyncs::new(dir.path())?;
@@ -149,6 +189,15 @@ impl Stage {
             daemon,
             rsyncs,
         })
+    }
+
+    /// CPU seconds of the rsync daemon so far.
+    pub fn server_cpu_s(&self) -> f64 {
+        self.daemon
+            .child
+            .as_ref()
+            .map(|c| measure::server_cpu_s(c.id()))
+            .unwrap_or(0.0)
     }
 
     /// `rsync://` URL of the module.
@@ -169,17 +218,21 @@ fn run_one(
     let running = tool.start(&stage)?;
     running.wait_ready(&stage, Duration::from_secs(300))?;
     let cpu0 = tree_cpu_s(running.pgid);
+    let server0 = stage.server_cpu_s();
     let runs0 = stage.rsyncs.count();
     let lag = load
         .tracks_lag()
         .then(|| measure::LagTracker::start(&stage.src, &stage.module));
     let t0 = Instant::now();
+    let wcpu0 = measure::thread_cpu_s();
     let touched = load.run(&stage.src, lag.as_ref().map(|l| l.sender()))?;
     let last = t0.elapsed();
+    let wcpu = measure::thread_cpu_s() - wcpu0;
     let converged = measure::wait_converged(&stage.src, &stage.module, &touched, t0 + deadline);
     let at = t0.elapsed();
     let lag = lag.map(|l| l.finish());
     let cpu1 = tree_cpu_s(running.pgid);
+    let server1 = stage.server_cpu_s();
     let runs1 = stage.rsyncs.count();
     // Is it still working once the target is right? Quiet: no rsync and (almost) no CPU for
     // half a second; given up on after 30 s.
@@ -210,6 +263,9 @@ fn run_one(
         from_start: converged.then_some(at),
         after_last: converged.then(|| at.saturating_sub(last)),
         cpu_s: cpu1 - cpu0,
+        server_cpu_s: server1 - server0,
+        workload_s: last.as_secs_f64(),
+        workload_cpu_s: wcpu,
         rsyncs: runs1 - runs0,
         peak_rss_kib: peak,
         cpu_after_s: cpu2 - cpu1,
@@ -237,7 +293,11 @@ fn ideal(load: &Workload, base: usize) -> anyhow::Result<RunResult> {
     let stage = Stage::new(base)?;
     load.prepare(&stage.src)?;
     sync_module(&stage)?;
+    let w0 = Instant::now();
+    let wcpu0 = measure::thread_cpu_s();
     let touched = load.run(&stage.src, None)?;
+    let (workload_s, workload_cpu_s) =
+        (w0.elapsed().as_secs_f64(), measure::thread_cpu_s() - wcpu0);
     let mut list = Vec::new();
     // A missing path whose parent is missing too goes with its parent (rsync would complain).
     let listed = touched.iter().filter(|p| {
@@ -249,6 +309,7 @@ fn ideal(load: &Workload, base: usize) -> anyhow::Result<RunResult> {
         list.push(0);
     }
     let t0 = Instant::now();
+    let server0 = stage.server_cpu_s();
     let (ok, cpu) = measure::run_timed(
         Command::new("rsync")
             .args([
@@ -268,6 +329,8 @@ fn ideal(load: &Workload, base: usize) -> anyhow::Result<RunResult> {
         &list,
     )?;
     let took = t0.elapsed();
+    // The daemon's transfer process may still be finishing its side.
+    let server_cpu_s = settled(|| stage.server_cpu_s()) - server0;
     let differing = measure::differing(&snapshot(&stage.src), &snapshot(&stage.module));
     Ok(RunResult {
         tool: "ideal (one rsync of the changed set)".into(),
@@ -276,6 +339,9 @@ fn ideal(load: &Workload, base: usize) -> anyhow::Result<RunResult> {
         from_start: ok.then_some(took),
         after_last: ok.then_some(took),
         cpu_s: cpu,
+        server_cpu_s,
+        workload_s,
+        workload_cpu_s,
         rsyncs: 1,
         peak_rss_kib: 0,
         cpu_after_s: 0.0,
@@ -288,4 +354,59 @@ fn ideal(load: &Workload, base: usize) -> anyhow::Result<RunResult> {
 /// Paths relative to `root`.
 pub fn rel(root: &Path, p: &Path) -> PathBuf {
     p.strip_prefix(root).unwrap_or(p).to_path_buf()
+}
+
+/// A CPU counter read until two readings 100 ms apart agree (at most 5 s).
+fn settled(read: impl Fn() -> f64) -> f64 {
+    let mut v = read();
+    for _ in 0..50 {
+        std::thread::sleep(Duration::from_millis(100));
+        let w = read();
+        if (w - v).abs() < 0.005 {
+            return w;
+        }
+        v = w;
+    }
+    v
+}
+
+/// A tool doing nothing: what it costs while no file changes.
+pub struct IdleResult {
+    pub tool: String,
+    pub base: usize,
+    pub window: Duration,
+    pub cpu_s: f64,
+    /// Wake-ups (context switches) of all its threads, and the busiest thread names.
+    pub wakeups: u64,
+    pub top: Vec<(String, u64)>,
+    pub rss_kib: u64,
+}
+
+fn idle_one(tool: &Tool, base: usize, window: Duration) -> anyhow::Result<IdleResult> {
+    let stage = Stage::new(base)?;
+    let running = tool.start(&stage)?;
+    running.wait_ready(&stage, Duration::from_secs(600))?;
+    let cpu0 = tree_cpu_s(running.pgid);
+    let w0 = measure::group_wakeups(running.pgid);
+    // The measuring window: nothing changes on purpose while it runs.
+    std::thread::sleep(window);
+    let cpu1 = tree_cpu_s(running.pgid);
+    let w1 = measure::group_wakeups(running.pgid);
+    let rss = running.rss_kib();
+    running.stop();
+    let mut top: Vec<(String, u64)> = w1
+        .iter()
+        .map(|(k, v)| (k.clone(), v.saturating_sub(*w0.get(k).unwrap_or(&0))))
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    top.sort_by_key(|t| std::cmp::Reverse(t.1));
+    Ok(IdleResult {
+        tool: tool.name().to_string(),
+        base,
+        window,
+        cpu_s: cpu1 - cpu0,
+        wakeups: top.iter().map(|t| t.1).sum(),
+        top,
+        rss_kib: rss,
+    })
 }

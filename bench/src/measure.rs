@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use syncd_tests::Node;
 
-use crate::RunResult;
+use crate::scale::ScaleResult;
+use crate::{IdleResult, RunResult};
 
 /// Clock ticks per second of /proc/PID/stat times (USER_HZ, 100 on Linux).
 const HZ: f64 = 100.0;
@@ -36,6 +37,77 @@ pub fn tree_cpu_s(pgid: i32) -> f64 {
         }
     }
     ticks as f64 / HZ
+}
+
+/// `(utime, stime, cutime, cstime)` ticks of one process, from /proc/PID/stat.
+fn proc_ticks(pid: i32) -> Option<(i32, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ppid = f.get(1)?.parse().ok()?;
+    let t = (11..=14)
+        .map(|i| f.get(i).and_then(|t| t.parse::<u64>().ok()).unwrap_or(0))
+        .sum();
+    Some((ppid, t))
+}
+
+/// CPU seconds of the rsync daemon `pid` serving the transfers: its own, its reaped children's
+/// and its live children's (one forked process per connection).
+pub fn server_cpu_s(pid: u32) -> f64 {
+    let pid = pid as i32;
+    let mut ticks = proc_ticks(pid).map(|(_, t)| t).unwrap_or(0);
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(p) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if let Some((ppid, t)) = proc_ticks(p) {
+            if ppid == pid {
+                ticks += t;
+            }
+        }
+    }
+    ticks as f64 / HZ
+}
+
+/// CPU seconds the calling thread has used (the workload runs on it).
+pub fn thread_cpu_s() -> f64 {
+    let ru = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_THREAD)
+        .expect("getrusage");
+    let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
+    t(ru.user_time()) + t(ru.system_time())
+}
+
+/// Wake-ups so far of every thread of every process in group `pgid` (voluntary and
+/// involuntary context switches), per thread name.
+pub fn group_wakeups(pgid: i32) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        if f.get(2).and_then(|g| g.parse::<i32>().ok()) != Some(pgid) {
+            continue;
+        }
+        for t in std::fs::read_dir(e.path().join("task"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+            let status = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+            let n: u64 = status
+                .lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum();
+            *out.entry(name.trim().to_string()).or_insert(0) += n;
+        }
+    }
+    out
 }
 
 /// Counts rsync invocations through a shim first on PATH (`shim/rsync` appends a line, then
@@ -140,6 +212,11 @@ pub fn differing(a: &BTreeMap<Vec<u8>, Node>, b: &BTreeMap<Vec<u8>, Node>) -> us
         + b.keys().filter(|k| !a.contains_key(*k)).count()
 }
 
+/// Paths that differ between two whole trees (0: exact).
+pub fn differing_count(a: &Path, b: &Path) -> usize {
+    differing(&syncd_tests::snapshot(a), &syncd_tests::snapshot(b))
+}
+
 /// Run `cmd` with `input` on stdin; (success, CPU seconds of it and its children).
 pub fn run_timed(cmd: &mut Command, input: &[u8]) -> anyhow::Result<(bool, f64)> {
     use std::io::Write;
@@ -189,8 +266,211 @@ fn busy(d: Option<Duration>) -> String {
     }
 }
 
-/// The Markdown report: machine, versions, date, then one table per workload and base size.
-pub fn report(results: &[RunResult]) -> anyhow::Result<String> {
+/// One line for the terminal: an idle run.
+pub fn idle_row(r: &IdleResult) -> String {
+    format!(
+        "{:<12} idle     base {:>7}: CPU {:.2} s in {} s, {:.1} wake-ups/s ({}), RSS {} KiB",
+        r.tool,
+        r.base,
+        r.cpu_s,
+        r.window.as_secs(),
+        r.wakeups as f64 / r.window.as_secs_f64(),
+        top_text(r),
+        r.rss_kib
+    )
+}
+
+fn top_text(r: &IdleResult) -> String {
+    r.top
+        .iter()
+        .take(4)
+        .map(|(n, c)| format!("{n} {:.1}/s", *c as f64 / r.window.as_secs_f64()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// One line for the terminal: the scale run.
+pub fn scale_row(r: &ScaleResult) -> String {
+    format!(
+        "syncd scale: {} files / {} directories: watched in {:.2} s, first idle after {:.1} s, CPU {:.1} s, peak RSS {} KiB, RSS at idle {} KiB, {} differing",
+        r.files,
+        r.dirs,
+        r.watch.as_secs_f64(),
+        r.first_idle.as_secs_f64(),
+        r.cpu_s,
+        r.peak_rss_kib,
+        r.idle_rss_kib,
+        r.differing
+    )
+}
+
+fn mib(kib: u64) -> String {
+    if kib == 0 {
+        "–".to_string()
+    } else {
+        format!("{:.1}", kib as f64 / 1024.0)
+    }
+}
+
+fn find<'a>(rs: &'a [RunResult], tool: &str, load: &str, base: usize) -> Option<&'a RunResult> {
+    rs.iter()
+        .find(|r| r.tool == tool && r.workload == load && r.base == base)
+}
+
+/// Targets of the issue, checked against this run's figures: (target, figure, met).
+fn targets(
+    rs: &[RunResult],
+    idle: &[IdleResult],
+    scale: Option<&ScaleResult>,
+) -> Vec<(String, String, bool)> {
+    let mut out = Vec::new();
+    let after = |r: &RunResult| r.after_last.map(|d| d.as_secs_f64());
+    let mut bases: Vec<usize> = rs.iter().map(|r| r.base).collect();
+    bases.sort_unstable();
+    bases.dedup();
+    for &base in &bases {
+        let at = |s: &str| format!("{s} (base {base})");
+        if let (Some(s), l) = (
+            find(rs, "syncd", "burst", base),
+            find(rs, "lsyncd", "burst", base),
+        ) {
+            let a = after(s);
+            out.push((
+                at("burst: converged ≤ 0.3 s after the last write"),
+                a.map(|a| format!("{a:.3} s"))
+                    .unwrap_or("not converged".into()),
+                a.is_some_and(|a| a <= 0.3),
+            ));
+            if let Some(l) = l {
+                out.push((
+                    at("burst: CPU of syncd and its rsyncs ≤ 1/5 of lsyncd's"),
+                    format!(
+                        "{:.2} s vs {:.2} s (1/{:.1})",
+                        s.cpu_s,
+                        l.cpu_s,
+                        l.cpu_s / s.cpu_s.max(0.001)
+                    ),
+                    s.cpu_s * 5.0 <= l.cpu_s,
+                ));
+            }
+        }
+        if let Some(s) = find(rs, "syncd", "steady 200 files/s", base) {
+            let p99 = s.lag.map(|l| l.p99.as_secs_f64());
+            out.push((
+                at("steady 200 files/s: lag p99 ≤ 0.3 s"),
+                p99.map(|p| format!("{p:.3} s")).unwrap_or("–".into()),
+                p99.is_some_and(|p| p <= 0.3) && s.lag.is_some_and(|l| l.missing == 0),
+            ));
+        }
+        if let Some(s) = find(rs, "syncd", "steady 2,000 files/s", base) {
+            let p99 = s.lag.map(|l| l.p99.as_secs_f64());
+            let a = after(s);
+            out.push((
+                at("steady 2,000 files/s: lag p99 ≤ 1 s, no backlog (drained ≤ 1 s after the last write)"),
+                format!(
+                    "p99 {}, drained {}",
+                    p99.map(|p| format!("{p:.3} s")).unwrap_or("–".into()),
+                    a.map(|a| format!("{a:.3} s")).unwrap_or("never".into())
+                ),
+                p99.is_some_and(|p| p <= 1.0) && a.is_some_and(|a| a <= 1.0),
+            ));
+        }
+        for load in ["tree ops", "renames"] {
+            if let Some(s) = find(rs, "syncd", load, base) {
+                let a = after(s);
+                out.push((
+                    at(&format!(
+                        "{load}: converged ≤ 0.3 s after the last operation"
+                    )),
+                    a.map(|a| format!("{a:.3} s"))
+                        .unwrap_or("not converged".into()),
+                    a.is_some_and(|a| a <= 0.3),
+                ));
+            }
+        }
+        if let (Some(s), Some(i)) = (
+            find(rs, "syncd", "big file", base),
+            find(rs, "ideal (one rsync of the changed set)", "big file", base),
+        ) {
+            let (a, b) = (after(s), after(i));
+            let ratio = a.zip(b).map(|(a, b)| a / b);
+            out.push((
+                at("big file: ≤ 1.1× one plain rsync of the change"),
+                ratio.map(|r| format!("{r:.2}×")).unwrap_or("–".into()),
+                ratio.is_some_and(|r| r <= 1.1),
+            ));
+        }
+    }
+    // The larger base tree against the smallest: nothing worse by more than 20 %.
+    if let (Some(&small), Some(&large)) = (bases.iter().min(), bases.iter().max()) {
+        if large != small {
+            let mut loads: Vec<&str> = Vec::new();
+            for r in rs {
+                if !loads.contains(&r.workload.as_str()) {
+                    loads.push(&r.workload);
+                }
+            }
+            for load in loads {
+                let (Some(a), Some(b)) = (
+                    find(rs, "syncd", load, small),
+                    find(rs, "syncd", load, large),
+                ) else {
+                    continue;
+                };
+                let fig = |r: &RunResult| match r.lag {
+                    Some(l) => Some(l.p99.as_secs_f64()),
+                    None => after(r),
+                };
+                let (Some(fa), Some(fb)) = (fig(a), fig(b)) else {
+                    continue;
+                };
+                // Differences under 50 ms are below this machine's noise for a single run.
+                let ok = fb <= fa * 1.2 || fb - fa < 0.05;
+                out.push((
+                    format!("{load}: base {large} within 20 % of base {small} (or within 50 ms)"),
+                    format!("{fb:.3} s vs {fa:.3} s"),
+                    ok,
+                ));
+            }
+        }
+    }
+    for i in idle.iter().filter(|i| i.tool == "syncd") {
+        out.push((
+            format!("idle (base {}): no CPU use while nothing changes", i.base),
+            format!(
+                "{:.2} s CPU in {} s, {:.1} wake-ups/s",
+                i.cpu_s,
+                i.window.as_secs(),
+                i.wakeups as f64 / i.window.as_secs_f64()
+            ),
+            i.cpu_s < 0.01 * i.window.as_secs_f64().max(1.0),
+        ));
+        out.push((
+            format!("idle (base {}): RSS ≤ 50 MB", i.base),
+            format!("{} MiB", mib(i.rss_kib)),
+            i.rss_kib * 1024 <= 50_000_000,
+        ));
+    }
+    if let Some(s) = scale {
+        out.push((
+            format!(
+                "scale ({} files / {} dirs): watched ≤ 10 s",
+                s.files, s.dirs
+            ),
+            format!("{:.2} s", s.watch.as_secs_f64()),
+            s.watch <= Duration::from_secs(10) && s.differing == 0,
+        ));
+    }
+    out
+}
+
+/// The Markdown report: machine, versions, date, the targets, then one table per workload and
+/// base size, the idle runs and the scale run.
+pub fn report(
+    results: &[RunResult],
+    idle: &[IdleResult],
+    scale: Option<&ScaleResult>,
+) -> anyhow::Result<String> {
     let out = |c: &str, a: &[&str]| {
         Command::new(c)
             .args(a)
@@ -209,9 +489,9 @@ pub fn report(results: &[RunResult]) -> anyhow::Result<String> {
         .unwrap_or_default();
     let mut s = String::new();
     s.push_str("# Benchmarks\n\n");
-    s.push_str("Generated by `bench/run` (the `syncd-bench` harness); do not edit by hand.\n\n");
+    s.push_str("Generated by `bench/run` (the `syncd-bench` harness) in one run; do not edit by hand. Analysis: `docs/performance.md`.\n\n");
     s.push_str(&format!(
-        "- date: {}\n- machine: {} cores, {cpu}; kernel {}\n- {}\n- {}\n- lsyncd {}\n- {}\n\n",
+        "- date: {}\n- machine: {} cores, {cpu}; kernel {}\n- {}\n- {}\n- lsyncd {}\n- {}\n- command: `bench/run {}`\n\n",
         out("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
         std::thread::available_parallelism()
             .map(|n| n.get())
@@ -227,15 +507,41 @@ pub fn report(results: &[RunResult]) -> anyhow::Result<String> {
         )),
         out("lsyncd", &["--version"]).replace("Version: ", ""),
         first_line(out("inotifywait", &["--help"])),
+        std::env::args().skip(1).filter(|a| !a.starts_with("--out") && !a.ends_with(".md")).collect::<Vec<_>>().join(" "),
     ));
+    s.push_str("## Targets\n\n| target | syncd | met |\n|---|---|---|\n");
+    for (t, fig, ok) in targets(results, idle, scale) {
+        s.push_str(&format!(
+            "| {t} | {fig} | {} |\n",
+            if ok { "yes" } else { "**no**" }
+        ));
+    }
+    s.push('\n');
     s.push_str(
-        "Every tool pushes to the same rsync daemon on 127.0.0.1, from an identical start. \
+        "Every tool pushes to the same rsync daemon on 127.0.0.1, from an identical start, on a tmpfs. \
 \"from start\" and \"after last op\" are the times until every path the workload touched is at \
 the target as at the source; CPU is the tool's whole process group (its rsyncs included) from \
-the workload's start to convergence; \"busy after\" is how long it kept working once the target was right (no rsync and no CPU \
+the workload's start to convergence, \"server CPU\" the rsync daemon's over the same time; \"busy after\" is how long it kept working once the target was right (no rsync and no CPU \
 for half a second ends it; checked for 30 s) and \"CPU after\" what it used meanwhile; \
-\"differing\" counts paths that differ in the final exact comparison (0 = exact).\n\n",
+\"differing\" counts paths that differ in the final exact comparison (0 = exact). \
+The ideal is one `rsync -a --files-from` of exactly the changed set, started after the workload.\n\n",
     );
+    if !idle.is_empty() {
+        s.push_str("## Idle\n\nEach tool started on the base tree, ready, then left alone while nothing changes.\n\n| tool | base tree | CPU (s) | window (s) | wake-ups/s | by thread | RSS (MiB, all its processes) |\n|---|---|---|---|---|---|---|\n");
+        for r in idle {
+            s.push_str(&format!(
+                "| {} | {} | {:.2} | {} | {:.1} | {} | {} |\n",
+                r.tool,
+                r.base,
+                r.cpu_s,
+                r.window.as_secs(),
+                r.wakeups as f64 / r.window.as_secs_f64(),
+                top_text(r),
+                mib(r.rss_kib)
+            ));
+        }
+        s.push('\n');
+    }
     let mut keys: Vec<(usize, String)> = results
         .iter()
         .map(|r| (r.base, r.workload.clone()))
@@ -243,30 +549,51 @@ for half a second ends it; checked for 30 s) and \"CPU after\" what it used mean
     keys.dedup();
     for (base, load) in keys {
         s.push_str(&format!("## {load}, base tree {base} files\n\n"));
-        s.push_str("| tool | from start (s) | after last op (s) | lag p50 / p95 / p99 / max (s) | CPU (s) | rsync runs | peak RSS (MiB) | busy after | CPU after (s) | differing |\n|---|---|---|---|---|---|---|---|---|---|\n");
-        for r in results
+        let rows: Vec<&RunResult> = results
             .iter()
             .filter(|r| r.base == base && r.workload == load)
-        {
+            .collect();
+        if let Some(r) = rows.first() {
             s.push_str(&format!(
-                "| {} | {} | {} | {} | {:.2} | {} | {} | {} | {:.2} | {} |\n",
+                "The workload itself took {:.3} s and {:.2} s of CPU.\n\n",
+                r.workload_s, r.workload_cpu_s
+            ));
+        }
+        s.push_str("| tool | from start (s) | after last op (s) | lag p50 / p95 / p99 / max (s) | CPU (s) | server CPU (s) | rsync runs | peak RSS (MiB) | busy after | CPU after (s) | differing |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
+        for r in rows {
+            s.push_str(&format!(
+                "| {} | {} | {} | {} | {:.2} | {:.2} | {} | {} | {} | {:.2} | {} |\n",
                 r.tool,
                 secs(r.from_start),
                 secs(r.after_last),
                 r.lag.map(|l| lag_text(&l)).unwrap_or_else(|| "–".into()),
                 r.cpu_s,
+                r.server_cpu_s,
                 r.rsyncs,
-                if r.peak_rss_kib == 0 {
-                    "–".to_string()
-                } else {
-                    format!("{:.1}", r.peak_rss_kib as f64 / 1024.0)
-                },
+                mib(r.peak_rss_kib),
                 busy(r.busy_for),
                 r.cpu_after_s,
                 r.differing
             ));
         }
         s.push('\n');
+    }
+    if let Some(r) = scale {
+        s.push_str(&format!(
+            "## Scale: syncd alone, {} files in {} directories, into an empty module\n\n\
+fs.inotify.max_user_watches was {} for the run.\n\n\
+| watched (start to ready) | first idle (initial sync done) | CPU (s, with its rsyncs) | peak RSS (MiB) | RSS at idle (MiB) | differing |\n|---|---|---|---|---|---|\n\
+| {:.2} s | {:.1} s | {:.1} | {} | {} | {} |\n\n",
+            r.files,
+            r.dirs,
+            r.max_watches,
+            r.watch.as_secs_f64(),
+            r.first_idle.as_secs_f64(),
+            r.cpu_s,
+            mib(r.peak_rss_kib),
+            mib(r.idle_rss_kib),
+            r.differing
+        ));
     }
     Ok(s)
 }

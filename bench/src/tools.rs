@@ -110,7 +110,7 @@ impl Tool {
 }
 
 /// A binary next to this one (the release build of the workspace).
-fn sibling(name: &str) -> anyhow::Result<PathBuf> {
+pub fn sibling(name: &str) -> anyhow::Result<PathBuf> {
     let p = std::env::current_exe()?.with_file_name(name);
     if !p.exists() {
         bail!(
@@ -174,6 +174,15 @@ impl Running {
             .map(|(pid, _)| syncd_tests::peak_rss_kib(pid as u32))
             .max()
             .unwrap_or(0)
+    }
+
+    /// Current RSS summed over the group's processes other than rsync.
+    pub fn rss_kib(&self) -> u64 {
+        group(self.pgid)
+            .into_iter()
+            .filter(|(_, comm)| comm != "rsync" && comm != "sh")
+            .map(|(pid, _)| syncd_tests::rss_kib(pid as u32))
+            .sum()
     }
 
     /// SIGTERM the group, SIGKILL what is left after 10 s, reap.
