@@ -52,6 +52,9 @@ struct Args {
     /// Seconds each tool is watched doing nothing on every base tree (0: no idle runs).
     #[arg(long, default_value_t = 10)]
     idle_s: u64,
+    /// Keep every tool's log in this directory (named tool-workload-base.log).
+    #[arg(long)]
+    logs: Option<PathBuf>,
     /// Files of the scale run (syncd alone, one directory per ten files, into an empty
     /// module; 0: no scale run).
     #[arg(long, default_value_t = 1_000_000)]
@@ -113,8 +116,14 @@ fn main() -> anyhow::Result<()> {
         }
         for load in &loads {
             for tool in &tools {
-                let r = run_one(tool, load, base, Duration::from_secs(args.deadline_s))
-                    .with_context(|| format!("{} / {} / base {base}", tool.name(), load.name()))?;
+                let r = run_one(
+                    tool,
+                    load,
+                    base,
+                    Duration::from_secs(args.deadline_s),
+                    args.logs.as_deref(),
+                )
+                .with_context(|| format!("{} / {} / base {base}", tool.name(), load.name()))?;
                 eprintln!("{}", measure::row(&r));
                 results.push(r);
             }
@@ -211,11 +220,13 @@ fn run_one(
     load: &Workload,
     base: usize,
     deadline: Duration,
+    logs: Option<&Path>,
 ) -> anyhow::Result<RunResult> {
     let stage = Stage::new(base)?;
     load.prepare(&stage.src)?;
     sync_module(&stage)?;
     let running = tool.start(&stage)?;
+    let running_log = running.log.clone();
     running.wait_ready(&stage, Duration::from_secs(300))?;
     let cpu0 = tree_cpu_s(running.pgid);
     let server0 = stage.server_cpu_s();
@@ -255,6 +266,12 @@ fn run_one(
     let cpu2 = tree_cpu_s(running.pgid);
     let peak = running.peak_rss_kib();
     running.stop();
+    if let Some(dir) = logs {
+        std::fs::create_dir_all(dir)?;
+        let name =
+            format!("{}-{}-{base}.log", tool.name(), load.name()).replace([' ', '=', ','], "_");
+        std::fs::copy(running_log, dir.join(name))?;
+    }
     let differing = measure::differing(&snapshot(&stage.src), &snapshot(&stage.module));
     Ok(RunResult {
         tool: tool.name().to_string(),

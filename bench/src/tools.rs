@@ -124,7 +124,7 @@ pub fn sibling(name: &str) -> anyhow::Result<PathBuf> {
 pub struct Running {
     child: Child,
     pub pgid: i32,
-    log: PathBuf,
+    pub log: PathBuf,
     syncctl: Option<PathBuf>,
     lsyncd: bool,
 }

@@ -552,7 +552,7 @@ impl Config {
                         return Err(invalid(tkey("rsync_args"), a, "every entry must be an option starting with '-'; paths are chosen by syncd"));
                     }
                 }
-                let workers = t.workers.unwrap_or(1);
+                let workers = t.workers.unwrap_or(4);
                 if !(1..=16).contains(&workers) {
                     return Err(invalid(tkey("workers"), workers, "allowed: 1 to 16"));
                 }

@@ -42,6 +42,10 @@ pub enum Outcome {
     Interrupted(String),
     /// A configuration problem (usage error, auth failure…): retry only at the slowest pace.
     Permanent(String),
+    /// The rsync daemon refused the connection at its `max connections`: nothing was
+    /// transferred. With other pushes of the same target running, it is their limit, not an
+    /// outage.
+    Busy(String),
 }
 
 /// What rsync runs against: the root and the target.
@@ -354,7 +358,7 @@ pub fn classify(status: ExitStatus, stderr: &str) -> Outcome {
         2 | 4 => Outcome::Permanent(msg(
             "protocol incompatibility or option refused by the server",
         )),
-        5 if stderr.contains("max connections") => Outcome::TargetDown(msg("server busy")),
+        5 if stderr.contains("max connections") => Outcome::Busy(msg("server busy")),
         5 => Outcome::Permanent(msg(
             "cannot start the rsync daemon session (authentication or module)",
         )),
@@ -467,7 +471,7 @@ mod tests {
         );
         assert!(matches!(
             classify(st(5), "@ERROR: max connections (1) reached"),
-            Outcome::TargetDown(_)
+            Outcome::Busy(_)
         ));
         assert!(matches!(
             classify(st(255), "Permission denied (publickey)"),

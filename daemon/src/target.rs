@@ -9,6 +9,10 @@
 //! - exit 23 is narrowed by splitting the batch until the failing paths are single, and only
 //!   those spend attempts; after `max_attempts` they are parked as failed with rsync's reason;
 //! - owed full resyncs run alone, after at most two batches of journaled paths;
+//! - a batch starts no sooner than [`PACE`] after the previous one: a quiet target pushes a
+//!   change at once, a stream costs one rsync per pace, a backlog runs on `workers` rsyncs;
+//! - refused at the server's `max connections` while other pushes run, the worker narrows its
+//!   parallelism instead of backing off;
 //! - timers are deadlines slept on with `sleep_until`, never a polling loop.
 
 use std::collections::HashSet;
@@ -67,7 +71,23 @@ enum JobResult {
         target_error: Option<(String, bool)>,
         warning: Option<String>,
     },
+    /// Refused at the server's `max connections`: the rest of the batch was not tried.
+    Busy {
+        paths: Vec<Vec<u8>>,
+        delivered: u64,
+        error: String,
+    },
 }
+
+/// How long a connection limit learned from the server holds before more parallel rsyncs are
+/// tried again.
+const CONN_LIMIT_HOLD: Duration = Duration::from_secs(60);
+
+/// A refusal at `max connections` right after our own push ended is usually that push's server
+/// process still closing: retried after `BUSY_PAUSE` × n, `BUSY_RETRIES` times, before it counts
+/// as a failure.
+const BUSY_PAUSE: Duration = Duration::from_millis(100);
+const BUSY_RETRIES: u32 = 3;
 
 /// The worker task.
 pub struct Worker {
@@ -84,8 +104,24 @@ pub struct Worker {
     pub grace: Duration,
 }
 
+/// When the worker may start what.
+#[derive(Default)]
+struct Schedule {
+    /// The earliest retry time of a pending path, or the end of the pace.
+    next_due: Option<Instant>,
+    /// Batches run while a full resync is owed.
+    deferred: u32,
+    /// When the last batch started (see [`PACE`]).
+    last_start: Option<Instant>,
+}
+
 /// Batches that may run while a full resync is owed, before it runs.
 const MAX_DEFERRED_BATCHES: u32 = 2;
+
+/// Pacing: a batch starts no sooner than this after the previous one started. A change to a
+/// quiet target goes at once; a stream of changes costs at most one rsync per interval instead
+/// of one per file, and the batches of a backlog run in parallel on up to `workers` rsyncs.
+const PACE: Duration = Duration::from_millis(50);
 
 /// Backoff after `n` consecutive failures: exponential, capped, with jitter in the upper half.
 pub fn backoff(policy: &RetryPolicy, n: u32) -> Duration {
@@ -106,8 +142,11 @@ impl Worker {
         let mut failures: u32 = 0;
         let mut backoff_until: Option<Instant> = None;
         let mut next_failed_retry = Instant::now() + t.retry.failed_interval;
-        let mut next_due: Option<Instant> = None;
-        let mut deferred: u32 = 0;
+        let mut sched = Schedule::default();
+        // (most rsyncs the server accepted at once, until when that holds)
+        let mut conn_limit: Option<(usize, Instant)> = None;
+        // Consecutive refusals at `max connections` with none of our rsyncs running.
+        let mut busy_streak: u32 = 0;
         let mut delivered: u64 = 0;
         let mut last_error: Option<String> = None;
         let mut stopping: Option<Instant> = None;
@@ -132,6 +171,10 @@ impl Worker {
                 }
                 next_failed_retry = now + t.retry.failed_interval;
             }
+            if conn_limit.is_some_and(|(_, until)| until <= now) {
+                conn_limit = None;
+            }
+            let workers = conn_limit.map_or(workers, |(l, _)| l.min(workers));
             let is_paused = *paused.borrow();
             let can_start = stopping.is_none()
                 && !is_paused
@@ -142,8 +185,7 @@ impl Worker {
                     &mut jobs,
                     &mut inflight,
                     &mut full_running,
-                    &mut next_due,
-                    &mut deferred,
+                    &mut sched,
                     workers,
                 );
             }
@@ -171,7 +213,7 @@ impl Worker {
             let far = now + Duration::from_secs(86_400);
             // A path's retry time only matters when a push could start: otherwise a passed retry
             // time would wake this loop over and over while paused, backing off or resyncing.
-            let due_wake = next_due.filter(|_| can_start && jobs.len() < workers);
+            let due_wake = sched.next_due.filter(|_| can_start && jobs.len() < workers);
             let wake_at = [backoff_until, due_wake, Some(next_failed_retry)]
                 .into_iter()
                 .flatten()
@@ -185,6 +227,7 @@ impl Worker {
                     };
                     match res {
                         JobResult::Batch { paths, delivered: n, target_error, path_error } => {
+                            busy_streak = 0;
                             for p in &paths { inflight.remove(p); }
                             delivered += n;
                             // A batch that delivered something proves the target works.
@@ -200,6 +243,30 @@ impl Worker {
                                     // A path's failure stays visible; a clean batch clears the last error.
                                     if path_error.is_some() || progressed { last_error = path_error; }
                                 }
+                            }
+                        }
+                        JobResult::Busy { paths, delivered: n, error } => {
+                            for p in &paths { inflight.remove(p); }
+                            delivered += n;
+                            if !jobs.is_empty() {
+                                // Our own other rsyncs fill the server's `max connections`:
+                                // run no more than those at once for a while; no backoff.
+                                let limit = jobs.len();
+                                if conn_limit.is_none_or(|(l, _)| l != limit) {
+                                    info!(target = %self.id, limit, "the server limits connections; running at most that many rsyncs at once");
+                                }
+                                conn_limit = Some((limit, Instant::now() + CONN_LIMIT_HOLD));
+                            } else if busy_streak < BUSY_RETRIES {
+                                // The server side of our last push may still be closing: a
+                                // short pause, not an outage.
+                                busy_streak += 1;
+                                debug!(target = %self.id, error = %error, "server busy; retrying shortly");
+                                backoff_until = Some(Instant::now() + BUSY_PAUSE * busy_streak);
+                            } else {
+                                // Busy with other clients: an outage as far as we can tell.
+                                failures += 1;
+                                backoff_until = Some(self.back_off(&error, false, failures));
+                                last_error = Some(error);
                             }
                         }
                         JobResult::Full { ok, target_error, warning } => {
@@ -254,21 +321,30 @@ impl Worker {
         jobs: &mut JoinSet<JobResult>,
         inflight: &mut HashSet<Vec<u8>>,
         full_running: &mut Option<(Instant, Arc<AtomicU64>)>,
-        next_due: &mut Option<Instant>,
-        deferred: &mut u32,
+        sched: &mut Schedule,
         workers: usize,
     ) {
-        *next_due = None;
+        sched.next_due = None;
         let owed = match self.journal.resyncs(&self.id) {
             Ok(rs) => rs,
             Err(e) => {
                 warn!(target = %self.id, error = %e, "journal read failed");
                 // Try again on our own: nothing else may wake this worker.
-                *next_due = Some(Instant::now() + Duration::from_secs(1));
+                sched.next_due = Some(Instant::now() + Duration::from_secs(1));
                 return;
             }
         };
         while jobs.len() < workers {
+            // Paced: not even a look at the journal (a scan per wake-up costs more than the
+            // batch it finds under a steady stream of changes).
+            if let Some(at) = sched
+                .last_start
+                .map(|s| s + PACE)
+                .filter(|at| *at > Instant::now())
+            {
+                sched.next_due = Some(sched.next_due.map_or(at, |n| n.min(at)));
+                return;
+            }
             let now = now_ms();
             let skip = |p: &[u8]| inflight.contains(p);
             let (items, next) =
@@ -279,16 +355,17 @@ impl Worker {
                     Ok(r) => r,
                     Err(e) => {
                         warn!(target = %self.id, error = %e, "journal read failed");
-                        *next_due = Some(Instant::now() + Duration::from_secs(1));
+                        sched.next_due = Some(Instant::now() + Duration::from_secs(1));
                         return;
                     }
                 };
             if let Some(next) = next {
-                *next_due = Some(Instant::now() + Duration::from_millis(next.saturating_sub(now)));
+                sched.next_due =
+                    Some(Instant::now() + Duration::from_millis(next.saturating_sub(now)));
             }
-            if !owed.is_empty() && (items.is_empty() || *deferred >= MAX_DEFERRED_BATCHES) {
+            if !owed.is_empty() && (items.is_empty() || sched.deferred >= MAX_DEFERRED_BATCHES) {
                 if jobs.is_empty() {
-                    *deferred = 0;
+                    sched.deferred = 0;
                     let progress = Arc::new(AtomicU64::new(0));
                     *full_running = Some((Instant::now(), progress.clone()));
                     let (runner, journal, id, identity) = (
@@ -307,6 +384,7 @@ impl Worker {
             if items.is_empty() {
                 return;
             }
+            sched.last_start = Some(Instant::now());
             for it in &items {
                 inflight.insert(it.path.clone());
             }
@@ -322,7 +400,7 @@ impl Worker {
                 batch_job(runner, journal, id, identity, items),
             ));
             if !owed.is_empty() {
-                *deferred += 1;
+                sched.deferred += 1;
                 return;
             }
         }
@@ -382,7 +460,7 @@ async fn full_job(
                 warning = Some(e);
             }
             // The owed full sync stays owed and cleans up after itself when it runs again.
-            Outcome::TargetDown(e) | Outcome::Interrupted(e) => {
+            Outcome::TargetDown(e) | Outcome::Interrupted(e) | Outcome::Busy(e) => {
                 return JobResult::Full {
                     ok: false,
                     target_error: Some((e, false)),
@@ -556,6 +634,13 @@ async fn batch_job(
                     delivered,
                     target_error: Some((e, false)),
                     path_error,
+                }
+            }
+            Outcome::Busy(error) => {
+                return JobResult::Busy {
+                    paths,
+                    delivered,
+                    error,
                 }
             }
             Outcome::Permanent(e) => {

@@ -68,6 +68,79 @@ fn operations_reach_an_rsync_daemon_target() {
 }
 
 #[test]
+fn a_stream_of_changes_costs_one_rsync_per_pace_not_one_per_file() {
+    let env = Env::new();
+    let module = module_dir(&env);
+    let rd = RsyncDaemon::start(env.dir.path(), &module, "");
+    let cfg = env.config("", &rd.target("d1", ""));
+    let d = Syncd::start_with_env(
+        &cfg,
+        &env.socket,
+        &[("SYNCD_LOG", std::ffi::OsStr::new("syncd=debug"))],
+    );
+    d.settle();
+    let before = d.log.text().matches("push batch").count();
+    // One file every 5 ms for a second: a push to this daemon takes about 10 ms, so one rsync
+    // per file (or per two) is what an unpaced worker would run.
+    let started = std::time::Instant::now();
+    let mut next = started;
+    for i in 0..200 {
+        write(&env.src.join(format!("s/{i:03}")), b"x");
+        next += Duration::from_millis(5);
+        std::thread::sleep(next.saturating_duration_since(std::time::Instant::now()));
+    }
+    let took = started.elapsed();
+    d.settle();
+    assert_same_tree(&env.src, &module);
+    let batches = d.log.text().matches("push batch").count() - before;
+    // At most one batch start per 50 ms while the stream lasts, then the rest.
+    let most = (took.as_millis() / 50) as usize + 3;
+    assert!(
+        batches <= most,
+        "{batches} rsyncs for 200 files in {took:?}: more than one per 50 ms ({most})"
+    );
+}
+
+#[test]
+fn a_server_connection_limit_narrows_parallel_pushes_without_backing_off() {
+    let env = Env::new();
+    let module = module_dir(&env);
+    let extra = format!(
+        "max connections = 1\nlock file = {}",
+        env.dir.path().join("rsyncd.lock").display()
+    );
+    let rd = RsyncDaemon::start(env.dir.path(), &module, &extra);
+    // Slow pushes of 20 paths each, three allowed at once: they overlap, and the server
+    // takes one connection at a time.
+    let cfg = env.config(
+        "",
+        &rd.target(
+            "d1",
+            "workers = 3\nmax_batch = 20\nretry_initial_ms = 5000\nretry_max_ms = 5000\nrsync_args = [\"--bwlimit=2000\"]",
+        ),
+    );
+    let d = Syncd::start(&cfg, &env.socket);
+    d.settle();
+    assert!(d.ctl(&["pause"]).status.success());
+    for i in 0..100 {
+        write(&env.src.join(format!("f/{i:03}")), &vec![b'x'; 50_000]);
+    }
+    d.wait_idle(1);
+    assert!(d.ctl(&["resume"]).status.success());
+    d.settle();
+    assert_same_tree(&env.src, &module);
+    let log = d.log.text();
+    assert!(
+        log.contains("the server limits connections"),
+        "the pushes overlapped and one was refused:\n{log}"
+    );
+    assert!(
+        !log.contains("backing off"),
+        "our own connections are not an outage:\n{log}"
+    );
+}
+
+#[test]
 fn daemon_outage_means_backoff_then_everything_is_delivered() {
     let env = Env::new();
     let module = module_dir(&env);
