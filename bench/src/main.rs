@@ -52,6 +52,11 @@ struct Args {
     /// Seconds each tool is watched doing nothing on every base tree (0: no idle runs).
     #[arg(long, default_value_t = 10)]
     idle_s: u64,
+    /// Runs of syncd and of the ideal per workload and base tree; the median run is reported
+    /// with the range of all (the other tools run once: their figures are far apart or
+    /// their runs are long).
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
     /// Keep every tool's log in this directory (named tool-workload-base.log).
     #[arg(long)]
     logs: Option<PathBuf>,
@@ -86,6 +91,9 @@ pub struct RunResult {
     pub lag: Option<measure::Lag>,
     /// Paths that differ at the end (0: exact).
     pub differing: usize,
+    /// Runs behind this row and the range of their key figure (p99 lag for the steady
+    /// workloads, time after the last operation otherwise), when more than one.
+    pub spread: Option<(usize, f64, f64)>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -116,20 +124,33 @@ fn main() -> anyhow::Result<()> {
         }
         for load in &loads {
             for tool in &tools {
-                let r = run_one(
-                    tool,
-                    load,
-                    base,
-                    Duration::from_secs(args.deadline_s),
-                    args.logs.as_deref(),
-                )
-                .with_context(|| format!("{} / {} / base {base}", tool.name(), load.name()))?;
-                eprintln!("{}", measure::row(&r));
-                results.push(r);
+                let n = if matches!(tool, Tool::Syncd) {
+                    args.repeat
+                } else {
+                    1
+                };
+                let mut runs = Vec::new();
+                for _ in 0..n.max(1) {
+                    let r = run_one(
+                        tool,
+                        load,
+                        base,
+                        Duration::from_secs(args.deadline_s),
+                        args.logs.as_deref(),
+                    )
+                    .with_context(|| format!("{} / {} / base {base}", tool.name(), load.name()))?;
+                    eprintln!("{}", measure::row(&r));
+                    runs.push(r);
+                }
+                results.push(measure::median(runs));
             }
-            let r = ideal(load, base)?;
-            eprintln!("{}", measure::row(&r));
-            results.push(r);
+            let mut runs = Vec::new();
+            for _ in 0..args.repeat.max(1) {
+                let r = ideal(load, base)?;
+                eprintln!("{}", measure::row(&r));
+                runs.push(r);
+            }
+            results.push(measure::median(runs));
         }
     }
     let scale = if args.scale > 0 {
@@ -289,6 +310,7 @@ fn run_one(
         busy_for,
         lag,
         differing,
+        spread: None,
     })
 }
 
@@ -365,6 +387,7 @@ fn ideal(load: &Workload, base: usize) -> anyhow::Result<RunResult> {
         busy_for: Some(Duration::ZERO),
         lag: None,
         differing,
+        spread: None,
     })
 }
 

@@ -266,6 +266,39 @@ fn busy(d: Option<Duration>) -> String {
     }
 }
 
+/// The figure runs are ranked by: p99 lag where tracked, else time after the last operation;
+/// a run that did not converge (or missed files) ranks last.
+fn key(r: &RunResult) -> f64 {
+    let k = match r.lag {
+        Some(l) if l.missing == 0 => Some(l.p99.as_secs_f64()),
+        Some(_) => None,
+        None => r.after_last.map(|d| d.as_secs_f64()),
+    };
+    if r.differing > 0 {
+        return f64::INFINITY;
+    }
+    k.unwrap_or(f64::INFINITY)
+}
+
+/// The median of several runs of one tool on one workload, with the range of the key figure.
+/// A run whose final comparison differed is never hidden: it is the one reported.
+pub fn median(mut runs: Vec<RunResult>) -> RunResult {
+    if runs.len() == 1 {
+        return runs.pop().expect("one run");
+    }
+    let n = runs.len();
+    runs.sort_by(|a, b| key(a).total_cmp(&key(b)));
+    let (lo, hi) = (key(&runs[0]), key(&runs[n - 1]));
+    let pick = if runs.iter().any(|r| r.differing > 0) {
+        n - 1
+    } else {
+        n / 2
+    };
+    let mut r = runs.swap_remove(pick);
+    r.spread = Some((n, lo, hi));
+    r
+}
+
 /// One line for the terminal: an idle run.
 pub fn idle_row(r: &IdleResult) -> String {
     format!(
@@ -302,6 +335,14 @@ pub fn scale_row(r: &ScaleResult) -> String {
         r.idle_rss_kib,
         r.differing
     )
+}
+
+fn fig(x: f64) -> String {
+    if x.is_finite() {
+        format!("{x:.3}")
+    } else {
+        "not converged".into()
+    }
 }
 
 fn mib(kib: u64) -> String {
@@ -524,7 +565,10 @@ the target as at the source; CPU is the tool's whole process group (its rsyncs i
 the workload's start to convergence, \"server CPU\" the rsync daemon's over the same time; \"busy after\" is how long it kept working once the target was right (no rsync and no CPU \
 for half a second ends it; checked for 30 s) and \"CPU after\" what it used meanwhile; \
 \"differing\" counts paths that differ in the final exact comparison (0 = exact). \
-The ideal is one `rsync -a --files-from` of exactly the changed set, started after the workload.\n\n",
+The ideal is one `rsync -a --files-from` of exactly the changed set, started after the workload. \
+syncd and the ideal run several times per table (`--repeat`): the row is the median run by the key figure (p99 lag for the \
+steady workloads, time after the last operation otherwise) and the last column gives the range over all runs; \
+the other tools run once (their runs are long, and their figures far apart from syncd's). The targets are checked on the median rows.\n\n",
     );
     if !idle.is_empty() {
         s.push_str("## Idle\n\nEach tool started on the base tree, ready, then left alone while nothing changes.\n\n| tool | base tree | CPU (s) | window (s) | wake-ups/s | by thread | RSS (MiB, all its processes) |\n|---|---|---|---|---|---|---|\n");
@@ -559,10 +603,10 @@ The ideal is one `rsync -a --files-from` of exactly the changed set, started aft
                 r.workload_s, r.workload_cpu_s
             ));
         }
-        s.push_str("| tool | from start (s) | after last op (s) | lag p50 / p95 / p99 / max (s) | CPU (s) | server CPU (s) | rsync runs | peak RSS (MiB) | busy after | CPU after (s) | differing |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
+        s.push_str("| tool | from start (s) | after last op (s) | lag p50 / p95 / p99 / max (s) | CPU (s) | server CPU (s) | rsync runs | peak RSS (MiB) | busy after | CPU after (s) | differing | runs: range of the key figure (s) |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n");
         for r in rows {
             s.push_str(&format!(
-                "| {} | {} | {} | {} | {:.2} | {:.2} | {} | {} | {} | {:.2} | {} |\n",
+                "| {} | {} | {} | {} | {:.2} | {:.2} | {} | {} | {} | {:.2} | {} | {} |\n",
                 r.tool,
                 secs(r.from_start),
                 secs(r.after_last),
@@ -573,7 +617,11 @@ The ideal is one `rsync -a --files-from` of exactly the changed set, started aft
                 mib(r.peak_rss_kib),
                 busy(r.busy_for),
                 r.cpu_after_s,
-                r.differing
+                r.differing,
+                match r.spread {
+                    Some((n, lo, hi)) => format!("median of {n}: {} – {}", fig(lo), fig(hi)),
+                    None => "1".into(),
+                }
             ));
         }
         s.push('\n');
