@@ -15,58 +15,56 @@ use crate::{IdleResult, RunResult};
 /// Clock ticks per second of /proc/PID/stat times (USER_HZ, 100 on Linux).
 const HZ: f64 = 100.0;
 
+/// The fields of /proc/PID/stat after the command name (state, ppid, pgrp, …), for every
+/// process, with its /proc directory.
+fn processes() -> impl Iterator<Item = (PathBuf, Vec<String>)> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            let (_, rest) = stat.rsplit_once(')')?;
+            let f = rest.split_whitespace().map(str::to_string).collect();
+            Some((e.path(), f))
+        })
+}
+
+/// Field `i` (0 = state) of a stat line, as a number.
+fn num<T: std::str::FromStr>(f: &[String], i: usize) -> Option<T> {
+    f.get(i).and_then(|v| v.parse().ok())
+}
+
+/// utime + stime + cutime + cstime ticks of one stat line.
+fn ticks(f: &[String]) -> u64 {
+    (11..=14).map(|i| num::<u64>(f, i).unwrap_or(0)).sum()
+}
+
 /// CPU seconds of every live process in group `pgid`, including the children each has reaped.
 /// Live processes are counted once (a process's own times plus its reaped children's): nothing
 /// is counted twice, and an rsync still running counts too.
 pub fn tree_cpu_s(pgid: i32) -> f64 {
-    let mut ticks = 0u64;
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
-            continue;
-        };
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        // After the command name: state ppid pgrp … utime(12) stime(13) cutime(14) cstime(15).
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        if f.get(2).and_then(|g| g.parse::<i32>().ok()) != Some(pgid) {
-            continue;
-        }
-        for i in 11..=14 {
-            ticks += f.get(i).and_then(|t| t.parse::<u64>().ok()).unwrap_or(0);
-        }
-    }
-    ticks as f64 / HZ
-}
-
-/// `(utime, stime, cutime, cstime)` ticks of one process, from /proc/PID/stat.
-fn proc_ticks(pid: i32) -> Option<(i32, u64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (_, rest) = stat.rsplit_once(')')?;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ppid = f.get(1)?.parse().ok()?;
-    let t = (11..=14)
-        .map(|i| f.get(i).and_then(|t| t.parse::<u64>().ok()).unwrap_or(0))
-        .sum();
-    Some((ppid, t))
+    processes()
+        .filter(|(_, f)| num::<i32>(f, 2) == Some(pgid))
+        .map(|(_, f)| ticks(&f))
+        .sum::<u64>() as f64
+        / HZ
 }
 
 /// CPU seconds of the rsync daemon `pid` serving the transfers: its own, its reaped children's
 /// and its live children's (one forked process per connection).
 pub fn server_cpu_s(pid: u32) -> f64 {
     let pid = pid as i32;
-    let mut ticks = proc_ticks(pid).map(|(_, t)| t).unwrap_or(0);
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(p) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        if let Some((ppid, t)) = proc_ticks(p) {
-            if ppid == pid {
-                ticks += t;
-            }
-        }
-    }
-    ticks as f64 / HZ
+    processes()
+        .filter(|(dir, f)| {
+            num::<i32>(f, 1) == Some(pid)
+                || dir
+                    .file_name()
+                    .is_some_and(|n| n == pid.to_string().as_str())
+        })
+        .map(|(_, f)| ticks(&f))
+        .sum::<u64>() as f64
+        / HZ
 }
 
 /// CPU seconds the calling thread has used (the workload runs on it).
@@ -81,18 +79,8 @@ pub fn thread_cpu_s() -> f64 {
 /// involuntary context switches), per thread name.
 pub fn group_wakeups(pgid: i32) -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
-            continue;
-        };
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        if f.get(2).and_then(|g| g.parse::<i32>().ok()) != Some(pgid) {
-            continue;
-        }
-        for t in std::fs::read_dir(e.path().join("task"))
+    for (dir, _) in processes().filter(|(_, f)| num::<i32>(f, 2) == Some(pgid)) {
+        for t in std::fs::read_dir(dir.join("task"))
             .into_iter()
             .flatten()
             .flatten()
