@@ -223,7 +223,7 @@ impl Trees {
         target: &str,
         now_ms: u64,
         limit: usize,
-        skip: &dyn Fn(&[u8]) -> bool,
+        skip: &mut dyn FnMut(&[u8]) -> bool,
     ) -> Result<(Vec<Item>, Option<u64>), JournalError> {
         let pfx = prefix(target);
         let mut out = Vec::new();
@@ -231,24 +231,23 @@ impl Trees {
         for kv in self.pending.scan_prefix(&pfx) {
             let (k, v) = kv?;
             let path = &k[pfx.len()..];
-            if skip(path) {
-                continue;
-            }
             let entry: Entry = opts().deserialize(&v)?;
             if entry.next_attempt_ms > now_ms {
                 next =
                     Some(next.map_or(entry.next_attempt_ms, |n: u64| n.min(entry.next_attempt_ms)));
                 continue;
             }
-            if out.len() < limit {
-                out.push(Item {
-                    path: path.to_vec(),
-                    entry,
-                    raw: v,
-                });
-            } else {
+            if out.len() >= limit {
                 break;
             }
+            if skip(path) {
+                continue;
+            }
+            out.push(Item {
+                path: path.to_vec(),
+                entry,
+                raw: v,
+            });
         }
         Ok((out, next))
     }
@@ -515,14 +514,15 @@ impl Journal {
         self.write(|t| t.record(targets, paths))
     }
 
-    /// Up to `limit` pending paths of `target` due at `now_ms`, skipping `skip` (already in
-    /// flight). Also returns the earliest `next_attempt_ms` among the paths not yet due.
+    /// Up to `limit` pending paths of `target` due at `now_ms`, skipping those `skip` holds back
+    /// (it is asked only about due paths, in key order, and every path it lets through is
+    /// returned). Also returns the earliest `next_attempt_ms` among the paths not yet due.
     pub fn due(
         &self,
         target: &str,
         now_ms: u64,
         limit: usize,
-        skip: &dyn Fn(&[u8]) -> bool,
+        skip: &mut dyn FnMut(&[u8]) -> bool,
     ) -> Result<(Vec<Item>, Option<u64>), JournalError> {
         self.with(|t| t.due(target, now_ms, limit, skip))
     }
@@ -620,12 +620,12 @@ mod tests {
         let (_d, j) = open();
         j.record(&[T.into()], &[b"a".to_vec(), b"b".to_vec()])
             .unwrap();
-        let (items, _) = j.due(T, now_ms(), 100, &|_| false).unwrap();
+        let (items, _) = j.due(T, now_ms(), 100, &mut |_| false).unwrap();
         assert_eq!(items.len(), 2);
         // `b` changes again while its push is in flight.
         j.record(&[T.into()], &[b"b".to_vec()]).unwrap();
         assert_eq!(j.confirm(T, &items).unwrap(), 1);
-        let (left, _) = j.due(T, now_ms(), 100, &|_| false).unwrap();
+        let (left, _) = j.due(T, now_ms(), 100, &mut |_| false).unwrap();
         assert_eq!(
             left.iter().map(|i| i.path.clone()).collect::<Vec<_>>(),
             vec![b"b".to_vec()]
@@ -637,7 +637,7 @@ mod tests {
         let (_d, j) = open();
         j.record(&[T.into()], &[b"x".to_vec()]).unwrap();
         for attempt in 1..=3 {
-            let (items, _) = j.due(T, u64::MAX, 10, &|_| false).unwrap();
+            let (items, _) = j.due(T, u64::MAX, 10, &mut |_| false).unwrap();
             assert_eq!(items.len(), 1, "attempt {attempt}");
             let parked = j.fail(T, &items[0], "denied", 0, 3).unwrap();
             assert_eq!(parked, attempt == 3);
@@ -655,9 +655,9 @@ mod tests {
     fn backoff_hides_path_until_due() {
         let (_d, j) = open();
         j.record(&[T.into()], &[b"x".to_vec()]).unwrap();
-        let (items, _) = j.due(T, now_ms(), 10, &|_| false).unwrap();
+        let (items, _) = j.due(T, now_ms(), 10, &mut |_| false).unwrap();
         j.fail(T, &items[0], "e", 5_000, 10).unwrap();
-        let (items, next) = j.due(T, 4_999, 10, &|_| false).unwrap();
+        let (items, next) = j.due(T, 4_999, 10, &mut |_| false).unwrap();
         assert!(items.is_empty());
         assert_eq!(next, Some(5_000));
     }
@@ -694,7 +694,7 @@ mod tests {
                 .unwrap();
         }
         let j = Journal::open(&d.path().join("j")).unwrap();
-        let (items, _) = j.due(T, now_ms(), 10, &|_| false).unwrap();
+        let (items, _) = j.due(T, now_ms(), 10, &mut |_| false).unwrap();
         assert_eq!(items[0].path, b"keep\xff");
     }
 }

@@ -1,7 +1,7 @@
 //! Running the real `rsync`: one process per batch of paths or per full sync, never through a
 //! shell, and every exit status classified.
 //!
-//! Batch command: `rsync -a -I -0 --files-from=- --delete-missing-args --force
+//! Batch command: `rsync -a -I -0 --files-from=- --delete-missing-args --force --no-implied-dirs
 //! --partial-dir=.rsync-partial --timeout=N [--sockopts=TCP_NODELAY --contimeout=N --port=P
 //! --password-file=F | -e ssh…]
 //! [--exclude=PAT…] [rsync_args…] SRC/ DEST/`, the list on stdin, every entry `./`-prefixed so
@@ -89,27 +89,47 @@ pub fn check_root(root: &Path, expected: RootIdentity) -> Result<(), String> {
     }
 }
 
-/// Reduce a batch to what rsync must be told: deleted subtrees collapse to their top-most missing
-/// ancestor (rsync warns and skips a missing path whose parent is gone), duplicates go, and the
-/// list is sorted (rsync works best on sorted input).
-pub fn plan_list(root: &Path, paths: &[Vec<u8>]) -> Vec<Vec<u8>> {
-    let mut out: Vec<Vec<u8>> = Vec::with_capacity(paths.len());
-    for p in paths {
-        if p.is_empty() || p.len() > MAX_PATH_BYTES {
-            continue;
-        }
-        let mut cur: &[u8] = p;
-        if std::fs::symlink_metadata(abs_path(root, cur)).is_err() {
-            while let Some(i) = cur.iter().rposition(|b| *b == b'/') {
-                let parent = &cur[..i];
-                if std::fs::symlink_metadata(abs_path(root, parent)).is_ok() {
-                    break;
-                }
-                cur = parent;
-            }
-        }
-        out.push(cur.to_vec());
+/// What rsync must be told about one changed path, and whether that is a deletion:
+/// - the path itself if it exists;
+/// - else its top-most missing ancestor, deleted with everything below it (rsync warns and skips
+///   a missing path whose parent is gone);
+/// - else, when what is left above it is not a directory (a directory replaced by a file), that
+///   non-directory: its push replaces the whole subtree at the target (rsync fails on a path
+///   below a file, exit 23, and the path would be retried in vain).
+///
+/// `None` for what is never listed: the root itself and paths rsync cannot take.
+pub fn plan_path(root: &Path, p: &[u8]) -> Option<(Vec<u8>, bool)> {
+    if p.is_empty() || p.len() > MAX_PATH_BYTES {
+        return None;
     }
+    let mut cur: &[u8] = p;
+    let mut missing: Option<&[u8]> = None;
+    loop {
+        match std::fs::symlink_metadata(abs_path(root, cur)) {
+            Ok(m) => {
+                return Some(match missing {
+                    None => (p.to_vec(), false),
+                    Some(top) if m.is_dir() => (top.to_vec(), true),
+                    Some(_) => (cur.to_vec(), false),
+                })
+            }
+            Err(_) => missing = Some(cur),
+        }
+        match cur.iter().rposition(|b| *b == b'/') {
+            Some(i) => cur = &cur[..i],
+            // The root is there (checked before every batch).
+            None => return Some((cur.to_vec(), true)),
+        }
+    }
+}
+
+/// Reduce a batch to what rsync must be told (see [`plan_path`]), without duplicates and sorted
+/// (rsync works best on sorted input).
+pub fn plan_list(root: &Path, paths: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    let mut out: Vec<Vec<u8>> = paths
+        .iter()
+        .filter_map(|p| plan_path(root, p).map(|(e, _)| e))
+        .collect();
     out.sort();
     out.dedup();
     out
@@ -202,6 +222,9 @@ impl Runner {
             "--files-from=-",
             "--delete-missing-args",
             "--force",
+            // A directory above a listed path is created when missing, never updated: only a
+            // push that lists a directory writes its attributes (see target::InFlight).
+            "--no-implied-dirs",
         ]);
         c.arg(self.src_arg(b""))
             .arg(self.target.dest.rsync_arg(b""));
@@ -501,6 +524,25 @@ mod tests {
             ],
         );
         assert_eq!(list, vec![b"gone".to_vec(), b"keep/x".to_vec()]);
+    }
+
+    #[test]
+    fn a_path_is_planned_as_itself_its_deleted_subtree_or_the_file_that_replaced_its_directory() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("dir")).unwrap();
+        std::fs::write(d.path().join("dir/file"), b"x").unwrap();
+        std::fs::write(d.path().join("was-a-dir"), b"x").unwrap();
+        let plan = |p: &str| plan_path(d.path(), p.as_bytes());
+        let is = |p: &str, deletion: bool| Some((p.as_bytes().to_vec(), deletion));
+        assert_eq!(plan("dir/file"), is("dir/file", false));
+        assert_eq!(plan("dir"), is("dir", false));
+        assert_eq!(plan("dir/gone"), is("dir/gone", true));
+        assert_eq!(plan("dir/gone/a/b"), is("dir/gone", true));
+        assert_eq!(plan("gone/a"), is("gone", true));
+        assert_eq!(plan("was-a-dir/a/b"), is("was-a-dir", false));
+        assert_eq!(plan("dir/file/a"), is("dir/file", false));
+        assert_eq!(plan(""), None);
+        assert_eq!(plan(&"a".repeat(MAX_PATH_BYTES + 1)), None);
     }
 
     #[test]

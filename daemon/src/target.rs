@@ -2,8 +2,10 @@
 //! reschedules them, and keeps the target's backoff.
 //!
 //! Invariants:
-//! - a path is in at most one rsync at a time (the in-flight set), and leaves the journal only
-//!   through [`Journal::confirm`] after rsync reported it delivered;
+//! - a path is in at most one rsync at a time, and neither is anything above or below it (the
+//!   [`InFlight`] set): concurrent rsyncs never race over one part of the tree;
+//! - a path leaves the journal only through [`Journal::confirm`] after rsync reported it
+//!   delivered;
 //! - a target-level failure (transport, auth, disk full, killed rsync) puts the target in
 //!   backoff without spending the paths' attempts: a dead target costs one probe per step;
 //! - exit 23 is narrowed by splitting the batch until the failing paths are single, and only
@@ -15,7 +17,7 @@
 //!   parallelism instead of backing off;
 //! - timers are deadlines slept on with `sleep_until`, never a polling loop.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,7 +32,9 @@ use tracing::{debug, info, warn};
 
 use crate::config::RetryPolicy;
 use crate::journal::{now_ms, Item, Journal};
-use crate::push::{check_root, plan_list, Outcome, RootIdentity, Runner, MAX_PATH_BYTES};
+use crate::push::{
+    check_root, plan_list, plan_path, Outcome, RootIdentity, Runner, MAX_PATH_BYTES,
+};
 
 /// What a target worker publishes for `status` and `wait-idle`.
 #[derive(Debug, Clone)]
@@ -61,7 +65,7 @@ pub struct TargetHandle {
 
 enum JobResult {
     Batch {
-        paths: Vec<Vec<u8>>,
+        claim: Claim,
         delivered: u64,
         target_error: Option<(String, bool)>,
         path_error: Option<String>,
@@ -73,7 +77,7 @@ enum JobResult {
     },
     /// Refused at the server's `max connections`: the rest of the batch was not tried.
     Busy {
-        paths: Vec<Vec<u8>>,
+        claim: Claim,
         delivered: u64,
         error: String,
     },
@@ -123,6 +127,108 @@ const MAX_DEFERRED_BATCHES: u32 = 2;
 /// of one per file, and the batches of a backlog run in parallel on up to `workers` rsyncs.
 const PACE: Duration = Duration::from_millis(50);
 
+/// What the running rsyncs cover, so that no two of them race over one part of the tree.
+///
+/// Each rsync reads the source when it runs, and of two concurrent ones the one that read first
+/// may write last. The case seen: a push of `d/f` read the source, `d` was renamed away, a push of
+/// `d` deleted it at the target, then the first push created `d/f` again; both were confirmed.
+/// A deletion removes a whole subtree at the target, so a path is held back while a deletion at
+/// or above it runs, and a deletion waits for everything at, above or below it. Other pushes of
+/// the same directory's entries run side by side: rsync writes only the paths listed
+/// (`--no-implied-dirs`: a directory above a listed path is created if missing, never updated).
+/// A path held back keeps its journal entry and goes once the conflicting push is over, reading
+/// the source as it is then.
+#[derive(Default)]
+struct InFlight {
+    /// Journal paths in running pushes.
+    paths: HashSet<Vec<u8>>,
+    /// What those rsyncs were told (see [`plan_path`]), with counts.
+    listed: HashMap<Vec<u8>, usize>,
+    /// Every directory strictly above a listed path (the root excepted), with counts.
+    above: HashMap<Vec<u8>, usize>,
+    /// The listed paths that are deletions, with counts.
+    deleting: HashMap<Vec<u8>, usize>,
+}
+
+/// What a batch holds in [`InFlight`] while it runs: its journal paths and what each stood for
+/// when the batch started (listed path, whether a deletion).
+#[derive(Default)]
+struct Claim {
+    paths: Vec<Vec<u8>>,
+    plans: Vec<(Vec<u8>, bool)>,
+}
+
+/// The directories strictly above `p`, the root excepted.
+fn parents(p: &[u8]) -> impl Iterator<Item = &[u8]> {
+    p.iter()
+        .enumerate()
+        .filter(|(_, b)| **b == b'/')
+        .map(move |(i, _)| &p[..i])
+}
+
+fn count_up(m: &mut HashMap<Vec<u8>, usize>, k: &[u8]) {
+    *m.entry(k.to_vec()).or_default() += 1;
+}
+
+fn count_down(m: &mut HashMap<Vec<u8>, usize>, k: &[u8]) {
+    if let Some(n) = m.get_mut(k) {
+        *n -= 1;
+        if *n == 0 {
+            m.remove(k);
+        }
+    }
+}
+
+impl InFlight {
+    /// Whether journal path `p`, planned as `plan`, must wait for a running push.
+    fn conflicts(&self, p: &[u8], plan: Option<&(Vec<u8>, bool)>) -> bool {
+        if self.paths.contains(p) {
+            return true;
+        }
+        let Some((listed, deletion)) = plan else {
+            return false;
+        };
+        let deleted_above = parents(listed).any(|d| self.deleting.contains_key(d));
+        if *deletion {
+            deleted_above
+                || self.listed.contains_key(listed.as_slice())
+                || self.above.contains_key(listed.as_slice())
+        } else {
+            deleted_above || self.deleting.contains_key(listed.as_slice())
+        }
+    }
+
+    fn claim(&mut self, claim: &Claim) {
+        for p in &claim.paths {
+            self.paths.insert(p.clone());
+        }
+        for (listed, deletion) in &claim.plans {
+            count_up(&mut self.listed, listed);
+            parents(listed).for_each(|d| count_up(&mut self.above, d));
+            if *deletion {
+                count_up(&mut self.deleting, listed);
+            }
+        }
+    }
+
+    fn release(&mut self, claim: &Claim) {
+        for p in &claim.paths {
+            self.paths.remove(p);
+        }
+        for (listed, deletion) in &claim.plans {
+            count_down(&mut self.listed, listed);
+            parents(listed).for_each(|d| count_down(&mut self.above, d));
+            if *deletion {
+                count_down(&mut self.deleting, listed);
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.paths.len()
+    }
+}
+
 /// Backoff after `n` consecutive failures: exponential, capped, with jitter in the upper half.
 pub fn backoff(policy: &RetryPolicy, n: u32) -> Duration {
     let exp = policy.initial.saturating_mul(1u32 << n.min(20));
@@ -136,7 +242,7 @@ impl Worker {
     pub async fn run(self, shutdown: CancellationToken) {
         let t = self.runner.target.clone();
         let workers = t.workers;
-        let mut inflight: HashSet<Vec<u8>> = HashSet::new();
+        let mut inflight = InFlight::default();
         let mut jobs: JoinSet<JobResult> = JoinSet::new();
         let mut full_running: Option<(Instant, Arc<AtomicU64>)> = None;
         let mut failures: u32 = 0;
@@ -226,9 +332,9 @@ impl Worker {
                         Err(e) => { warn!(target = %self.id, error = %e, "push task failed"); continue; }
                     };
                     match res {
-                        JobResult::Batch { paths, delivered: n, target_error, path_error } => {
+                        JobResult::Batch { claim, delivered: n, target_error, path_error } => {
                             busy_streak = 0;
-                            for p in &paths { inflight.remove(p); }
+                            inflight.release(&claim);
                             delivered += n;
                             // A batch that delivered something proves the target works.
                             let progressed = n > 0;
@@ -245,8 +351,8 @@ impl Worker {
                                 }
                             }
                         }
-                        JobResult::Busy { paths, delivered: n, error } => {
-                            for p in &paths { inflight.remove(p); }
+                        JobResult::Busy { claim, delivered: n, error } => {
+                            inflight.release(&claim);
                             delivered += n;
                             if !jobs.is_empty() {
                                 // Our own other rsyncs fill the server's `max connections`:
@@ -319,7 +425,7 @@ impl Worker {
     fn start_jobs(
         &self,
         jobs: &mut JoinSet<JobResult>,
-        inflight: &mut HashSet<Vec<u8>>,
+        inflight: &mut InFlight,
         full_running: &mut Option<(Instant, Arc<AtomicU64>)>,
         sched: &mut Schedule,
         workers: usize,
@@ -346,11 +452,22 @@ impl Worker {
                 return;
             }
             let now = now_ms();
-            let skip = |p: &[u8]| inflight.contains(p);
+            // Each due path is planned (a stat or a few: see `plan_path`) to know what it would
+            // touch; the plans of the paths taken go with the batch.
+            let mut plans = Vec::new();
+            let root = &self.runner.root.source;
+            let mut skip = |p: &[u8]| {
+                let plan = plan_path(root, p);
+                let held = inflight.conflicts(p, plan.as_ref());
+                if !held {
+                    plans.extend(plan);
+                }
+                held
+            };
             let (items, next) =
                 match self
                     .journal
-                    .due(&self.id, now, self.runner.target.max_batch, &skip)
+                    .due(&self.id, now, self.runner.target.max_batch, &mut skip)
                 {
                     Ok(r) => r,
                     Err(e) => {
@@ -385,9 +502,11 @@ impl Worker {
                 return;
             }
             sched.last_start = Some(Instant::now());
-            for it in &items {
-                inflight.insert(it.path.clone());
-            }
+            let claim = Claim {
+                paths: items.iter().map(|i| i.path.clone()).collect(),
+                plans,
+            };
+            inflight.claim(&claim);
             debug!(target = %self.id, paths = items.len(), "push batch");
             let (runner, journal, id, identity) = (
                 self.runner.clone(),
@@ -397,7 +516,7 @@ impl Worker {
             );
             jobs.spawn(flushed(
                 journal.clone(),
-                batch_job(runner, journal, id, identity, items),
+                batch_job(runner, journal, id, identity, items, claim),
             ));
             if !owed.is_empty() {
                 sched.deferred += 1;
@@ -536,11 +655,11 @@ async fn batch_job(
     id: String,
     identity: RootIdentity,
     items: Vec<Item>,
+    claim: Claim,
 ) -> JobResult {
-    let paths: Vec<Vec<u8>> = items.iter().map(|i| i.path.clone()).collect();
     if let Err(e) = check_root(&runner.root.source, identity) {
         return JobResult::Batch {
-            paths,
+            claim,
             delivered: 0,
             target_error: Some((e, false)),
             path_error: None,
@@ -565,8 +684,17 @@ async fn batch_job(
     }
     // Work list of slices still to push; exit 23 splits a slice in two.
     let mut todo: Vec<Vec<Item>> = vec![items];
+    // The whole batch goes as planned when it was taken; its halves are planned again.
+    let mut planned = {
+        let mut l: Vec<Vec<u8>> = claim.plans.iter().map(|(p, _)| p.clone()).collect();
+        l.sort();
+        l.dedup();
+        Some(l)
+    };
     while let Some(chunk) = todo.pop() {
-        let list = {
+        let list = if let Some(l) = planned.take() {
+            l
+        } else {
             let root = runner.root.source.clone();
             let ps: Vec<Vec<u8>> = chunk.iter().map(|i| i.path.clone()).collect();
             tokio::task::spawn_blocking(move || plan_list(&root, &ps))
@@ -583,7 +711,7 @@ async fn batch_job(
                 Ok(n) => delivered += n,
                 Err(e) => {
                     return JobResult::Batch {
-                        paths,
+                        claim,
                         delivered,
                         target_error: Some((e.to_string(), false)),
                         path_error,
@@ -622,7 +750,7 @@ async fn batch_job(
                     Err(je) => Some((format!("{e}; {je}"), false)),
                 };
                 return JobResult::Batch {
-                    paths,
+                    claim,
                     delivered,
                     target_error,
                     path_error,
@@ -630,7 +758,7 @@ async fn batch_job(
             }
             Outcome::TargetDown(e) => {
                 return JobResult::Batch {
-                    paths,
+                    claim,
                     delivered,
                     target_error: Some((e, false)),
                     path_error,
@@ -638,14 +766,14 @@ async fn batch_job(
             }
             Outcome::Busy(error) => {
                 return JobResult::Busy {
-                    paths,
+                    claim,
                     delivered,
                     error,
                 }
             }
             Outcome::Permanent(e) => {
                 return JobResult::Batch {
-                    paths,
+                    claim,
                     delivered,
                     target_error: Some((e, true)),
                     path_error,
@@ -654,7 +782,7 @@ async fn batch_job(
         }
     }
     JobResult::Batch {
-        paths,
+        claim,
         delivered,
         target_error: None,
         path_error,
@@ -664,6 +792,63 @@ async fn batch_job(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn plan(p: &str, deletion: bool) -> (Vec<u8>, bool) {
+        (p.as_bytes().to_vec(), deletion)
+    }
+
+    fn claim(path: &str, listed: &str, deletion: bool) -> Claim {
+        Claim {
+            paths: vec![path.as_bytes().to_vec()],
+            plans: vec![plan(listed, deletion)],
+        }
+    }
+
+    #[test]
+    fn a_deletion_in_flight_holds_back_its_subtree_and_waits_for_it() {
+        let mut f = InFlight::default();
+        // `d/sub/f` being created; `x/y/z` gone, with `x/y`: rsync is told to delete `x/y`.
+        let (c1, c2) = (
+            claim("d/sub/f", "d/sub/f", false),
+            claim("x/y/z", "x/y", true),
+        );
+        f.claim(&c1);
+        f.claim(&c2);
+        let held = |f: &InFlight, p: &str, listed: &str, del: bool| {
+            f.conflicts(p.as_bytes(), Some(&plan(listed, del)))
+        };
+        // The same journal path waits whatever it is now.
+        assert!(held(&f, "d/sub/f", "d/sub/f", true));
+        // Deletions at, above or below something in flight wait.
+        for p in ["d", "d/sub", "x", "x/y", "x/y/w"] {
+            assert!(held(&f, p, p, true), "deleting {p} waits");
+        }
+        // Anything at or below a running deletion waits.
+        for p in ["x/y", "x/y/w", "x/y/w/v"] {
+            assert!(held(&f, p, p, false), "creating {p} waits");
+        }
+        // Creations next to, above or below a running creation go; so do unrelated deletions.
+        for p in ["d", "d/sub", "d/sub/g", "d/sub/f/g", "x", "x/z", "xy"] {
+            assert!(!held(&f, p, p, false), "creating {p} goes");
+        }
+        // (Below a file being pushed: if it replaces a directory at the target, a creation
+        // below it fails there and is retried; a deletion below it finds nothing.)
+        for p in ["d/other", "d/sub/g", "d/sub/f/g", "x/z", "xy", "dd"] {
+            assert!(!held(&f, p, p, true), "deleting {p} goes");
+        }
+        // The root and over-long paths are never listed: only their own journal path counts.
+        assert!(!f.conflicts(b"", None));
+        // Released, nothing is held.
+        f.release(&c2);
+        assert!(!held(&f, "x/y/w", "x/y/w", false) && !held(&f, "x", "x", true));
+        assert!(held(&f, "d", "d", true));
+        f.release(&c1);
+        assert!(!held(&f, "d", "d", true));
+        assert_eq!(
+            (f.len(), f.listed.len(), f.above.len(), f.deleting.len()),
+            (0, 0, 0, 0)
+        );
+    }
 
     #[test]
     fn common_dir_is_the_deepest_shared_directory() {

@@ -1,5 +1,5 @@
 //! Faults injected through a fake `rsync` on PATH that wraps the real one: a hang, a death by
-//! signal, a slow run. Everything else is real.
+//! signal, a slow run, a push held until released. Everything else is real.
 
 use std::ffi::OsString;
 use std::os::unix::fs::PermissionsExt;
@@ -34,6 +34,14 @@ impl Fake {
              [ -e {f}/die ] && kill -9 $$\n\
              [ -e {f}/slow ] && sleep 2\n\
              if [ -e {f}/after ]; then {real} \"$@\"; rc=$?; echo \"$$ $rc\" > {f}/finished; exec sleep 3600; fi\n\
+             if [ -e {f}/hold ]; then\n\
+               l=$(mktemp {f}/list.XXXXXX); cat > \"$l\"; tr '\\0' '\\n' < \"$l\" >> {f}/lists\n\
+               if tr '\\0' '\\n' < \"$l\" | grep -qxF \"./$(cat {f}/hold)\"; then\n\
+                 : > {f}/held; i=0\n\
+                 while [ ! -e {f}/release ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done\n\
+               fi\n\
+               exec {real} \"$@\" < \"$l\"\n\
+             fi\n\
              exec {real} \"$@\"\n",
             real = real_rsync().display(),
             f = flags.display()
@@ -331,5 +339,42 @@ fn an_interrupted_push_owes_its_directory_a_full_sync_even_across_kill_9() {
         !env.dst.join("d/.keep.txt.Xy12Ab").exists(),
         "the owed full sync of d ran after the restart"
     );
+    assert_same_tree(&env.src, &env.dst);
+}
+
+#[test]
+fn a_path_waits_while_a_push_above_or_below_it_runs() {
+    // Two rsyncs on one part of the tree would race: a push of `d/sub/f` that read the source
+    // before `d` was renamed away could recreate `d/sub/f` after the push of `d` deleted it.
+    let env = Env::new();
+    let fake = Fake::new(env.dir.path());
+    let d = start(&env, &fake, "workers = 4");
+    write(&env.src.join("d/sub/old"), b"old");
+    d.settle();
+    fake.set_to("hold", true, "d/sub/f");
+    write(&env.src.join("d/sub/f"), b"f");
+    assert!(
+        wait_for_entry(&fake.flags, |n| n == "held", Duration::from_secs(20)),
+        "the push of d/sub/f started: {}",
+        d.log.text()
+    );
+    std::fs::rename(env.src.join("d"), env.dir.path().join("moved-away")).unwrap();
+    // Pushed by a batch that starts after `d` is journaled: `d` sorts first, so it would be in
+    // that batch or an earlier one unless it is held back.
+    write(&env.src.join("other.txt"), b"other");
+    assert!(
+        wait_for_entry(&env.dst, |n| n == "other.txt", Duration::from_secs(20)),
+        "other.txt delivered while d/sub/f is held: {}",
+        d.log.text()
+    );
+    let lists = std::fs::read_to_string(fake.flags.join("lists")).unwrap();
+    assert!(
+        !lists.lines().any(|l| l == "./d"),
+        "d was pushed while the push of d/sub/f ran:\n{lists}"
+    );
+    assert!(env.dst.join("d/sub/old").exists());
+    fake.set("release", true);
+    d.settle();
+    assert!(!env.dst.join("d").exists());
     assert_same_tree(&env.src, &env.dst);
 }

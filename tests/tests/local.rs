@@ -121,6 +121,26 @@ fn directory_renamed_inside_then_written_into() {
 }
 
 #[test]
+fn directory_replaced_by_a_file_is_replaced_at_the_target_with_nothing_failed() {
+    let env = Env::new();
+    write(&env.src.join("x/g/h.txt"), b"h");
+    let d = start(&env);
+    // Paused, so the deletes below `x` and the new file `x` meet in one batch.
+    assert!(d.ctl(&["pause"]).status.success());
+    std::fs::remove_dir_all(env.src.join("x")).unwrap();
+    write(&env.src.join("x"), b"a file now");
+    assert_eq!(d.wait_idle(1), 4);
+    assert!(d.ctl(&["resume"]).status.success());
+    // Nothing below a file can be deleted at the source side: rsync must be told `x` alone, or
+    // it fails (exit 23) on `x/g` and the path is retried in vain.
+    d.settle();
+    assert_same_tree(&env.src, &env.dst);
+    let st = d.target_status("local");
+    assert_eq!(st["failed"], 0, "{st}");
+    assert!(st["last_error"].is_null(), "{st}");
+}
+
+#[test]
 fn directory_moved_out_is_deleted_at_target_and_no_longer_watched() {
     let env = Env::new();
     write(&env.src.join("leaving/x/1.txt"), b"1");
