@@ -289,8 +289,8 @@ fn run_one(
     running.stop();
     if let Some(dir) = logs {
         std::fs::create_dir_all(dir)?;
-        let name =
-            format!("{}-{}-{base}.log", tool.name(), load.name()).replace([' ', '=', ','], "_");
+        let name = format!("{}-{}-{base}.log", tool.name(), load.name())
+            .replace([' ', '=', ',', '/'], "_");
         std::fs::copy(running_log, dir.join(name))?;
     }
     let differing = measure::differing(&snapshot(&stage.src), &snapshot(&stage.module));
