@@ -14,7 +14,7 @@ use clap::{Parser, Subcommand};
 use serde_json::json;
 use syncd_proto::{
     decode_payload, encode_frame, frame_len, ByteBuf, ErrorKind, IdleOutcome, Request, Response,
-    RootState, StatusReport, HEADER_LEN, MAX_REQUEST_FRAME, MAX_RESPONSE_FRAME, PROTOCOL_VERSION,
+    RootState, HEADER_LEN, MAX_REQUEST_FRAME, MAX_RESPONSE_FRAME, PROTOCOL_VERSION,
 };
 
 /// Control a running syncd.
@@ -71,6 +71,11 @@ enum Command {
     Reload,
     /// Stop the daemon.
     Stop,
+    /// Print the shell completion script for SHELL (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff), for packaging.
+    #[command(hide = true)]
+    Man,
 }
 
 struct Conn {
@@ -134,6 +139,26 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    use clap::CommandFactory;
+    match cli.command {
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "syncctl",
+                &mut std::io::stdout(),
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Man => {
+            clap_mangen::Man::new(Cli::command())
+                .section("8")
+                .render(&mut std::io::stdout())
+                .context("writing the man page")?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        _ => {}
+    }
     let socket = cli
         .socket
         .clone()
@@ -151,6 +176,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::WaitIdle { target, timeout } => wait_idle(&mut conn, target, timeout, cli.json),
         Command::Reload => simple(&mut conn, Request::Reload, cli.json),
         Command::Stop => simple(&mut conn, Request::Shutdown, cli.json),
+        Command::Completions { .. } | Command::Man => unreachable!("handled above"),
     }
 }
 
@@ -197,53 +223,6 @@ fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-fn status_json(s: &StatusReport) -> serde_json::Value {
-    let mut flat = Vec::new();
-    let roots: Vec<_> = s
-        .roots
-        .iter()
-        .map(|r| {
-            let (state, reason) = match &r.state {
-                RootState::Watching => ("watching", None),
-                RootState::ScheduledResync { reason } => ("scheduled-resync", Some(reason.clone())),
-                RootState::Unavailable { reason } => ("unavailable", Some(reason.clone())),
-            };
-            let targets: Vec<_> = r
-                .targets
-                .iter()
-                .map(|t| {
-                    let v = json!({
-                        "id": format!("{}/{}", r.name, t.name),
-                        "root": r.name,
-                        "name": t.name,
-                        "dest": t.dest,
-                        "state": t.state.as_str(),
-                        "pending": t.pending,
-                        "in_flight": t.in_flight,
-                        "failed": t.failed,
-                        "delivered": t.delivered,
-                        "oldest_pending_ms": t.oldest_pending_ms,
-                        "last_error": t.last_error,
-                        "next_retry_ms": t.next_retry_ms,
-                        "full_sync": t.full_sync.as_ref().map(|p| json!({"elapsed_ms": p.elapsed_ms, "files": p.files})),
-                    });
-                    flat.push(v.clone());
-                    v
-                })
-                .collect();
-            json!({
-                "name": r.name,
-                "source": lossy(&r.source),
-                "state": state,
-                "reason": reason,
-                "watches": r.watches,
-                "targets": targets,
-            })
-        })
-        .collect();
-    json!({ "version": s.version, "pid": s.pid, "uptime_ms": s.uptime_ms, "roots": roots, "targets": flat })
-}
-
 fn status(conn: &mut Conn, as_json: bool) -> anyhow::Result<ExitCode> {
     let s = match conn.call(&Request::Status)? {
         Response::Status(s) => s,
@@ -251,7 +230,7 @@ fn status(conn: &mut Conn, as_json: bool) -> anyhow::Result<ExitCode> {
         other => bail!("unexpected answer: {other:?}"),
     };
     if as_json {
-        println!("{}", status_json(&s));
+        println!("{}", syncd_proto::status_json(&s));
         return Ok(ExitCode::SUCCESS);
     }
     println!(

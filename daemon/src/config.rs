@@ -15,6 +15,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::exclude::Excludes;
+use crate::hooks::Hook;
 
 /// A configuration error, phrased for the administrator.
 #[derive(Debug, thiserror::Error)]
@@ -57,8 +58,24 @@ struct RawConfig {
     socket_group: Option<String>,
     grace_period_s: Option<u64>,
     startup_resync: Option<bool>,
+    http: Option<RawHttp>,
     #[serde(default)]
     sync: Vec<RawSync>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    listen: String,
+    token_file: Option<PathBuf>,
+}
+
+/// The optional HTTP interface (see [`crate::http`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpConfig {
+    pub listen: std::net::SocketAddr,
+    /// The control token, read from `token_file`; `None`: control over HTTP is off.
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -98,6 +115,9 @@ struct RawTarget {
     retry_max_ms: Option<u64>,
     #[serde(alias = "retry_failed_interval")]
     retry_failed_interval_s: Option<u64>,
+    on_batch: Option<Vec<String>>,
+    on_failure: Option<Vec<String>>,
+    hook_timeout_s: Option<u64>,
 }
 
 /// Validated daemon configuration.
@@ -115,9 +135,12 @@ pub struct Config {
     pub grace_period: Duration,
     /// Run one full rsync per root and target at start (changes made while down).
     pub startup_resync: bool,
+    pub http: Option<HttpConfig>,
     pub roots: Vec<RootConfig>,
     /// The file this came from, for `reload`.
     pub source_file: Option<PathBuf>,
+    /// Its text: a reload of an unchanged file (logrotate's SIGHUP) restarts nothing.
+    pub source_text: Option<String>,
 }
 
 /// One `[[sync]]` root.
@@ -318,6 +341,95 @@ pub struct TargetConfig {
     pub push_deadline: Duration,
     pub max_batch: usize,
     pub retry: RetryPolicy,
+    /// Run after delivered batches (see [`crate::hooks`]).
+    pub on_batch: Option<Hook>,
+    /// Run when paths are parked as failed.
+    pub on_failure: Option<Hook>,
+}
+
+/// The `[http]` table: an address to listen on, and the control token's file (private to
+/// syncd's user, like an rsync password file).
+fn check_http(raw: &RawHttp) -> Result<HttpConfig, ConfigError> {
+    let listen = raw.listen.parse().map_err(|_| {
+        invalid(
+            "http.listen",
+            &raw.listen,
+            "not an address:port; for example \"127.0.0.1:9188\" (loopback only) or \"[::1]:9188\"",
+        )
+    })?;
+    let token = match &raw.token_file {
+        None => None,
+        Some(f) => {
+            let key = "http.token_file";
+            let meta = std::fs::metadata(f).map_err(|e| {
+                invalid(
+                    key,
+                    f.display(),
+                    format!("{e}; create it (mode 0600) with the token in it"),
+                )
+            })?;
+            if meta.permissions().mode() & 0o077 != 0 {
+                return Err(invalid(
+                    key,
+                    f.display(),
+                    format!(
+                        "readable by others (mode {:04o}): anyone who reads it controls syncd; run chmod 600 {}",
+                        meta.permissions().mode() & 0o7777,
+                        f.display()
+                    ),
+                ));
+            }
+            let t = std::fs::read_to_string(f)
+                .map_err(|e| invalid(key, f.display(), format!("{e}; fix the path")))?;
+            let t = t.trim().to_string();
+            if t.len() < 16 {
+                return Err(invalid(
+                    key,
+                    f.display(),
+                    "the token must be at least 16 characters; for example: head -c 24 /dev/urandom | base64 > FILE",
+                ));
+            }
+            Some(t)
+        }
+    };
+    Ok(HttpConfig { listen, token })
+}
+
+/// A hook's program and arguments: run directly, so the program must be an absolute path to an
+/// executable file.
+fn hook(
+    key: String,
+    argv: Option<Vec<String>>,
+    timeout: Duration,
+) -> Result<Option<Hook>, ConfigError> {
+    let Some(argv) = argv else {
+        return Ok(None);
+    };
+    let Some(prog) = argv.first() else {
+        return Err(invalid(
+            key,
+            "[]",
+            "empty: give the program's absolute path and its arguments, or remove the key",
+        ));
+    };
+    if !Path::new(prog).is_absolute() {
+        return Err(invalid(
+            key,
+            prog,
+            "not an absolute path: hooks run without a shell or a PATH search; give the program's full path",
+        ));
+    }
+    match std::fs::metadata(prog) {
+        Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => {
+            Ok(Some(Hook { argv, timeout }))
+        }
+        Ok(_) => Err(invalid(
+            key,
+            prog,
+            "not an executable file; chmod +x it or fix the path",
+        )),
+        Err(e) => Err(invalid(key, prog, format!("{e}; fix the path"))),
+    }
 }
 
 /// Defaults that depend on who runs the daemon.
@@ -360,6 +472,7 @@ impl Config {
         })?;
         let mut cfg = Self::from_toml(&text, path)?;
         cfg.source_file = Some(path.to_path_buf());
+        cfg.source_text = Some(text);
         Ok(cfg)
     }
 
@@ -387,6 +500,7 @@ impl Config {
             socket_group: None,
             grace_period_s: None,
             startup_resync: None,
+            http: None,
             sync: vec![RawSync {
                 name: None,
                 source,
@@ -432,9 +546,9 @@ impl Config {
                 }
             }
         }
-        if raw.sync.is_empty() {
-            return Err(invalid("sync", "[]", "no [[sync]] section: nothing to replicate; add one with a source and a [[sync.target]]"));
-        }
+        let http = raw.http.as_ref().map(check_http).transpose()?;
+        // No [[sync]] is valid: the packaged configuration ships that way, and the daemon runs
+        // idle (and says so) until a root is added and the configuration reloaded.
         let mut roots = Vec::new();
         let mut root_names = HashSet::new();
         for (i, s) in raw.sync.into_iter().enumerate() {
@@ -579,6 +693,9 @@ impl Config {
                 if max_batch == 0 {
                     return Err(invalid(tkey("max_batch"), 0, "must be at least 1"));
                 }
+                let hook_timeout = Duration::from_secs(t.hook_timeout_s.unwrap_or(60).max(1));
+                let on_batch = hook(tkey("on_batch"), t.on_batch, hook_timeout)?;
+                let on_failure = hook(tkey("on_failure"), t.on_failure, hook_timeout)?;
                 targets.push(TargetConfig {
                     name,
                     dest,
@@ -601,6 +718,8 @@ impl Config {
                             t.retry_failed_interval_s.unwrap_or(3600).max(1),
                         ),
                     },
+                    on_batch,
+                    on_failure,
                 });
             }
             roots.push(RootConfig {
@@ -637,8 +756,10 @@ impl Config {
             socket_group: raw.socket_group,
             grace_period: Duration::from_secs(raw.grace_period_s.unwrap_or(10)),
             startup_resync: raw.startup_resync.unwrap_or(true),
+            http,
             roots,
             source_file: None,
+            source_text: None,
         })
     }
 }

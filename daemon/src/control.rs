@@ -107,10 +107,29 @@ pub fn bind(path: &Path, group: Option<&str>) -> Result<UnixListener, ControlErr
             .mode(if gid.is_some() { 0o750 } else { 0o700 })
             .create(dir)
             .map_err(dir_err)?;
-        // Group members must be able to reach the socket. A directory that already existed
-        // (systemd's RuntimeDirectory=) keeps the ownership its creator gave it.
+        // Group members must be able to reach the socket.
         if gid.is_some() {
             nix::unistd::chown(dir, None, gid).map_err(|e| dir_err(e.into()))?;
+        }
+    } else if let Some(gid) = gid {
+        // A private directory made for us (systemd's RuntimeDirectory=: owned by our user, no
+        // access for others) becomes the group's, so its members can reach the socket. Any
+        // other directory (/run itself, somebody else's) keeps what its owner gave it.
+        use std::os::unix::fs::MetadataExt;
+        if let Ok(m) = std::fs::metadata(dir) {
+            if m.uid() == nix::unistd::geteuid().as_raw()
+                && m.mode() & 0o007 == 0
+                && m.gid() != gid.as_raw()
+            {
+                let dir_err = |error| ControlError::Dir {
+                    dir: dir.to_path_buf(),
+                    error,
+                };
+                nix::unistd::chown(dir, None, Some(gid)).map_err(|e| dir_err(e.into()))?;
+                let mode = (m.mode() & 0o700) | 0o050;
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+                    .map_err(dir_err)?;
+            }
         }
     }
     if let Ok(live) = std::os::unix::net::UnixStream::connect(path) {
@@ -313,7 +332,8 @@ async fn handle(
     }
 }
 
-async fn answer(req: Request, shared: &Shared) -> Response {
+/// Carry out one request: the control socket's and the HTTP interface's single implementation.
+pub(crate) async fn answer(req: Request, shared: &Shared) -> Response {
     let Some(engine) = shared.engine.borrow().clone() else {
         return err(ErrorKind::Internal, "syncd is starting");
     };

@@ -141,9 +141,25 @@ pub fn daemonize(log: &Path) -> anyhow::Result<Readiness> {
     std::env::set_current_dir("/").context("chdir /")?;
     let null = File::open("/dev/null").context("/dev/null")?;
     nix::unistd::dup2_stdin(&null).context("redirecting stdin")?;
-    nix::unistd::dup2_stdout(&logf).context("redirecting stdout")?;
-    nix::unistd::dup2_stderr(&logf).context("redirecting stderr")?;
+    point_output_at(&logf)?;
     Ok(Readiness {
         pipe: File::from(w),
     })
+}
+
+fn point_output_at(logf: &File) -> anyhow::Result<()> {
+    nix::unistd::dup2_stdout(logf).context("redirecting stdout")?;
+    nix::unistd::dup2_stderr(logf).context("redirecting stderr")?;
+    Ok(())
+}
+
+/// Send stdout and stderr to `log`, opened (created) again: after logrotate moved the old file
+/// away, output goes on at the configured path.
+pub fn redirect_output(log: &Path) -> anyhow::Result<()> {
+    let logf = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .with_context(|| format!("cannot open log file {}", log.display()))?;
+    point_output_at(&logf)
 }

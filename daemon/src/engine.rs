@@ -89,7 +89,8 @@ impl EngineView {
                 .filter(|t| t.name == n || t.id == n)
                 .collect(),
         };
-        if ts.is_empty() {
+        // All of no targets is no targets; a name that matches nothing is an error.
+        if ts.is_empty() && target.is_some() {
             let known: Vec<&str> = self.targets.iter().map(|t| t.id.as_str()).collect();
             return Err(Response::Error {
                 kind: ErrorKind::UnknownTarget,
@@ -113,6 +114,8 @@ pub struct Engine {
     /// Stops the target workers (after the coalescer journaled everything).
     stop_push: CancellationToken,
     push_tasks: JoinSet<()>,
+    stop_hooks: CancellationToken,
+    hook_tasks: JoinSet<()>,
 }
 
 /// Failures that keep a generation from starting.
@@ -137,9 +140,12 @@ impl Engine {
         journal: &Journal,
         resync: &dyn Fn(&str) -> bool,
         tick: Arc<watch::Sender<u64>>,
+        metrics: &Arc<crate::metrics::Metrics>,
     ) -> Result<Engine, EngineError> {
         let stop_push = CancellationToken::new();
         let mut push_tasks = JoinSet::new();
+        let stop_hooks = CancellationToken::new();
+        let mut hook_tasks = JoinSet::new();
         let stop_watch = CancellationToken::new();
         let mut watch_tasks = JoinSet::new();
         let mut identities = Vec::new();
@@ -199,11 +205,29 @@ impl Engine {
                     full_sync: None,
                 });
                 let kick = Arc::new(AtomicBool::new(false));
+                let hook = |h: &Option<crate::hooks::Hook>, kind, tasks: &mut JoinSet<()>| {
+                    h.clone().map(|h| {
+                        crate::hooks::HookQueue::start(
+                            h,
+                            kind,
+                            &r.name,
+                            &t.name,
+                            tasks,
+                            stop_hooks.clone(),
+                        )
+                    })
+                };
+                let hooks = crate::hooks::Hooks {
+                    on_batch: hook(&t.on_batch, "batch", &mut hook_tasks),
+                    on_failure: hook(&t.on_failure, "failure", &mut hook_tasks),
+                };
                 let worker = Worker {
                     id: id.clone(),
                     runner: Runner {
                         root: root.clone(),
                         target: Arc::new(t.clone()),
+                        hooks,
+                        metrics: metrics.target(&r.name, &t.name),
                     },
                     journal: journal.clone(),
                     identity: identities[ri],
@@ -268,6 +292,8 @@ impl Engine {
             watch_tasks,
             stop_push,
             push_tasks,
+            stop_hooks,
+            hook_tasks,
         })
     }
 
@@ -279,5 +305,9 @@ impl Engine {
         while self.watch_tasks.join_next().await.is_some() {}
         self.stop_push.cancel();
         while self.push_tasks.join_next().await.is_some() {}
+        // Hooks last: what the pushes delivered in their grace period still reaches them,
+        // unless a run is in progress (then it is killed, and what it missed is logged).
+        self.stop_hooks.cancel();
+        while self.hook_tasks.join_next().await.is_some() {}
     }
 }

@@ -494,6 +494,11 @@ impl Journal {
     }
 
     /// Make everything written so far survive a crash of the process.
+    /// Bytes the journal takes on disk.
+    pub fn size_on_disk(&self) -> Result<u64, JournalError> {
+        self.with(|t| Ok(t.db.size_on_disk()?))
+    }
+
     pub async fn flush(&self) -> Result<(), JournalError> {
         let t = self.trees()?;
         // On tokio's blocking pool: sled's own flush_async hands every flush to its thread pool,

@@ -14,7 +14,11 @@ pub mod control;
 pub mod daemonize;
 pub mod engine;
 pub mod exclude;
+pub mod hooks;
+pub mod http;
 pub mod journal;
+pub mod manual;
+pub mod metrics;
 pub mod push;
 pub mod target;
 pub mod watch;
@@ -77,14 +81,48 @@ async fn serve(
         access: control::Access::new(config.socket_group.as_deref()),
     });
     let startup_resync = config.startup_resync;
-    let mut engine =
-        engine::Engine::start(&config, &journal, &|_| startup_resync, tick.clone()).await?;
+    let metrics = metrics::Metrics::new();
+    // Bound before anything starts: a port in use is a clear error at start, not a silent gap.
+    let http_listener = match &config.http {
+        Some(h) => Some(
+            tokio::net::TcpListener::bind(h.listen)
+                .await
+                .with_context(|| {
+                    format!("[http] listen = \"{}\": cannot listen there", h.listen)
+                })?,
+        ),
+        None => None,
+    };
+    let mut engine = engine::Engine::start(
+        &config,
+        &journal,
+        &|_| startup_resync,
+        tick.clone(),
+        &metrics,
+    )
+    .await?;
     engine_tx.send_replace(Some(engine.view.clone()));
     let server_stop = CancellationToken::new();
-    let server = tokio::spawn(control::serve(listener, shared, server_stop.clone()));
+    let server = tokio::spawn(control::serve(
+        listener,
+        shared.clone(),
+        server_stop.clone(),
+    ));
+    let http_server = http_listener.map(|l| {
+        info!(listen = %config.http.as_ref().map(|h| h.listen.to_string()).unwrap_or_default(), "HTTP status and metrics served");
+        let state = Arc::new(http::HttpState {
+            shared: shared.clone(),
+            metrics: metrics.clone(),
+            token: config.http.as_ref().and_then(|h| h.token.clone()),
+        });
+        tokio::spawn(http::serve(l, state, server_stop.clone()))
+    });
     let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     ready();
     info!(socket = %config.socket.display(), "syncd ready");
+    if config.roots.is_empty() {
+        warn!(config = ?config.source_file, "no [[sync]] configured: nothing is replicated; add a [[sync]] with a [[sync.target]] and reload (systemctl reload syncd)");
+    }
     loop {
         let reply = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -92,6 +130,20 @@ async fn serve(
             r = reload_rx.recv() => match r { Some(r) => Some(r), None => break },
         };
         let outcome = match reload_config(&config) {
+            // logrotate's SIGHUP, or a reload with nothing edited: keep everything running. A
+            // root that is unavailable is adopted again by a restart, so that still restarts.
+            Ok(new)
+                if new.source_text == config.source_text
+                    && !engine.view.roots.iter().any(|r| {
+                        matches!(
+                            *r.state.borrow(),
+                            syncd_proto::RootState::Unavailable { .. }
+                        )
+                    }) =>
+            {
+                info!("configuration unchanged; nothing restarted");
+                Ok("configuration unchanged; nothing restarted".to_string())
+            }
             Err(e) => {
                 warn!(error = %e, "reload refused; the running configuration stays");
                 Err(format!(
@@ -120,6 +172,7 @@ async fn serve(
                     &journal,
                     &|id| !old_ids.contains(id),
                     tick.clone(),
+                    &metrics,
                 )
                 .await
                 {
@@ -131,8 +184,14 @@ async fn serve(
                     }
                     Err(e) => {
                         warn!(error = %e, "new configuration failed to start; restarting the old one");
-                        engine = engine::Engine::start(&config, &journal, &|_| false, tick.clone())
-                            .await?;
+                        engine = engine::Engine::start(
+                            &config,
+                            &journal,
+                            &|_| false,
+                            tick.clone(),
+                            &metrics,
+                        )
+                        .await?;
                         Err(format!(
                             "new configuration failed to start, the old one runs again: {e}"
                         ))
@@ -151,6 +210,9 @@ async fn serve(
     engine.stop().await;
     server_stop.cancel();
     let _ = server.await;
+    if let Some(h) = http_server {
+        let _ = h.await;
+    }
     Ok(())
 }
 
@@ -165,9 +227,10 @@ fn reload_config(current: &Config) -> Result<Config, String> {
     if new.state_dir != current.state_dir
         || new.socket != current.socket
         || new.pidfile != current.pidfile
+        || new.http != current.http
     {
         return Err(
-            "state_dir, socket and pidfile cannot change on reload; restart syncd to change them"
+            "state_dir, socket, pidfile and [http] cannot change on reload; restart syncd to change them"
                 .into(),
         );
     }

@@ -44,6 +44,14 @@ struct Cli {
 enum Command {
     /// Validate the configuration and exit (0 valid, 1 invalid).
     CheckConfig,
+    /// Print the shell completion script for SHELL (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Print a man page (roff), for packaging: syncd(8), or syncd.toml(5) with --config-file.
+    #[command(hide = true)]
+    Man {
+        #[arg(long)]
+        config_file: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -88,6 +96,25 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
 }
 
 fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
+    use clap::CommandFactory;
+    match &cli.command {
+        Some(Command::Completions { shell }) => {
+            clap_complete::generate(*shell, &mut Cli::command(), "syncd", &mut std::io::stdout());
+            return Ok(ExitCode::SUCCESS);
+        }
+        Some(Command::Man { config_file: false }) => {
+            clap_mangen::Man::new(Cli::command())
+                .section("8")
+                .render(&mut std::io::stdout())
+                .context("writing the man page")?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Some(Command::Man { config_file: true }) => {
+            print!("{}", syncd::manual::config_man_page());
+            return Ok(ExitCode::SUCCESS);
+        }
+        _ => {}
+    }
     let config = load_config(&cli)?;
     if let Some(Command::CheckConfig) = cli.command {
         let targets: usize = config.roots.iter().map(|r| r.targets.len()).sum();
@@ -96,6 +123,9 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             config.roots.len(),
             targets
         );
+        if config.roots.is_empty() {
+            println!("no [[sync]] section: syncd runs, but replicates nothing until one is added");
+        }
         return Ok(ExitCode::SUCCESS);
     }
     let (maj, min, patch) = syncd::push::probe_rsync().map_err(anyhow::Error::msg)?;
@@ -114,6 +144,13 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         .write_pid()
         .context("writing the state directory's lock file")?;
     init_tracing(cli.verbose, cli.foreground);
+    // systemd's WatchdogSec: ping at half the interval. (rsync and hooks are started without
+    // the variables.)
+    let watchdog = cli
+        .foreground
+        .then(sd_notify::watchdog_enabled)
+        .flatten()
+        .map(|d| d / 2);
     tracing::info!(
         rsync = format!("{maj}.{min}.{patch}"),
         pid = std::process::id(),
@@ -133,6 +170,8 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         })
     };
+    let foreground = cli.foreground;
+    let log_file = config.log_file.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -149,6 +188,32 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             s.cancel();
         });
+        if let Some(every) = watchdog {
+            tracing::info!(
+                interval_ms = every.as_millis() as u64,
+                "systemd watchdog: pinging"
+            );
+            tokio::spawn(async move {
+                let mut t = tokio::time::interval(every);
+                loop {
+                    t.tick().await;
+                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                }
+            });
+        }
+        if !foreground {
+            // logrotate moves the file away and sends SIGHUP (which also reloads the
+            // configuration): output goes on into a new file at the configured path.
+            let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    match syncd::daemonize::redirect_output(&log_file) {
+                        Ok(()) => tracing::info!(file = %log_file.display(), "log file reopened"),
+                        Err(e) => tracing::warn!(error = %e, "cannot reopen the log file; writing on to the old one"),
+                    }
+                }
+            });
+        }
         syncd::run(config, shutdown, on_ready).await
     });
     drop(pidfile);
@@ -174,9 +239,29 @@ fn init_tracing(verbose: u8, foreground: bool) {
     };
     let filter = EnvFilter::try_from_env("SYNCD_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     let ansi = foreground && std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    if stderr_is_journal() {
+        // The journal stamps every line itself.
+        fmt.without_time().init();
+    } else {
+        fmt.init();
+    }
+}
+
+/// Whether stderr is the systemd journal's stream (systemd sets `JOURNAL_STREAM` to its
+/// `device:inode`; a child whose stderr was redirected keeps the variable but not the stream).
+fn stderr_is_journal() -> bool {
+    let Some(v) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = v.to_str().and_then(|v| v.split_once(':')) else {
+        return false;
+    };
+    match nix::sys::stat::fstat(std::io::stderr()) {
+        Ok(st) => dev.parse() == Ok(st.st_dev) && ino.parse() == Ok(st.st_ino),
+        Err(_) => false,
+    }
 }

@@ -53,6 +53,10 @@ pub enum Outcome {
 pub struct Runner {
     pub root: std::sync::Arc<RootConfig>,
     pub target: std::sync::Arc<TargetConfig>,
+    /// Told about delivered and parked paths.
+    pub hooks: crate::hooks::Hooks,
+    /// Counts rsync runs, bytes and deliveries.
+    pub metrics: crate::metrics::TargetMetrics,
 }
 
 /// Device and inode of a root, taken when it was first watched.
@@ -193,9 +197,11 @@ impl Runner {
             c.arg(format!("--exclude={pat}"));
         }
         c.args(&t.rsync_args);
-        // Children must not inherit systemd's notify socket; a run that outlives its deadline or
+        // Children must not inherit systemd's notify socket and watchdog; a run that outlives its deadline or
         // the daemon is killed with it.
         c.env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID")
             .kill_on_drop(true)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -225,18 +231,26 @@ impl Runner {
             // A directory above a listed path is created when missing, never updated: only a
             // push that lists a directory writes its attributes (see target::InFlight).
             "--no-implied-dirs",
+            // One line per file sent: the bytes it took (for the metrics).
+            "--out-format=%b",
         ]);
         c.arg(self.src_arg(b""))
             .arg(self.target.dest.rsync_arg(b""));
-        c.stdin(Stdio::piped());
+        c.stdin(Stdio::piped()).stdout(Stdio::piped());
         let mut input = Vec::with_capacity(list.iter().map(|p| p.len() + 3).sum());
         for p in list {
             input.extend_from_slice(b"./");
             input.extend_from_slice(p);
             input.push(0);
         }
-        self.run(c, Some(input), None, Some(self.target.push_deadline))
-            .await
+        self.run(
+            c,
+            Some(input),
+            None,
+            Some(self.target.push_deadline),
+            "batch",
+        )
+        .await
     }
 
     /// Full `rsync -a --delete` of the root (or its subdirectory `sub`); `progress` counts
@@ -249,7 +263,7 @@ impl Runner {
             "--delete",
             "--force",
             "--modify-window=-1",
-            "--out-format=%n",
+            "--out-format=%b %n",
         ]);
         if !sub.is_empty() {
             c.arg("--mkpath");
@@ -258,7 +272,7 @@ impl Runner {
             .arg(self.target.dest.rsync_arg(sub));
         c.stdout(Stdio::piped());
         // A full sync of a large tree legitimately takes long; rsync's --timeout catches a stall.
-        self.run(c, None, Some(progress), None).await
+        self.run(c, None, Some(progress), None, "full").await
     }
 
     async fn run(
@@ -267,15 +281,20 @@ impl Runner {
         input: Option<Vec<u8>>,
         progress: Option<&AtomicU64>,
         deadline: Option<Duration>,
+        kind: &str,
     ) -> Outcome {
         let mut child = match c.spawn() {
             Ok(ch) => ch,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.metrics.rsync_run(kind, "not-started", 0);
                 return Outcome::Permanent(
                     "rsync not found on PATH: install it (apt-get install rsync)".into(),
-                )
+                );
             }
-            Err(e) => return Outcome::TargetDown(format!("cannot start rsync: {e}")),
+            Err(e) => {
+                self.metrics.rsync_run(kind, "not-started", 0);
+                return Outcome::TargetDown(format!("cannot start rsync: {e}"));
+            }
         };
         let stdin = child.stdin.take();
         let stdout = child.stdout.take();
@@ -287,13 +306,23 @@ impl Runner {
                 let _ = s.shutdown().await;
             }
         };
+        // Each line is one file: `%b` (bytes sent) first.
         let count = async move {
-            if let (Some(out), Some(p)) = (stdout, progress) {
+            let mut bytes = 0u64;
+            if let Some(out) = stdout {
                 let mut lines = BufReader::new(out).split(b'\n');
-                while let Ok(Some(_)) = lines.next_segment().await {
-                    p.fetch_add(1, Ordering::Relaxed);
+                while let Ok(Some(line)) = lines.next_segment().await {
+                    if let Some(p) = progress {
+                        p.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let n = line.split(|b| *b == b' ').next().unwrap_or_default();
+                    bytes += std::str::from_utf8(n)
+                        .ok()
+                        .and_then(|n| n.parse::<u64>().ok())
+                        .unwrap_or(0);
                 }
             }
+            bytes
         };
         let errs = async move {
             let mut buf = Vec::new();
@@ -305,21 +334,33 @@ impl Runner {
             buf
         };
         let work = async {
-            let (_, _, err, status) = tokio::join!(feed, count, errs, child.wait());
-            (err, status)
+            let (_, bytes, err, status) = tokio::join!(feed, count, errs, child.wait());
+            (bytes, err, status)
         };
         let finished = match deadline {
             Some(d) => tokio::time::timeout(d, work).await.map_err(|_| d),
             None => Ok(work.await),
         };
         match finished {
-            Ok((err, Ok(status))) => classify(status, &String::from_utf8_lossy(&err)),
-            Ok((_, Err(e))) => Outcome::TargetDown(format!("waiting for rsync failed: {e}")),
+            Ok((bytes, err, Ok(status))) => {
+                let exit = status
+                    .code()
+                    .map_or_else(|| "signal".to_string(), |c| c.to_string());
+                self.metrics.rsync_run(kind, &exit, bytes);
+                classify(status, &String::from_utf8_lossy(&err))
+            }
+            Ok((_, _, Err(e))) => {
+                self.metrics.rsync_run(kind, "unknown", 0);
+                Outcome::TargetDown(format!("waiting for rsync failed: {e}"))
+            }
             // Dropping the future dropped the child: kill_on_drop kills and reaps it.
-            Err(d) => Outcome::Interrupted(format!(
-                "rsync did not finish within push_deadline_s = {} and was killed",
-                d.as_secs()
-            )),
+            Err(d) => {
+                self.metrics.rsync_run(kind, "deadline", 0);
+                Outcome::Interrupted(format!(
+                    "rsync did not finish within push_deadline_s = {} and was killed",
+                    d.as_secs()
+                ))
+            }
         }
     }
 }

@@ -180,6 +180,15 @@ fn count_down(m: &mut HashMap<Vec<u8>, usize>, k: &[u8]) {
 }
 
 impl InFlight {
+    /// Whether journal path `p` must wait whatever it stands for now: it is in flight itself, or
+    /// a deletion at or above it is (whatever `p` is planned as, that deletion's subtree
+    /// includes it). Cheap, without a stat: a deleted tree's many paths are held back by this.
+    fn held_as_is(&self, p: &[u8]) -> bool {
+        self.paths.contains(p)
+            || self.deleting.contains_key(p)
+            || parents(p).any(|d| self.deleting.contains_key(d))
+    }
+
     /// Whether journal path `p`, planned as `plan`, must wait for a running push.
     fn conflicts(&self, p: &[u8], plan: Option<&(Vec<u8>, bool)>) -> bool {
         if self.paths.contains(p) {
@@ -457,6 +466,9 @@ impl Worker {
             let mut plans = Vec::new();
             let root = &self.runner.root.source;
             let mut skip = |p: &[u8]| {
+                if inflight.held_as_is(p) {
+                    return true;
+                }
                 let plan = plan_path(root, p);
                 let held = inflight.conflicts(p, plan.as_ref());
                 if !held {
@@ -595,6 +607,7 @@ async fn full_job(
             }
         }
         info!(target = %id, sub = %String::from_utf8_lossy(&sub), entries = progress.load(Ordering::Relaxed), ms = started.elapsed().as_millis() as u64, "full sync done");
+        runner.metrics.synced();
         if let Err(e) = journal.resync_done(&id, &sub, &token) {
             return JobResult::Full {
                 ok: false,
@@ -679,6 +692,7 @@ async fn batch_job(
         if let Err(je) = journal.fail(&id, it, &e, 0, 1) {
             warn!(target = %id, error = %je, "journal write failed");
         }
+        runner.hooks.parked(&it.path, &e);
         warn!(target = %id, path = %String::from_utf8_lossy(&it.path), "path parked as failed: {e}");
         path_error = Some(e);
     }
@@ -708,7 +722,13 @@ async fn batch_job(
         };
         match outcome {
             Outcome::Delivered => match journal.confirm(&id, &chunk) {
-                Ok(n) => delivered += n,
+                Ok(n) => {
+                    delivered += n;
+                    runner.metrics.delivered(&chunk, n);
+                    runner
+                        .hooks
+                        .delivered(chunk.iter().map(|i| i.path.as_slice()));
+                }
                 Err(e) => {
                     return JobResult::Batch {
                         claim,
@@ -726,7 +746,8 @@ async fn batch_job(
                 let shown = String::from_utf8_lossy(&it.path).into_owned();
                 match journal.fail(&id, it, &e, next, policy.max_attempts) {
                     Ok(true) => {
-                        warn!(target = %id, path = %shown, error = %e, "path parked as failed")
+                        warn!(target = %id, path = %shown, error = %e, "path parked as failed");
+                        runner.hooks.parked(&it.path, &e);
                     }
                     Ok(false) => {
                         info!(target = %id, path = %shown, error = %e, attempt = it.entry.attempts + 1, "path failed; will retry")
@@ -836,6 +857,14 @@ mod tests {
         for p in ["d/other", "d/sub/g", "d/sub/f/g", "x/z", "xy", "dd"] {
             assert!(!held(&f, p, p, true), "deleting {p} goes");
         }
+        // Below a running deletion a path waits before it is even planned.
+        for p in ["x/y", "x/y/w/v", "x/y/z"] {
+            assert!(f.held_as_is(p.as_bytes()), "{p}");
+        }
+        for p in ["x", "x/z", "d/sub", "d/sub/f/g"] {
+            assert!(!f.held_as_is(p.as_bytes()), "{p}");
+        }
+        assert!(f.held_as_is(b"d/sub/f"), "in flight itself");
         // The root and over-long paths are never listed: only their own journal path counts.
         assert!(!f.conflicts(b"", None));
         // Released, nothing is held.

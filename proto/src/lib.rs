@@ -293,6 +293,55 @@ pub fn split_frame(buf: &[u8], max: usize) -> Result<Option<(&[u8], usize)>, Cod
         .map(|payload| (payload, HEADER_LEN + len)))
 }
 
+/// The JSON of `syncctl --json status` and of `GET /status`: one object per root with its
+/// targets, and the targets again as a flat list (`targets`, each with its `id`).
+pub fn status_json(s: &StatusReport) -> serde_json::Value {
+    let mut flat = Vec::new();
+    let roots: Vec<_> = s
+        .roots
+        .iter()
+        .map(|r| {
+            let (state, reason) = match &r.state {
+                RootState::Watching => ("watching", None),
+                RootState::ScheduledResync { reason } => ("scheduled-resync", Some(reason.clone())),
+                RootState::Unavailable { reason } => ("unavailable", Some(reason.clone())),
+            };
+            let targets: Vec<_> = r
+                .targets
+                .iter()
+                .map(|t| {
+                    let v = serde_json::json!({
+                        "id": format!("{}/{}", r.name, t.name),
+                        "root": r.name,
+                        "name": t.name,
+                        "dest": t.dest,
+                        "state": t.state.as_str(),
+                        "pending": t.pending,
+                        "in_flight": t.in_flight,
+                        "failed": t.failed,
+                        "delivered": t.delivered,
+                        "oldest_pending_ms": t.oldest_pending_ms,
+                        "last_error": t.last_error,
+                        "next_retry_ms": t.next_retry_ms,
+                        "full_sync": t.full_sync.as_ref().map(|p| serde_json::json!({"elapsed_ms": p.elapsed_ms, "files": p.files})),
+                    });
+                    flat.push(v.clone());
+                    v
+                })
+                .collect();
+            serde_json::json!({
+                "name": r.name,
+                "source": String::from_utf8_lossy(&r.source),
+                "state": state,
+                "reason": reason,
+                "watches": r.watches,
+                "targets": targets,
+            })
+        })
+        .collect();
+    serde_json::json!({ "version": s.version, "pid": s.pid, "uptime_ms": s.uptime_ms, "roots": roots, "targets": flat })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

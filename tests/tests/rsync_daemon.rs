@@ -641,3 +641,46 @@ fn rsync_cmdlines(ppid: u32) -> Vec<String> {
         .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
         .collect()
 }
+
+#[test]
+fn on_failure_is_told_each_parked_path_with_rsyncs_reason() {
+    let env = Env::new();
+    let (_module, rd, _fix) = refusing_daemon(&env);
+    let told = env.dir.path().join("told");
+    let prog = env.dir.path().join("alert.sh");
+    std::fs::write(
+        &prog,
+        format!(
+            "#!/bin/sh\n{{ tr '\\0' '\\n'; echo \"$SYNCD_HOOK $SYNCD_TARGET $SYNCD_ERROR\"; }} >> {}\n",
+            told.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cfg = env.config(
+        "",
+        &rd.target(
+            "d1",
+            &format!("max_attempts = 1\non_failure = [{:?}]", prog),
+        ),
+    );
+    let d = Syncd::start(&cfg, &env.socket);
+    write(&env.src.join("locked/x.txt"), b"x");
+    write(&env.src.join("fine.txt"), b"fine");
+    assert_eq!(d.wait_idle(60), 3, "idle with a failed path");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = std::fs::read_to_string(&told).unwrap_or_default();
+        if text.contains("locked/x.txt") && text.contains("failure d1 ") {
+            assert!(text.contains("Permission denied"), "rsync's reason: {text}");
+            assert!(!text.contains("fine.txt"), "{text}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "on_failure was told: {text:?}\n{}",
+            d.log.text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -1,0 +1,218 @@
+//! Prometheus metrics for `GET /metrics` (see [`crate::http`]), in the text exposition format
+//! (the `prometheus` crate's encoder; `promtool check metrics` passes it).
+//!
+//! Counters are fed as things happen (rsync runs by exit status, bytes sent, paths delivered and
+//! their replication lag); gauges (pending, in flight, failed, watches, journal size) are read at
+//! each scrape from the same state `syncctl status` reports, so the two always agree.
+
+use std::sync::Arc;
+
+use prometheus::{
+    exponential_buckets, Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+use syncd_proto::StatusReport;
+
+use crate::journal::{now_ms, Item};
+
+/// Every metric of the daemon, registered once.
+pub struct Metrics {
+    registry: Registry,
+    rsync_runs: IntCounterVec,
+    bytes_sent: IntCounterVec,
+    delivered: IntCounterVec,
+    lag: HistogramVec,
+    last_success: GaugeVec,
+    pending: IntGaugeVec,
+    in_flight: IntGaugeVec,
+    failed: IntGaugeVec,
+    watches: IntGaugeVec,
+    journal_bytes: IntGauge,
+}
+
+const TARGET: &[&str] = &["root", "target"];
+
+impl Metrics {
+    pub fn new() -> Arc<Metrics> {
+        let registry = Registry::new();
+        // Names and label sets are constants: registering them cannot fail.
+        fn reg<C: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: C) -> C {
+            r.register(Box::new(c.clone()))
+                .expect("metric registered once");
+            c
+        }
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            reg(
+                &registry,
+                IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"),
+            )
+        };
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            reg(
+                &registry,
+                IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"),
+            )
+        };
+        let rsync_runs = counter(
+            "syncd_rsync_runs_total",
+            "rsync runs that ended, by kind (batch, full) and exit status",
+            &["root", "target", "kind", "exit"],
+        );
+        let bytes_sent = counter(
+            "syncd_sent_bytes_total",
+            "Bytes rsync transferred for the files it sent",
+            TARGET,
+        );
+        let delivered = counter(
+            "syncd_delivered_paths_total",
+            "Paths the target confirmed",
+            TARGET,
+        );
+        let lag = reg(
+            &registry,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "syncd_replication_lag_seconds",
+                    "From a path's first unconfirmed change to its confirmation by the target",
+                )
+                // 5 ms to about 2.7 minutes.
+                .buckets(exponential_buckets(0.005, 2.0, 16).expect("valid buckets")),
+                TARGET,
+            )
+            .expect("valid metric"),
+        );
+        let last_success = reg(
+            &registry,
+            GaugeVec::new(
+                Opts::new(
+                    "syncd_last_success_timestamp_seconds",
+                    "When the target last confirmed a push (Unix time)",
+                ),
+                TARGET,
+            )
+            .expect("valid metric"),
+        );
+        let pending = gauge(
+            "syncd_pending_paths",
+            "Paths journaled and not yet confirmed by the target",
+            TARGET,
+        );
+        let in_flight = gauge(
+            "syncd_in_flight_paths",
+            "Paths in rsyncs running now",
+            TARGET,
+        );
+        let failed = gauge(
+            "syncd_failed_paths",
+            "Paths parked after exhausting their attempts (syncctl failed)",
+            TARGET,
+        );
+        let watches = gauge(
+            "syncd_watches",
+            "Directories under inotify watch",
+            &["root"],
+        );
+        let journal_bytes = reg(
+            &registry,
+            IntGauge::new("syncd_journal_size_bytes", "Size of the journal on disk")
+                .expect("valid metric"),
+        );
+        Arc::new(Metrics {
+            registry,
+            rsync_runs,
+            bytes_sent,
+            delivered,
+            lag,
+            last_success,
+            pending,
+            in_flight,
+            failed,
+            watches,
+            journal_bytes,
+        })
+    }
+
+    /// The handle one target's pushes report to.
+    pub fn target(self: &Arc<Self>, root: &str, target: &str) -> TargetMetrics {
+        TargetMetrics {
+            m: self.clone(),
+            root: root.to_string(),
+            target: target.to_string(),
+        }
+    }
+
+    /// The text exposition, with the gauges taken from `status` (targets and roots that are
+    /// gone since a reload disappear).
+    pub fn render(&self, status: &StatusReport, journal_bytes: u64) -> String {
+        self.pending.reset();
+        self.in_flight.reset();
+        self.failed.reset();
+        self.watches.reset();
+        for r in &status.roots {
+            self.watches
+                .with_label_values(&[r.name.as_str()])
+                .set(r.watches as i64);
+            for t in &r.targets {
+                let l = [r.name.as_str(), t.name.as_str()];
+                self.pending.with_label_values(&l).set(t.pending as i64);
+                self.in_flight.with_label_values(&l).set(t.in_flight as i64);
+                self.failed.with_label_values(&l).set(t.failed as i64);
+            }
+        }
+        self.journal_bytes.set(journal_bytes as i64);
+        let mut out = Vec::new();
+        // Encoding into memory cannot fail for these metric types.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    }
+}
+
+/// One target's view of [`Metrics`]; cheap to clone.
+#[derive(Clone)]
+pub struct TargetMetrics {
+    m: Arc<Metrics>,
+    root: String,
+    target: String,
+}
+
+impl TargetMetrics {
+    fn labels(&self) -> [&str; 2] {
+        [&self.root, &self.target]
+    }
+
+    /// An rsync run ended.
+    pub fn rsync_run(&self, kind: &str, exit: &str, bytes: u64) {
+        self.m
+            .rsync_runs
+            .with_label_values(&[self.root.as_str(), self.target.as_str(), kind, exit])
+            .inc();
+        // Present from the first run on, so a scrape shows 0 rather than nothing.
+        self.m
+            .bytes_sent
+            .with_label_values(&self.labels())
+            .inc_by(bytes);
+    }
+
+    /// The target confirmed `items` (`confirmed` of them were still current).
+    pub fn delivered(&self, items: &[Item], confirmed: u64) {
+        let now = now_ms();
+        let l = self.labels();
+        self.m.delivered.with_label_values(&l).inc_by(confirmed);
+        let h = self.m.lag.with_label_values(&l);
+        for it in items {
+            h.observe(now.saturating_sub(it.entry.first_seen_ms) as f64 / 1000.0);
+        }
+        self.m
+            .last_success
+            .with_label_values(&l)
+            .set(now as f64 / 1000.0);
+    }
+
+    /// A full sync of the target finished.
+    pub fn synced(&self) {
+        self.m
+            .last_success
+            .with_label_values(&self.labels())
+            .set(now_ms() as f64 / 1000.0);
+    }
+}
