@@ -13,8 +13,8 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use serde_json::json;
 use syncd_proto::{
-    decode_payload, encode_frame, frame_len, ByteBuf, ErrorKind, IdleOutcome, Request, Response,
-    RootState, HEADER_LEN, MAX_REQUEST_FRAME, MAX_RESPONSE_FRAME, PROTOCOL_VERSION,
+    decode_payload, encode_frame, frame_len, ByteBuf, ErrorKind, IdleOutcome, LogKind, Request,
+    Response, RootState, HEADER_LEN, MAX_REQUEST_FRAME, MAX_RESPONSE_FRAME, PROTOCOL_VERSION,
 };
 
 /// Control a running syncd.
@@ -71,6 +71,12 @@ enum Command {
     Reload,
     /// Stop the daemon.
     Stop,
+    /// The recent delivered and failed batches; with --follow, then new ones as they happen.
+    Log {
+        /// Keep printing new events until interrupted.
+        #[arg(long, short = 'f')]
+        follow: bool,
+    },
     /// Print the shell completion script for SHELL (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
     /// Print the man page (roff), for packaging.
@@ -176,7 +182,62 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::WaitIdle { target, timeout } => wait_idle(&mut conn, target, timeout, cli.json),
         Command::Reload => simple(&mut conn, Request::Reload, cli.json),
         Command::Stop => simple(&mut conn, Request::Shutdown, cli.json),
+        Command::Log { follow } => log(&mut conn, follow, cli.json),
         Command::Completions { .. } | Command::Man => unreachable!("handled above"),
+    }
+}
+
+/// One line per event: text, or a JSON object with `--json`.
+fn log(conn: &mut Conn, follow: bool, as_json: bool) -> anyhow::Result<ExitCode> {
+    let frame = encode_frame(&Request::Log { follow }, MAX_REQUEST_FRAME)?;
+    conn.stream
+        .write_all(&frame)
+        .context("sending the request")?;
+    loop {
+        let ev = match conn.read_response() {
+            Ok(Response::Event(ev)) => ev,
+            Ok(Response::Done { .. }) => return Ok(ExitCode::SUCCESS),
+            Ok(Response::Error { kind, message }) => return Err(refused(kind, message)),
+            Ok(other) => bail!("unexpected answer: {other:?}"),
+            Err(_) if follow => bail!("syncd closed the connection (it stopped?)"),
+            Err(e) => return Err(e),
+        };
+        let paths: Vec<String> = ev.sample.iter().map(|p| lossy(p)).collect();
+        if as_json {
+            println!(
+                "{}",
+                json!({
+                    "time_ms": ev.time_ms,
+                    "target": ev.target,
+                    "kind": ev.kind.as_str(),
+                    "paths": ev.paths,
+                    "sample": paths,
+                    "error": ev.error,
+                })
+            );
+            continue;
+        }
+        let when = humantime::format_rfc3339_millis(
+            std::time::UNIX_EPOCH + std::time::Duration::from_millis(ev.time_ms),
+        );
+        if ev.kind == LogKind::Skipped {
+            println!("{when} ({} events skipped: read too slowly)", ev.paths);
+            continue;
+        }
+        let more = ev.paths.saturating_sub(paths.len() as u64);
+        let more = if more > 0 {
+            format!(", … (+{more})")
+        } else {
+            String::new()
+        };
+        let why = ev.error.map(|e| format!(": {e}")).unwrap_or_default();
+        println!(
+            "{when} {} {} {} path(s): {}{more}{why}",
+            ev.target,
+            ev.kind.as_str(),
+            ev.paths,
+            paths.join(", ")
+        );
     }
 }
 

@@ -19,9 +19,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use syncd_proto::{
-    decode_payload, encode_frame, ByteBuf, ErrorKind, FailedList, FailedPath, IdleOutcome, Request,
-    Response, RootState, RootStatus, StatusReport, SyncProgress, TargetState, TargetStatus,
-    MAX_REQUEST_FRAME, MAX_RESPONSE_FRAME, PROTOCOL_VERSION,
+    decode_payload, encode_frame, ByteBuf, ErrorKind, FailedList, FailedPath, IdleOutcome,
+    LogEvent, LogKind, Request, Response, RootState, RootStatus, StatusReport, SyncProgress,
+    TargetState, TargetStatus, MAX_REQUEST_FRAME, MAX_RESPONSE_FRAME, PROTOCOL_VERSION,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::net::{UnixListener, UnixStream};
@@ -169,6 +169,8 @@ pub struct Shared {
     pub reload: mpsc::Sender<oneshot::Sender<Result<String, String>>>,
     pub shutdown: CancellationToken,
     pub access: Access,
+    /// `syncctl log`.
+    pub events: crate::events::Events,
 }
 
 /// A connected client, as the accept loop sees it.
@@ -326,6 +328,42 @@ async fn handle(
             }
         }
         quiet_since.store(u64::MAX, Ordering::Relaxed);
+        if let Request::Log { follow } = req {
+            let (recent, mut rx) = shared.events.follow();
+            for ev in recent {
+                send(&mut w, &Response::Event(ev)).await?;
+            }
+            if !follow {
+                let end = Response::Done {
+                    message: "end of the log".into(),
+                };
+                send(&mut w, &end).await?;
+                quiet_since.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+                continue;
+            }
+            // Until the client goes (its end of the stream closes) or syncd stops.
+            loop {
+                tokio::select! {
+                    ev = rx.recv() => {
+                        let ev = match ev {
+                            Ok(ev) => ev,
+                            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => LogEvent {
+                                time_ms: crate::journal::now_ms(),
+                                target: String::new(),
+                                kind: LogKind::Skipped,
+                                paths: n,
+                                sample: Vec::new(),
+                                error: None,
+                            },
+                            Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(()),
+                        };
+                        send(&mut w, &Response::Event(ev)).await?;
+                    }
+                    f = frames.next() => if !matches!(f, Some(Ok(_))) { return Ok(()) },
+                    _ = shared.shutdown.cancelled() => return Ok(()),
+                }
+            }
+        }
         let resp = answer(req, shared).await;
         send(&mut w, &resp).await?;
         quiet_since.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
@@ -404,6 +442,11 @@ pub(crate) async fn answer(req: Request, shared: &Shared) -> Response {
                 Err(_) => err(ErrorKind::Internal, "reload was interrupted"),
             }
         }
+        // Answered by the connection itself (it streams).
+        Request::Log { .. } => err(
+            ErrorKind::BadRequest,
+            "log is only served on the control socket",
+        ),
         Request::Shutdown => {
             shared.shutdown.cancel();
             Response::Done {

@@ -141,6 +141,7 @@ impl Engine {
         resync: &dyn Fn(&str) -> bool,
         tick: Arc<watch::Sender<u64>>,
         metrics: &Arc<crate::metrics::Metrics>,
+        events: &crate::events::Events,
     ) -> Result<Engine, EngineError> {
         let stop_push = CancellationToken::new();
         let mut push_tasks = JoinSet::new();
@@ -228,6 +229,7 @@ impl Engine {
                         target: Arc::new(t.clone()),
                         hooks,
                         metrics: metrics.target(&r.name, &t.name),
+                        events: events.clone(),
                     },
                     journal: journal.clone(),
                     identity: identities[ri],

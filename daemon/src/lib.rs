@@ -13,6 +13,7 @@ pub mod config;
 pub mod control;
 pub mod daemonize;
 pub mod engine;
+pub mod events;
 pub mod exclude;
 pub mod hooks;
 pub mod http;
@@ -72,6 +73,7 @@ async fn serve(
     let tick = Arc::new(wch::Sender::new(0u64));
     let (engine_tx, engine_rx) = wch::channel(None);
     let (reload_tx, mut reload_rx) = mpsc::channel(4);
+    let events = events::Events::default();
     let shared = Arc::new(control::Shared {
         journal: journal.clone(),
         engine: engine_rx,
@@ -79,6 +81,7 @@ async fn serve(
         reload: reload_tx,
         shutdown: shutdown.clone(),
         access: control::Access::new(config.socket_group.as_deref()),
+        events: events.clone(),
     });
     let startup_resync = config.startup_resync;
     let metrics = metrics::Metrics::new();
@@ -99,6 +102,7 @@ async fn serve(
         &|_| startup_resync,
         tick.clone(),
         &metrics,
+        &events,
     )
     .await?;
     engine_tx.send_replace(Some(engine.view.clone()));
@@ -173,6 +177,7 @@ async fn serve(
                     &|id| !old_ids.contains(id),
                     tick.clone(),
                     &metrics,
+                    &events,
                 )
                 .await
                 {
@@ -190,6 +195,7 @@ async fn serve(
                             &|_| false,
                             tick.clone(),
                             &metrics,
+                            &events,
                         )
                         .await?;
                         Err(format!(

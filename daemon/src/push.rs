@@ -57,6 +57,8 @@ pub struct Runner {
     pub hooks: crate::hooks::Hooks,
     /// Counts rsync runs, bytes and deliveries.
     pub metrics: crate::metrics::TargetMetrics,
+    /// `syncctl log`.
+    pub events: crate::events::Events,
 }
 
 /// Device and inode of a root, taken when it was first watched.

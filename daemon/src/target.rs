@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
-use syncd_proto::TargetState;
+use syncd_proto::{LogKind, TargetState};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 use tokio::time::{sleep_until, Instant};
@@ -608,6 +608,9 @@ async fn full_job(
         }
         info!(target = %id, sub = %String::from_utf8_lossy(&sub), entries = progress.load(Ordering::Relaxed), ms = started.elapsed().as_millis() as u64, "full sync done");
         runner.metrics.synced();
+        runner
+            .events
+            .publish(&id, LogKind::FullSync, [sub.as_slice()], warning.as_deref());
         if let Err(e) = journal.resync_done(&id, &sub, &token) {
             return JobResult::Full {
                 ok: false,
@@ -693,6 +696,9 @@ async fn batch_job(
             warn!(target = %id, error = %je, "journal write failed");
         }
         runner.hooks.parked(&it.path, &e);
+        runner
+            .events
+            .publish(&id, LogKind::Failed, [it.path.as_slice()], Some(&e));
         warn!(target = %id, path = %String::from_utf8_lossy(&it.path), "path parked as failed: {e}");
         path_error = Some(e);
     }
@@ -725,6 +731,12 @@ async fn batch_job(
                 Ok(n) => {
                     delivered += n;
                     runner.metrics.delivered(&chunk, n);
+                    runner.events.publish(
+                        &id,
+                        LogKind::Delivered,
+                        chunk.iter().map(|i| i.path.as_slice()),
+                        None,
+                    );
                     runner
                         .hooks
                         .delivered(chunk.iter().map(|i| i.path.as_slice()));
@@ -748,6 +760,9 @@ async fn batch_job(
                     Ok(true) => {
                         warn!(target = %id, path = %shown, error = %e, "path parked as failed");
                         runner.hooks.parked(&it.path, &e);
+                        runner
+                            .events
+                            .publish(&id, LogKind::Failed, [it.path.as_slice()], Some(&e));
                     }
                     Ok(false) => {
                         info!(target = %id, path = %shown, error = %e, attempt = it.entry.attempts + 1, "path failed; will retry")

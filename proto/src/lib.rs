@@ -60,6 +60,9 @@ pub enum Request {
     Reload,
     /// Shut the daemon down cleanly.
     Shutdown,
+    /// The recent delivered and failed batches as `Event`s, then `Done`; with `follow`, the
+    /// connection then streams new ones as they happen instead, until the client goes.
+    Log { follow: bool },
 }
 
 /// The daemon's answer to one [`Request`].
@@ -77,6 +80,48 @@ pub enum Response {
     WaitIdle(IdleOutcome),
     /// The request could not be carried out.
     Error { kind: ErrorKind, message: String },
+    /// One entry of `Log`.
+    Event(LogEvent),
+}
+
+/// Something that happened to a target's paths (`syncctl log`).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct LogEvent {
+    /// Unix milliseconds.
+    pub time_ms: u64,
+    /// `root/target`.
+    pub target: String,
+    pub kind: LogKind,
+    /// How many paths.
+    pub paths: u64,
+    /// The first few of them.
+    pub sample: Vec<ByteBuf>,
+    /// Why, for failures.
+    pub error: Option<String>,
+}
+
+/// What a [`LogEvent`] reports.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogKind {
+    /// A batch was confirmed by the target.
+    Delivered,
+    /// A path was parked as failed.
+    Failed,
+    /// A full sync of a directory finished.
+    FullSync,
+    /// The stream skipped this many events (the client read too slowly).
+    Skipped,
+}
+
+impl LogKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogKind::Delivered => "delivered",
+            LogKind::Failed => "failed",
+            LogKind::FullSync => "full-sync",
+            LogKind::Skipped => "skipped",
+        }
+    }
 }
 
 /// Why a request failed.

@@ -53,6 +53,7 @@ fn requests() -> Vec<(Request, &'static str)> {
         ),
         (Request::Reload, "0000000108"),
         (Request::Shutdown, "0000000109"),
+        (Request::Log { follow: true }, "000000020a01"),
     ]
 }
 
@@ -102,6 +103,17 @@ fn responses() -> Vec<(Response, &'static str)> {
         (Response::WaitIdle(IdleOutcome::Idle { failed: 0 }), "00000003040000"),
         (Response::WaitIdle(IdleOutcome::TimedOut { pending: 9 }), "00000003040109"),
         (Response::Error { kind: ErrorKind::UnknownTarget, message: "no".into() }, "000000050502026e6f"),
+        (
+            Response::Event(LogEvent {
+                time_ms: 1000,
+                target: "r/t".into(),
+                kind: LogKind::Failed,
+                paths: 1,
+                sample: vec![ByteBuf::from(b"x".to_vec())],
+                error: Some("no".into()),
+            }),
+            "0000001106fbe80303722f74010101017801026e6f",
+        ),
         (
             Response::Status(StatusReport {
                 version: String::new(),

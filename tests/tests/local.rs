@@ -896,3 +896,74 @@ fn filesystem_mounted_over_the_root_is_refused_without_an_inotify_event() {
     assert_held_back(&d, &env, &before);
     restore_root(&d, &env, || over.as_mut().unwrap().unmount());
 }
+
+#[test]
+fn syncctl_log_lists_recent_batches_and_follows_new_ones() {
+    use std::io::BufRead;
+    let env = Env::new();
+    let d = start(&env);
+    write(&env.src.join("before.txt"), b"1");
+    d.settle();
+    let out = d.ctl(&["log"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.contains("data/local delivered") && l.contains("before.txt")),
+        "{text}"
+    );
+    assert!(
+        text.contains("data/local full-sync"),
+        "the startup sync: {text}"
+    );
+    // Following: the recent events first, then each new batch as it is confirmed.
+    let mut follower = std::process::Command::new(bin("syncctl"))
+        .arg("--socket")
+        .arg(&env.socket)
+        .args(["--json", "log", "--follow"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stdout = follower.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let first: serde_json::Value =
+        serde_json::from_str(&rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap())
+            .unwrap();
+    assert!(
+        first["kind"].is_string() && first["time_ms"].as_u64().unwrap() > 0,
+        "{first}"
+    );
+    write(&env.src.join("followed.txt"), b"2");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .expect("an event for followed.txt within 20 s");
+        let ev: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if ev["kind"] == "delivered" && ev["sample"].to_string().contains("followed.txt") {
+            assert_eq!(ev["target"], "data/local");
+            assert!(ev["paths"].as_u64().unwrap() >= 1);
+            break;
+        }
+    }
+    kill_reap(&mut follower);
+    // The daemon is unharmed by a follower that went away.
+    write(&env.src.join("after.txt"), b"3");
+    d.settle();
+    assert_same_tree(&env.src, &env.dst);
+}

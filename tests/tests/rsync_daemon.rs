@@ -683,4 +683,13 @@ fn on_failure_is_told_each_parked_path_with_rsyncs_reason() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+    // syncctl log says the same.
+    let log = d.ctl(&["log"]);
+    let log = String::from_utf8_lossy(&log.stdout);
+    assert!(
+        log.lines()
+            .any(|l| l.contains("data/d1 failed 1 path(s): locked/x.txt")
+                && l.contains("Permission denied")),
+        "{log}"
+    );
 }
