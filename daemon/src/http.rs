@@ -146,15 +146,20 @@ struct ResyncQuery {
     path: Option<String>,
 }
 
+/// A control action: carried out only for a request with the token.
+async fn guarded(st: &HttpState, headers: &HeaderMap, req: Request) -> HttpResponse {
+    match refused(st, headers) {
+        Some(r) => r,
+        None => reply(answer(req, &st.shared).await),
+    }
+}
+
 async fn pause(
     State(st): State<Arc<HttpState>>,
     headers: HeaderMap,
     Query(q): Query<Target>,
 ) -> HttpResponse {
-    if let Some(r) = refused(&st, &headers) {
-        return r;
-    }
-    reply(answer(Request::Pause { target: q.target }, &st.shared).await)
+    guarded(&st, &headers, Request::Pause { target: q.target }).await
 }
 
 async fn resume(
@@ -162,10 +167,7 @@ async fn resume(
     headers: HeaderMap,
     Query(q): Query<Target>,
 ) -> HttpResponse {
-    if let Some(r) = refused(&st, &headers) {
-        return r;
-    }
-    reply(answer(Request::Resume { target: q.target }, &st.shared).await)
+    guarded(&st, &headers, Request::Resume { target: q.target }).await
 }
 
 async fn resync(
@@ -173,14 +175,11 @@ async fn resync(
     headers: HeaderMap,
     Query(q): Query<ResyncQuery>,
 ) -> HttpResponse {
-    if let Some(r) = refused(&st, &headers) {
-        return r;
-    }
     let req = Request::Resync {
         target: q.target,
         path: q.path.map(|p| ByteBuf::from(p.into_bytes())),
     };
-    reply(answer(req, &st.shared).await)
+    guarded(&st, &headers, req).await
 }
 
 async fn retry_failed(
@@ -188,8 +187,5 @@ async fn retry_failed(
     headers: HeaderMap,
     Query(q): Query<Target>,
 ) -> HttpResponse {
-    if let Some(r) = refused(&st, &headers) {
-        return r;
-    }
-    reply(answer(Request::RetryFailed { target: q.target }, &st.shared).await)
+    guarded(&st, &headers, Request::RetryFailed { target: q.target }).await
 }
