@@ -336,6 +336,59 @@ pub fn wait_for_entry(dir: &Path, pred: impl Fn(&str) -> bool, timeout: Duration
     }
 }
 
+/// Wait until `cond` holds, checking it again whenever something in `dir` changes (an entry
+/// created, written, moved in or removed: inotify); false after `timeout`. For conditions on
+/// files a process writes (its log, a hook's output).
+pub fn wait_for_change_in(dir: &Path, timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    use std::os::fd::AsFd;
+    let mut ino = inotify::Inotify::init().expect("inotify");
+    use inotify::WatchMask as M;
+    ino.watches()
+        .add(
+            dir,
+            M::CREATE | M::MODIFY | M::CLOSE_WRITE | M::MOVED_TO | M::DELETE | M::ATTRIB,
+        )
+        .expect("watch");
+    let deadline = Instant::now() + timeout;
+    let mut buf = [0u8; 4096];
+    loop {
+        // Checked after the watch exists: no change can slip between the check and the wait.
+        if cond() {
+            return true;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+        let mut fds = [nix::poll::PollFd::new(
+            ino.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(ms));
+        let _ = ino.read_events(&mut buf);
+    }
+}
+
+/// Wait until process `pid` (not necessarily our child) has exited, on a pidfd; false after
+/// `timeout`. True too if it was gone already.
+pub fn wait_for_exit(pid: u32, timeout: Duration) -> bool {
+    use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+    }
+    // SAFETY: a descriptor just returned to us and owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
+    let mut fds = [nix::poll::PollFd::new(
+        fd.as_fd(),
+        nix::poll::PollFlags::POLLIN,
+    )];
+    matches!(nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(ms)), Ok(n) if n > 0)
+}
+
 /// Processes with a file open under `dir`: "pid state cmdline -> file" (for failure reports).
 pub fn holders(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();

@@ -37,8 +37,7 @@ impl Fake {
              if [ -e {f}/hold ]; then\n\
                l=$(mktemp {f}/list.XXXXXX); cat > \"$l\"; tr '\\0' '\\n' < \"$l\" >> {f}/lists\n\
                if tr '\\0' '\\n' < \"$l\" | grep -qxF \"./$(cat {f}/hold)\"; then\n\
-                 : > {f}/held; i=0\n\
-                 while [ ! -e {f}/release ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done\n\
+                 : > {f}/held; timeout 60 cat {f}/release > /dev/null\n\
                fi\n\
                exec {real} \"$@\" < \"$l\"\n\
              fi\n\
@@ -351,6 +350,12 @@ fn a_path_waits_while_a_push_above_or_below_it_runs() {
     let d = start(&env, &fake, "workers = 4");
     write(&env.src.join("d/sub/old"), b"old");
     d.settle();
+    // The held push blocks reading this FIFO until the test writes to it.
+    nix::unistd::mkfifo(
+        &fake.flags.join("release"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
     fake.set_to("hold", true, "d/sub/f");
     write(&env.src.join("d/sub/f"), b"f");
     assert!(
@@ -373,7 +378,7 @@ fn a_path_waits_while_a_push_above_or_below_it_runs() {
         "d was pushed while the push of d/sub/f ran:\n{lists}"
     );
     assert!(env.dst.join("d/sub/old").exists());
-    fake.set("release", true);
+    std::fs::write(fake.flags.join("release"), b"go\n").unwrap();
     d.settle();
     assert!(!env.dst.join("d").exists());
     assert_same_tree(&env.src, &env.dst);

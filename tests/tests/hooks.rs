@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use syncd_tests::*;
 
@@ -19,7 +19,7 @@ fn recorder(dir: &Path) -> (PathBuf, PathBuf) {
         format!(
             "#!/bin/sh\n\
              out={out}\n\
-             if [ -e \"$out/block\" ]; then rm \"$out/block\"; exec sleep 1000; fi\n\
+             if [ -e \"$out/block\" ]; then rm \"$out/block\"; : > \"$out/hanging\"; exec sleep 1000; fi\n\
              n=$$\n\
              env | grep '^SYNCD_' | sort > \"$out/env.$n\"\n\
              cat > \"$out/stdin.$n.tmp\" && mv \"$out/stdin.$n.tmp\" \"$out/stdin.$n\"\n\
@@ -50,18 +50,14 @@ fn recorded(out: &Path) -> (BTreeSet<String>, Vec<String>) {
 }
 
 fn wait_for_paths(out: &Path, want: &[&str]) -> (BTreeSet<String>, Vec<String>) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (paths, envs) = recorded(out);
-        if want.iter().all(|w| paths.contains(*w)) {
-            return (paths, envs);
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the hook was given {paths:?}, not all of {want:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let all_there = || {
+        let (paths, _) = recorded(out);
+        want.iter().all(|w| paths.contains(*w))
+    };
+    let given = wait_for_change_in(out, Duration::from_secs(30), all_there);
+    let (paths, envs) = recorded(out);
+    assert!(given, "the hook was given {paths:?}, not all of {want:?}");
+    (paths, envs)
 }
 
 #[test]
@@ -97,8 +93,9 @@ fn on_batch_gets_every_delivered_path_on_stdin_with_its_target_in_the_environmen
     assert!(e.contains("SYNCD_PATHS="), "{e}");
 }
 
-#[test]
-fn a_hung_hook_never_holds_up_delivery_and_is_killed_at_shutdown() {
+/// syncd with a recording `on_batch` hook (`hook_timeout_s = timeout_s`) whose first run, for
+/// `first.txt`, hangs.
+fn with_blocked_first_run(timeout_s: u64) -> (Env, Syncd, PathBuf) {
     let env = Env::new();
     let (prog, out) = recorder(env.dir.path());
     let cfg = env.config(
@@ -106,19 +103,24 @@ fn a_hung_hook_never_holds_up_delivery_and_is_killed_at_shutdown() {
         &local_target(
             "local",
             &env.dst,
-            &format!("on_batch = [{:?}]\nhook_timeout_s = 600", prog),
+            &format!("on_batch = [{prog:?}]\nhook_timeout_s = {timeout_s}"),
         ),
     );
     let d = Syncd::start(&cfg, &env.socket);
     std::fs::write(out.join("block"), b"").unwrap();
     write(&env.src.join("first.txt"), b"1");
     d.settle();
+    (env, d, out)
+}
+
+#[test]
+fn a_hung_hook_never_holds_up_delivery_and_is_killed_at_shutdown() {
+    let (env, d, out) = with_blocked_first_run(600);
     let pid = d.child.id();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while children_named(pid, "sleep") == 0 {
-        assert!(Instant::now() < deadline, "the first hook run hangs");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    assert!(
+        wait_for_entry(&out, |n| n == "hanging", Duration::from_secs(20)),
+        "the first hook run hangs"
+    );
     // Deliveries go on while it hangs.
     for i in 0..20 {
         write(&env.src.join(format!("later/{i}.txt")), b"x");
@@ -141,20 +143,7 @@ fn a_hung_hook_never_holds_up_delivery_and_is_killed_at_shutdown() {
 
 #[test]
 fn a_hook_is_killed_at_its_timeout_and_its_next_run_gets_what_came_meanwhile() {
-    let env = Env::new();
-    let (prog, out) = recorder(env.dir.path());
-    let cfg = env.config(
-        "",
-        &local_target(
-            "local",
-            &env.dst,
-            &format!("on_batch = [{:?}]\nhook_timeout_s = 1", prog),
-        ),
-    );
-    let d = Syncd::start(&cfg, &env.socket);
-    std::fs::write(out.join("block"), b"").unwrap();
-    write(&env.src.join("first.txt"), b"1");
-    d.settle();
+    let (env, d, out) = with_blocked_first_run(1);
     write(&env.src.join("second.txt"), b"2");
     d.settle();
     assert!(d

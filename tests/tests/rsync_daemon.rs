@@ -668,21 +668,15 @@ fn on_failure_is_told_each_parked_path_with_rsyncs_reason() {
     write(&env.src.join("locked/x.txt"), b"x");
     write(&env.src.join("fine.txt"), b"fine");
     assert_eq!(d.wait_idle(60), 3, "idle with a failed path");
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let text = std::fs::read_to_string(&told).unwrap_or_default();
-        if text.contains("locked/x.txt") && text.contains("failure d1 ") {
-            assert!(text.contains("Permission denied"), "rsync's reason: {text}");
-            assert!(!text.contains("fine.txt"), "{text}");
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "on_failure was told: {text:?}\n{}",
-            d.log.text()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let read = || std::fs::read_to_string(&told).unwrap_or_default();
+    let told_it = wait_for_change_in(env.dir.path(), Duration::from_secs(30), || {
+        let text = read();
+        text.contains("locked/x.txt") && text.contains("failure d1 ")
+    });
+    let text = read();
+    assert!(told_it, "on_failure was told: {text:?}\n{}", d.log.text());
+    assert!(text.contains("Permission denied"), "rsync's reason: {text}");
+    assert!(!text.contains("fine.txt"), "{text}");
     // syncctl log says the same.
     let log = d.ctl(&["log"]);
     let log = String::from_utf8_lossy(&log.stdout);

@@ -21,15 +21,6 @@ fn output(cmd: &mut Command) -> (bool, String, String) {
     )
 }
 
-/// Wait until `f` holds, or panic with `what` after `timeout`.
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting: {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn the_unit_file_passes_systemd_analyze_verify() {
     let dir = tempfile::tempdir().unwrap();
@@ -245,11 +236,14 @@ fn logs_to_the_journal_carry_no_timestamp_of_their_own() {
             cmd.env("JOURNAL_STREAM", format!("{}:{}", m.dev(), m.ino()));
         }
         let mut child = spawn_retrying(&mut cmd);
-        wait_until("syncd ready", Duration::from_secs(30), || {
-            std::fs::read_to_string(&log)
-                .unwrap_or_default()
-                .contains("syncd ready")
-        });
+        assert!(
+            wait_for_change_in(env.dir.path(), Duration::from_secs(30), || {
+                std::fs::read_to_string(&log)
+                    .unwrap_or_default()
+                    .contains("syncd ready")
+            }),
+            "syncd ready"
+        );
         terminate(&mut child, Duration::from_secs(20));
         std::fs::read_to_string(&log).unwrap()
     };
@@ -296,16 +290,22 @@ fn sighup_reopens_the_log_file_for_logrotate_and_restarts_nothing_when_unchanged
     let rotated = env.dir.path().join("syncd.log.1");
     std::fs::rename(&log, &rotated).unwrap();
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
-    wait_until("a new log file", Duration::from_secs(20), || {
-        std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .contains("log file reopened")
-    });
-    wait_until("the reload's answer", Duration::from_secs(20), || {
-        let all = std::fs::read_to_string(&log).unwrap_or_default()
-            + &std::fs::read_to_string(&rotated).unwrap_or_default();
-        all.contains("configuration unchanged; nothing restarted")
-    });
+    assert!(
+        wait_for_change_in(env.dir.path(), Duration::from_secs(20), || {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("log file reopened")
+        }),
+        "a new log file"
+    );
+    assert!(
+        wait_for_change_in(env.dir.path(), Duration::from_secs(20), || {
+            let all = std::fs::read_to_string(&log).unwrap_or_default()
+                + &std::fs::read_to_string(&rotated).unwrap_or_default();
+            all.contains("configuration unchanged; nothing restarted")
+        }),
+        "the reload's answer"
+    );
     // Still replicating, and logging into the new file only.
     let old_len = std::fs::metadata(&rotated).unwrap().len();
     write(&env.src.join("after.txt"), b"2");
@@ -319,9 +319,10 @@ fn sighup_reopens_the_log_file_for_logrotate_and_restarts_nothing_when_unchanged
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(!text.contains("configuration reloaded"), "{text}");
     assert_eq!(ctl(&env.socket, &["stop"]).status.code(), Some(0));
-    wait_until("syncd gone", Duration::from_secs(30), || {
-        nix::sys::signal::kill(pid, None).is_err()
-    });
+    assert!(
+        wait_for_exit(pid.as_raw() as u32, Duration::from_secs(30)),
+        "syncd gone"
+    );
     // Gone: nothing to kill (the pid may be somebody else's by now).
     std::mem::forget(guard);
     assert!(std::fs::read_to_string(&log)
