@@ -3,7 +3,7 @@
 //! One handler per command, named after it. Exit status: 0 success; 1 error (daemon unreachable,
 //! request refused); `wait-idle` 3 = idle with failed paths, 4 = timed out.
 
-use std::io::{Read, Write};
+use std::io::{IsTerminal, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -14,7 +14,8 @@ use clap::{Parser, Subcommand};
 use serde_json::json;
 use syncd_proto::{
     decode_payload, encode_frame, frame_len, ByteBuf, ErrorKind, IdleOutcome, LogKind, Request,
-    Response, RootState, HEADER_LEN, MAX_REQUEST_FRAME, MAX_RESPONSE_FRAME, PROTOCOL_VERSION,
+    Response, RootState, SyncProgress, HEADER_LEN, MAX_REQUEST_FRAME, MAX_RESPONSE_FRAME,
+    PROTOCOL_VERSION,
 };
 
 /// Control a running syncd.
@@ -294,6 +295,7 @@ fn status(conn: &mut Conn, as_json: bool) -> anyhow::Result<ExitCode> {
         println!("{}", syncd_proto::status_json(&s));
         return Ok(ExitCode::SUCCESS);
     }
+    let tty = std::io::stdout().is_terminal();
     println!(
         "syncd {} (pid {}), up {}s",
         s.version,
@@ -328,11 +330,7 @@ fn status(conn: &mut Conn, as_json: bool) -> anyhow::Result<ExitCode> {
                 t.dest
             );
             if let Some(p) = &t.full_sync {
-                println!(
-                    "    full sync: {} entries in {:.1}s",
-                    p.files,
-                    p.elapsed_ms as f64 / 1000.0
-                );
+                println!("    {}", progress_line(p, tty));
             }
             if let Some(e) = &t.last_error {
                 let retry = t
@@ -344,6 +342,56 @@ fn status(conn: &mut Conn, as_json: bool) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One line on a running full sync: how much is checked (of the total, once the daemon has
+/// counted it), what was sent and deleted, and on a terminal a bar.
+fn progress_line(p: &SyncProgress, bar: bool) -> String {
+    let size = |b: u64| bytesize::ByteSize(b).display().iec().to_string();
+    let what = if p.path.is_empty() {
+        "the root".to_string()
+    } else {
+        lossy(&p.path).escape_debug().to_string()
+    };
+    let mut line = format!("full sync of {what}: ");
+    let checked = match (p.total, p.fraction()) {
+        (Some(total), Some(f)) => {
+            let pct = (f * 100.0).floor();
+            if bar {
+                const WIDTH: usize = 20;
+                let done = (f * WIDTH as f64) as usize;
+                line += &format!("[{}{}] ", "#".repeat(done), ".".repeat(WIDTH - done));
+            }
+            line += &format!("{pct:.0}%, ");
+            format!(
+                "{} of {} entries ({} of {}) checked",
+                p.checked,
+                total.entries,
+                size(p.checked_bytes),
+                size(total.bytes)
+            )
+        }
+        _ => format!(
+            "{} entries ({}) checked, still counting the total",
+            p.checked,
+            size(p.checked_bytes)
+        ),
+    };
+    line += &format!(
+        "{checked}, {} sent ({}), {} deleted, {:.1}s",
+        p.files.saturating_sub(p.deleted),
+        size(p.bytes_sent),
+        p.deleted,
+        p.elapsed_ms as f64 / 1000.0
+    );
+    if p.queued > 0 {
+        line += &format!(
+            ", {} more director{} queued",
+            p.queued,
+            if p.queued == 1 { "y" } else { "ies" }
+        );
+    }
+    line
 }
 
 fn failed(
@@ -422,5 +470,67 @@ fn wait_idle(
         }
         Response::Error { kind, message } => Err(refused(kind, message)),
         other => bail!("unexpected answer: {other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use syncd_proto::TreeSize;
+
+    fn progress(total: Option<TreeSize>) -> SyncProgress {
+        SyncProgress {
+            elapsed_ms: 3_250,
+            files: 12,
+            path: ByteBuf::from(b"photos/2026".to_vec()),
+            queued: 2,
+            checked: 450,
+            checked_bytes: 3 << 20,
+            deleted: 2,
+            bytes_sent: 1536,
+            total,
+        }
+    }
+
+    #[test]
+    fn a_counted_full_sync_shows_a_bar_on_a_terminal_and_the_percentage_everywhere() {
+        let p = progress(Some(TreeSize {
+            entries: 1000,
+            bytes: 10 << 20,
+        }));
+        assert_eq!(
+            progress_line(&p, true),
+            "full sync of photos/2026: [#########...........] 45%, 450 of 1000 entries \
+             (3.0 MiB of 10.0 MiB) checked, 10 sent (1.5 KiB), 2 deleted, 3.2s, \
+             2 more directories queued"
+        );
+        assert_eq!(
+            progress_line(&p, false),
+            "full sync of photos/2026: 45%, 450 of 1000 entries (3.0 MiB of 10.0 MiB) checked, \
+             10 sent (1.5 KiB), 2 deleted, 3.2s, 2 more directories queued"
+        );
+    }
+
+    #[test]
+    fn a_full_sync_not_yet_counted_shows_what_was_checked_and_no_bar() {
+        let mut p = progress(None);
+        p.path = ByteBuf::new();
+        p.queued = 0;
+        assert_eq!(
+            progress_line(&p, true),
+            "full sync of the root: 450 entries (3.0 MiB) checked, still counting the total, \
+             10 sent (1.5 KiB), 2 deleted, 3.2s"
+        );
+    }
+
+    #[test]
+    fn the_bar_never_shows_done_while_the_sync_runs() {
+        let mut p = progress(Some(TreeSize {
+            entries: 100,
+            bytes: 0,
+        }));
+        p.checked = 150;
+        let line = progress_line(&p, true);
+        assert!(line.contains("[###################.] 99%"), "{line}");
     }
 }

@@ -20,8 +20,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use syncd_proto::{
     decode_payload, encode_frame, ByteBuf, ErrorKind, FailedList, FailedPath, IdleOutcome,
-    LogEvent, LogKind, Request, Response, RootState, RootStatus, StatusReport, SyncProgress,
-    TargetState, TargetStatus, MAX_REQUEST_FRAME, MAX_RESPONSE_FRAME, PROTOCOL_VERSION,
+    LogEvent, LogKind, Request, Response, RootState, RootStatus, StatusReport, TargetState,
+    TargetStatus, MAX_REQUEST_FRAME, MAX_RESPONSE_FRAME, PROTOCOL_VERSION,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::net::{UnixListener, UnixStream};
@@ -581,10 +581,7 @@ fn status(engine: &EngineView, shared: &Shared) -> Response {
                 next_retry_ms: v
                     .next_retry
                     .map(|n| n.saturating_duration_since(Instant::now()).as_millis() as u64),
-                full_sync: v.full_sync.as_ref().map(|(start, p)| SyncProgress {
-                    elapsed_ms: start.elapsed().as_millis() as u64,
-                    files: p.load(std::sync::atomic::Ordering::Relaxed),
-                }),
+                full_sync: v.full_sync.as_ref().map(|p| p.snapshot()),
             });
         }
         use std::os::unix::ffi::OsStrExt;

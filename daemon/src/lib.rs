@@ -20,6 +20,7 @@ pub mod http;
 pub mod journal;
 pub mod manual;
 pub mod metrics;
+pub mod progress;
 pub mod push;
 pub mod target;
 pub mod watch;

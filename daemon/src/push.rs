@@ -14,13 +14,13 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 
 use crate::config::{Dest, RootConfig, TargetConfig};
+use crate::progress::{FullProgress, OutLine};
 use crate::watch::abs_path;
 
 /// rsync cannot take longer list entries (its list reader truncates at MAXPATHLEN).
@@ -233,8 +233,8 @@ impl Runner {
             // A directory above a listed path is created when missing, never updated: only a
             // push that lists a directory writes its attributes (see target::InFlight).
             "--no-implied-dirs",
-            // One line per file sent: the bytes it took (for the metrics).
-            "--out-format=%b",
+            // One line per entry sent or deleted: the bytes it took (for the metrics).
+            "--out-format=%i %l %b",
         ]);
         c.arg(self.src_arg(b""))
             .arg(self.target.dest.rsync_arg(b""));
@@ -256,8 +256,8 @@ impl Runner {
     }
 
     /// Full `rsync -a --delete` of the root (or its subdirectory `sub`); `progress` counts
-    /// entries rsync reports.
-    pub async fn push_full(&self, sub: &[u8], progress: &AtomicU64) -> Outcome {
+    /// what rsync reports.
+    pub async fn push_full(&self, sub: &[u8], progress: &FullProgress) -> Outcome {
         let mut c = self.base_command();
         // Nanosecond mtime comparison: a same-size rewrite within one second (made while syncd
         // was down, say) is not skipped, and unchanged files still are.
@@ -265,7 +265,9 @@ impl Runner {
             "--delete",
             "--force",
             "--modify-window=-1",
-            "--out-format=%b %n",
+            // A line for every entry, up to date or not: how far the sync is (progress.rs).
+            "-ii",
+            "--out-format=%i %l %b",
         ]);
         if !sub.is_empty() {
             c.arg("--mkpath");
@@ -281,7 +283,7 @@ impl Runner {
         &self,
         mut c: Command,
         input: Option<Vec<u8>>,
-        progress: Option<&AtomicU64>,
+        progress: Option<&FullProgress>,
         deadline: Option<Duration>,
         kind: &str,
     ) -> Outcome {
@@ -308,20 +310,19 @@ impl Runner {
                 let _ = s.shutdown().await;
             }
         };
-        // Each line is one file: `%b` (bytes sent) first.
+        // One `%i %l %b` line per entry.
         let count = async move {
             let mut bytes = 0u64;
             if let Some(out) = stdout {
                 let mut lines = BufReader::new(out).split(b'\n');
                 while let Ok(Some(line)) = lines.next_segment().await {
+                    let Some(line) = OutLine::parse(&line) else {
+                        continue;
+                    };
+                    bytes += line.bytes;
                     if let Some(p) = progress {
-                        p.fetch_add(1, Ordering::Relaxed);
+                        p.record(&line);
                     }
-                    let n = line.split(|b| *b == b' ').next().unwrap_or_default();
-                    bytes += std::str::from_utf8(n)
-                        .ok()
-                        .and_then(|n| n.parse::<u64>().ok())
-                        .unwrap_or(0);
                 }
             }
             bytes

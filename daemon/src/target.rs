@@ -18,7 +18,7 @@
 //! - timers are deadlines slept on with `sleep_until`, never a polling loop.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,6 +32,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::RetryPolicy;
 use crate::journal::{now_ms, Item, Journal};
+use crate::progress::{count_tree, FullProgress};
 use crate::push::{
     check_root, plan_list, plan_path, Outcome, RootIdentity, Runner, MAX_PATH_BYTES,
 };
@@ -44,8 +45,8 @@ pub struct WorkerView {
     pub delivered: u64,
     pub last_error: Option<String>,
     pub next_retry: Option<Instant>,
-    /// Start and progress counter of a running full sync.
-    pub full_sync: Option<(Instant, Arc<AtomicU64>)>,
+    /// Progress of a running full sync.
+    pub full_sync: Option<Arc<FullProgress>>,
 }
 
 /// Handle kept by the engine and the control socket.
@@ -253,7 +254,7 @@ impl Worker {
         let workers = t.workers;
         let mut inflight = InFlight::default();
         let mut jobs: JoinSet<JobResult> = JoinSet::new();
-        let mut full_running: Option<(Instant, Arc<AtomicU64>)> = None;
+        let mut full_running: Option<Arc<FullProgress>> = None;
         let mut failures: u32 = 0;
         let mut backoff_until: Option<Instant> = None;
         let mut next_failed_retry = Instant::now() + t.retry.failed_interval;
@@ -435,7 +436,7 @@ impl Worker {
         &self,
         jobs: &mut JoinSet<JobResult>,
         inflight: &mut InFlight,
-        full_running: &mut Option<(Instant, Arc<AtomicU64>)>,
+        full_running: &mut Option<Arc<FullProgress>>,
         sched: &mut Schedule,
         workers: usize,
     ) {
@@ -495,8 +496,8 @@ impl Worker {
             if !owed.is_empty() && (items.is_empty() || sched.deferred >= MAX_DEFERRED_BATCHES) {
                 if jobs.is_empty() {
                     sched.deferred = 0;
-                    let progress = Arc::new(AtomicU64::new(0));
-                    *full_running = Some((Instant::now(), progress.clone()));
+                    let progress = Arc::new(FullProgress::default());
+                    *full_running = Some(progress.clone());
                     let (runner, journal, id, identity) = (
                         self.runner.clone(),
                         self.journal.clone(),
@@ -554,10 +555,28 @@ async fn full_job(
     id: String,
     identity: RootIdentity,
     resyncs: Vec<(Vec<u8>, sled::IVec)>,
-    progress: Arc<AtomicU64>,
+    progress: Arc<FullProgress>,
 ) -> JobResult {
+    // However the job ends (done, failed, aborted at shutdown), the count beside it stops.
+    struct EndOnDrop(Arc<FullProgress>);
+    impl Drop for EndOnDrop {
+        fn drop(&mut self) {
+            self.0.end();
+        }
+    }
+    let _end = EndOnDrop(progress.clone());
     let mut warning = None;
+    let mut queued = resyncs.len() as u64;
     for (sub, token) in resyncs {
+        queued -= 1;
+        let generation = progress.begin(&sub, queued);
+        let (p, root, s) = (progress.clone(), runner.root.clone(), sub.clone());
+        // Detached: it ends by itself once this directory's sync is over.
+        tokio::task::spawn_blocking(move || {
+            if let Some(total) = count_tree(&root, &s, || p.is_current(generation)) {
+                p.set_total(generation, total);
+            }
+        });
         if let Err(e) = check_root(&runner.root.source, identity) {
             return JobResult::Full {
                 ok: false,
@@ -606,7 +625,7 @@ async fn full_job(
                 }
             }
         }
-        info!(target = %id, sub = %String::from_utf8_lossy(&sub), entries = progress.load(Ordering::Relaxed), ms = started.elapsed().as_millis() as u64, "full sync done");
+        info!(target = %id, sub = %String::from_utf8_lossy(&sub), entries = progress.changed(), ms = started.elapsed().as_millis() as u64, "full sync done");
         runner.metrics.synced();
         runner
             .events

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 pub use serde_bytes::ByteBuf;
 
 /// Version of this protocol; bumped on any incompatible change to the messages below.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Largest request frame the daemon accepts (requests are small; anything bigger is hostile).
 pub const MAX_REQUEST_FRAME: usize = 64 * 1024;
@@ -219,12 +219,46 @@ impl TargetState {
     }
 }
 
-/// Progress of a running full sync.
+/// Progress of a running full sync: one directory (the root, or a subdirectory owed a resync)
+/// at a time.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct SyncProgress {
+    /// Since this directory's rsync started.
     pub elapsed_ms: u64,
-    /// Entries rsync has reported as sent or deleted so far.
+    /// Entries rsync has sent (new or changed) or deleted so far.
     pub files: u64,
+    /// The directory being synced, relative to the root; empty for the whole root.
+    pub path: ByteBuf,
+    /// Further directories owed a full sync after this one, in the same run.
+    pub queued: u64,
+    /// Entries of the source rsync has compared with the target so far, up to date or not.
+    pub checked: u64,
+    /// Sizes of the non-directory entries checked so far.
+    pub checked_bytes: u64,
+    /// Of `files`, the deletions at the target.
+    pub deleted: u64,
+    /// Bytes rsync has sent so far (its `%b`: data and protocol overhead).
+    pub bytes_sent: u64,
+    /// What the directory holds, once syncd has counted it beside rsync: what `checked` and
+    /// `checked_bytes` run up to.
+    pub total: Option<TreeSize>,
+}
+
+/// Entries (the directory itself included) and bytes (sizes of its non-directories) of a tree.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TreeSize {
+    pub entries: u64,
+    pub bytes: u64,
+}
+
+impl SyncProgress {
+    /// How far along the sync is, 0.0 to 1.0, by entries checked; `None` until the total is
+    /// known. Never 1.0 while it runs (the tree can grow under it).
+    pub fn fraction(&self) -> Option<f64> {
+        let total = self.total?;
+        let f = self.checked as f64 / total.entries.max(1) as f64;
+        Some(f.clamp(0.0, 0.999))
+    }
 }
 
 /// Parked paths.
@@ -368,7 +402,7 @@ pub fn status_json(s: &StatusReport) -> serde_json::Value {
                         "oldest_pending_ms": t.oldest_pending_ms,
                         "last_error": t.last_error,
                         "next_retry_ms": t.next_retry_ms,
-                        "full_sync": t.full_sync.as_ref().map(|p| serde_json::json!({"elapsed_ms": p.elapsed_ms, "files": p.files})),
+                        "full_sync": t.full_sync.as_ref().map(progress_json),
                     });
                     flat.push(v.clone());
                     v
@@ -385,6 +419,22 @@ pub fn status_json(s: &StatusReport) -> serde_json::Value {
         })
         .collect();
     serde_json::json!({ "version": s.version, "pid": s.pid, "uptime_ms": s.uptime_ms, "roots": roots, "targets": flat })
+}
+
+/// The JSON of a running full sync, inside `status_json`.
+fn progress_json(p: &SyncProgress) -> serde_json::Value {
+    serde_json::json!({
+        "elapsed_ms": p.elapsed_ms,
+        "path": String::from_utf8_lossy(&p.path),
+        "queued": p.queued,
+        "files": p.files,
+        "deleted": p.deleted,
+        "bytes_sent": p.bytes_sent,
+        "checked": p.checked,
+        "checked_bytes": p.checked_bytes,
+        "total": p.total.map(|t| serde_json::json!({"entries": t.entries, "bytes": t.bytes})),
+        "fraction": p.fraction(),
+    })
 }
 
 #[cfg(test)]

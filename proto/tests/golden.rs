@@ -13,7 +13,7 @@ fn requests() -> Vec<(Request, &'static str)> {
             Request::Hello {
                 protocol: PROTOCOL_VERSION,
             },
-            "000000020001",
+            "000000020002",
         ),
         (Request::Status, "0000000101"),
         (Request::Pause { target: None }, "000000020200"),
@@ -82,11 +82,21 @@ fn responses() -> Vec<(Response, &'static str)> {
                         oldest_pending_ms: Some(250),
                         last_error: Some("e".into()),
                         next_retry_ms: None,
-                        full_sync: Some(SyncProgress { elapsed_ms: 10, files: 7 }),
+                        full_sync: Some(SyncProgress {
+                            elapsed_ms: 10,
+                            files: 7,
+                            path: ByteBuf::from(b"d".to_vec()),
+                            queued: 1,
+                            checked: 300,
+                            checked_bytes: 5,
+                            deleted: 2,
+                            bytes_sent: 6,
+                            total: Some(TreeSize { entries: 9, bytes: 8 }),
+                        }),
                     }],
                 }],
             }),
-            "000000320205302e312e302afbe803010464617461052f6461746100030102623104683a3a6d02020001fb2c0101fa01016500010a07",
+            "0000003e0205302e312e302afbe803010464617461052f6461746100030102623104683a3a6d02020001fb2c0101fa01016500010a07016401fb2c01050206010908",
         ),
         (
             Response::Failed(FailedList {

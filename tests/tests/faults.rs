@@ -33,6 +33,7 @@ impl Fake {
              [ -e {f}/hang ] && exec sleep \"$(cat {f}/hang)\"\n\
              [ -e {f}/die ] && kill -9 $$\n\
              [ -e {f}/slow ] && sleep 2\n\
+             if [ -e {f}/pause-after ]; then {real} \"$@\"; rc=$?; : > {f}/paused; timeout 60 cat {f}/release > /dev/null; exit $rc; fi\n\
              if [ -e {f}/after ]; then {real} \"$@\"; rc=$?; echo \"$$ $rc\" > {f}/finished; exec sleep 3600; fi\n\
              if [ -e {f}/hold ]; then\n\
                l=$(mktemp {f}/list.XXXXXX); cat > \"$l\"; tr '\\0' '\\n' < \"$l\" >> {f}/lists\n\
@@ -382,4 +383,119 @@ fn a_path_waits_while_a_push_above_or_below_it_runs() {
     d.settle();
     assert!(!env.dst.join("d").exists());
     assert_same_tree(&env.src, &env.dst);
+}
+
+/// `syncctl --json status` of target `name` once `cond` holds, polled until `timeout`.
+fn status_when(
+    d: &Syncd,
+    name: &str,
+    timeout: Duration,
+    cond: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let st = d.target_status(name);
+        if cond(&st) {
+            return st;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "status never got there: {st}\n{}",
+            d.log.text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_running_full_sync_reports_what_it_checked_of_the_counted_tree() {
+    let env = Env::new();
+    let fake = Fake::new(env.dir.path());
+    // 3 directories of 10 files, 100 bytes each, one excluded file, a file already at the
+    // target and one that only the target has.
+    for d in 0..3 {
+        for f in 0..10 {
+            write(&env.src.join(format!("d{d}/f{f}")), &[b'x'; 100]);
+        }
+    }
+    write(&env.src.join("skip.tmp"), b"excluded");
+    write(&env.src.join("same"), b"same");
+    write(&env.dst.join("same"), b"same");
+    let mtime = std::fs::metadata(env.src.join("same"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(env.dst.join("same"))
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    write(&env.dst.join("stale"), b"only at the target");
+    let (entries, bytes) = (1 + 3 + 30 + 1, 30 * 100 + 4);
+    nix::unistd::mkfifo(
+        &fake.flags.join("release"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
+    fake.set("pause-after", true);
+    let cfg = env.config(
+        "exclude = [\"*.tmp\"]",
+        &local_target("local", &env.dst, ""),
+    );
+    let path = fake.path_env();
+    let d = Syncd::start_with_env(&cfg, &env.socket, &[("PATH", &path)]);
+    // The startup full sync: rsync has finished, its process has not exited yet.
+    assert!(
+        wait_for_entry(&fake.flags, |n| n == "paused", Duration::from_secs(30)),
+        "{}",
+        d.log.text()
+    );
+    let st = status_when(&d, "local", Duration::from_secs(10), |st| {
+        !st["full_sync"]["total"].is_null()
+    });
+    assert_eq!(st["state"], "initial-sync", "{st}");
+    let p = &st["full_sync"];
+    assert_eq!(p["total"]["entries"], entries, "{st}");
+    assert_eq!(p["total"]["bytes"], bytes, "{st}");
+    assert_eq!(p["checked"], entries, "every entry was checked: {st}");
+    assert_eq!(p["checked_bytes"], bytes, "{st}");
+    // 3 directories and 30 files sent, `stale` deleted; the root and `same` were up to date.
+    assert_eq!(p["files"], 34, "{st}");
+    assert_eq!(p["deleted"], 1, "{st}");
+    assert!(p["bytes_sent"].as_u64().unwrap() >= 3000, "{st}");
+    assert_eq!(p["path"], "", "{st}");
+    assert_eq!(p["queued"], 0, "{st}");
+    assert_eq!(p["fraction"], 0.999, "never done while it runs: {st}");
+
+    let human = d.ctl(&["status"]);
+    let human = String::from_utf8_lossy(&human.stdout);
+    let want = format!("full sync of the root: 99%, {entries} of {entries} entries");
+    assert!(human.contains(&want), "{human}");
+    assert!(
+        !human.contains("[#"),
+        "no bar when the output is not a terminal: {human}"
+    );
+    // On a terminal (script(1) gives syncctl a pty), with a bar.
+    let on_tty = std::process::Command::new("script")
+        .args(["-qec"])
+        .arg(format!(
+            "{} --socket {} status",
+            bin("syncctl").display(),
+            env.socket.display()
+        ))
+        .arg("/dev/null")
+        .output()
+        .unwrap();
+    let on_tty = String::from_utf8_lossy(&on_tty.stdout);
+    assert!(
+        on_tty.contains("full sync of the root: [###################.] 99%"),
+        "{on_tty}"
+    );
+
+    std::fs::write(fake.flags.join("release"), b"go\n").unwrap();
+    d.settle();
+    assert!(d.target_status("local")["full_sync"].is_null());
+    assert!(!env.dst.join("stale").exists());
+    assert!(!env.dst.join("skip.tmp").exists());
 }

@@ -1,0 +1,345 @@
+//! Progress of a full sync, for `syncctl status`: counters fed by rsync's itemized output and
+//! the size of the directory, counted by syncd beside rsync.
+//!
+//! - A full sync runs rsync with `-ii --out-format='%i %l %b'`: one line per entry of the
+//!   source, up to date or not, and one per deletion. Lines are only counted, never turned back
+//!   into paths (rsync escapes names ambiguously); delivery is judged by the exit status alone.
+//! - The total is counted on a blocking thread with the same excludes, while rsync runs; until it
+//!   is done the progress has no total. The count stops as soon as its directory's sync ends.
+//! - One [`FullProgress`] serves a whole full-sync job; [`FullProgress::begin`] starts the next
+//!   directory of it and resets the counters.
+
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use syncd_proto::{ByteBuf, SyncProgress, TreeSize};
+
+use crate::config::RootConfig;
+use crate::watch::{abs_path, join_rel};
+
+/// One line of rsync's `--out-format='%i %l %b'` output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutLine {
+    pub kind: LineKind,
+    /// `%l`: the entry's length (for a directory, the file system's directory size).
+    pub len: u64,
+    /// `%b`: bytes rsync sent for it.
+    pub bytes: u64,
+}
+
+/// What an [`OutLine`] says happened to its entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineKind {
+    /// Sent, created or hard-linked at the target (`<`, `>`, `c`, `h`).
+    Sent { dir: bool },
+    /// Compared and found up to date, or only its attributes changed (`.`).
+    UpToDate { dir: bool },
+    /// `*deleting`.
+    Deleted,
+}
+
+impl OutLine {
+    /// Parse one line; `None` for rsync's other messages ("created directory …").
+    pub fn parse(line: &[u8]) -> Option<OutLine> {
+        let mut fields = line.split(|b| *b == b' ').filter(|f| !f.is_empty());
+        let item = fields.next()?;
+        let mut num = || -> Option<u64> { std::str::from_utf8(fields.next()?).ok()?.parse().ok() };
+        let kind = if item == b"*deleting" {
+            LineKind::Deleted
+        } else {
+            let (&update, rest) = item.split_first()?;
+            let dir = match rest.first()? {
+                b'd' => true,
+                b'f' | b'L' | b'D' | b'S' => false,
+                _ => return None,
+            };
+            match update {
+                b'<' | b'>' | b'c' | b'h' => LineKind::Sent { dir },
+                b'.' => LineKind::UpToDate { dir },
+                _ => return None,
+            }
+        };
+        Some(OutLine {
+            kind,
+            len: num()?,
+            bytes: num()?,
+        })
+    }
+}
+
+struct Current {
+    path: Vec<u8>,
+    started: Instant,
+    queued: u64,
+    total: Option<TreeSize>,
+}
+
+/// Progress of one full-sync job, shared by the job, its count and `status`.
+pub struct FullProgress {
+    current: Mutex<Current>,
+    /// Bumped by every `begin` and by `end`: a count of an earlier directory is stale.
+    generation: AtomicU64,
+    checked: AtomicU64,
+    checked_bytes: AtomicU64,
+    changed: AtomicU64,
+    deleted: AtomicU64,
+    bytes_sent: AtomicU64,
+}
+
+impl std::fmt::Debug for FullProgress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("FullProgress")
+            .field(&self.snapshot())
+            .finish()
+    }
+}
+
+impl Default for FullProgress {
+    fn default() -> Self {
+        FullProgress {
+            current: Mutex::new(Current {
+                path: Vec::new(),
+                started: Instant::now(),
+                queued: 0,
+                total: None,
+            }),
+            generation: AtomicU64::new(0),
+            checked: AtomicU64::new(0),
+            checked_bytes: AtomicU64::new(0),
+            changed: AtomicU64::new(0),
+            deleted: AtomicU64::new(0),
+            bytes_sent: AtomicU64::new(0),
+        }
+    }
+}
+
+impl FullProgress {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Current> {
+        // Nothing panics while holding it; a poisoned lock still holds valid counters.
+        self.current.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The sync of directory `path` starts, with `queued` more to follow; returns its
+    /// generation for [`FullProgress::set_total`].
+    pub fn begin(&self, path: &[u8], queued: u64) -> u64 {
+        let mut c = self.lock();
+        *c = Current {
+            path: path.to_vec(),
+            started: Instant::now(),
+            queued,
+            total: None,
+        };
+        for n in [
+            &self.checked,
+            &self.checked_bytes,
+            &self.changed,
+            &self.deleted,
+            &self.bytes_sent,
+        ] {
+            n.store(0, Ordering::Relaxed);
+        }
+        self.generation.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// The job is over: a count still running stops.
+    pub fn end(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Whether the directory of generation `generation` is still being synced.
+    pub fn is_current(&self, generation: u64) -> bool {
+        self.generation.load(Ordering::Acquire) == generation
+    }
+
+    /// The count of generation `generation` finished.
+    pub fn set_total(&self, generation: u64, total: TreeSize) {
+        let mut c = self.lock();
+        if self.is_current(generation) {
+            c.total = Some(total);
+        }
+    }
+
+    /// Count one line of rsync's output.
+    pub fn record(&self, line: &OutLine) {
+        match line.kind {
+            LineKind::Deleted => {
+                self.deleted.fetch_add(1, Ordering::Relaxed);
+                self.changed.fetch_add(1, Ordering::Relaxed);
+            }
+            LineKind::Sent { dir } | LineKind::UpToDate { dir } => {
+                self.checked.fetch_add(1, Ordering::Relaxed);
+                if !dir {
+                    self.checked_bytes.fetch_add(line.len, Ordering::Relaxed);
+                }
+                if matches!(line.kind, LineKind::Sent { .. }) {
+                    self.changed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        self.bytes_sent.fetch_add(line.bytes, Ordering::Relaxed);
+    }
+
+    /// Entries sent or deleted in the current directory so far.
+    pub fn changed(&self) -> u64 {
+        self.changed.load(Ordering::Relaxed)
+    }
+
+    /// The progress as `status` reports it.
+    pub fn snapshot(&self) -> SyncProgress {
+        let c = self.lock();
+        let load = |n: &AtomicU64| n.load(Ordering::Relaxed);
+        SyncProgress {
+            elapsed_ms: c.started.elapsed().as_millis() as u64,
+            files: load(&self.changed),
+            path: ByteBuf::from(c.path.clone()),
+            queued: c.queued,
+            checked: load(&self.checked),
+            checked_bytes: load(&self.checked_bytes),
+            deleted: load(&self.deleted),
+            bytes_sent: load(&self.bytes_sent),
+            total: c.total,
+        }
+    }
+}
+
+/// Entries and bytes of directory `sub` of `root` as a full sync sees them: the directory
+/// itself and everything below it but excluded entries, symlinks not followed, sizes of the
+/// non-directories. `None` once `keep_going` says the sync is over. Unreadable directories
+/// count as empty (rsync reports them itself).
+pub fn count_tree(
+    root: &RootConfig,
+    sub: &[u8],
+    keep_going: impl Fn() -> bool,
+) -> Option<TreeSize> {
+    let mut size = TreeSize {
+        entries: 1,
+        bytes: 0,
+    };
+    let mut stack = vec![sub.to_vec()];
+    while let Some(dir) = stack.pop() {
+        if !keep_going() {
+            return None;
+        }
+        let Ok(rd) = std::fs::read_dir(abs_path(&root.source, &dir)) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let rel = join_rel(&dir, e.file_name().as_bytes());
+            let is_dir = e.file_type().map(|t| t.is_dir()).unwrap_or(false);
+            if root.excludes.matches(&rel, is_dir) {
+                continue;
+            }
+            size.entries += 1;
+            if is_dir {
+                stack.push(rel);
+            } else if let Ok(m) = e.metadata() {
+                // DirEntry::metadata is an lstat: a symlink counts its own length, as rsync's %l.
+                size.bytes += m.size();
+            }
+        }
+    }
+    Some(size)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn itemized_lines_are_classified_and_messages_ignored() {
+        let p = |s: &str| OutLine::parse(s.as_bytes());
+        assert_eq!(
+            p(">f+++++++++ 3 46"),
+            Some(OutLine {
+                kind: LineKind::Sent { dir: false },
+                len: 3,
+                bytes: 46
+            })
+        );
+        assert_eq!(
+            p("<f.st...... 10 20").map(|l| l.kind),
+            Some(LineKind::Sent { dir: false })
+        );
+        assert_eq!(
+            p("cd+++++++++ 4096 0").map(|l| l.kind),
+            Some(LineKind::Sent { dir: true })
+        );
+        assert_eq!(
+            p("cL+++++++++ 1 0").map(|l| l.kind),
+            Some(LineKind::Sent { dir: false })
+        );
+        assert_eq!(
+            p(".d          4096 0").map(|l| l.kind),
+            Some(LineKind::UpToDate { dir: true })
+        );
+        assert_eq!(
+            p(".f          3 0").map(|l| l.kind),
+            Some(LineKind::UpToDate { dir: false })
+        );
+        assert_eq!(
+            p("*deleting   0 0").map(|l| l.kind),
+            Some(LineKind::Deleted)
+        );
+        assert_eq!(p("created directory t"), None);
+        assert_eq!(p(""), None);
+        assert_eq!(p(">f+++++++++ x 1"), None);
+    }
+
+    #[test]
+    fn counters_reset_per_directory_and_a_stale_total_is_dropped() {
+        let pr = FullProgress::default();
+        let g1 = pr.begin(b"", 1);
+        for l in [
+            ">f+++++++++ 3 46",
+            ".f          5 0",
+            ".d          4096 0",
+            "*deleting   0 0",
+        ] {
+            pr.record(&OutLine::parse(l.as_bytes()).unwrap());
+        }
+        let s = pr.snapshot();
+        assert_eq!(
+            (
+                s.checked,
+                s.checked_bytes,
+                s.files,
+                s.deleted,
+                s.bytes_sent,
+                s.queued
+            ),
+            (3, 8, 2, 1, 46, 1)
+        );
+        let g2 = pr.begin(b"sub", 0);
+        pr.set_total(
+            g1,
+            TreeSize {
+                entries: 9,
+                bytes: 9,
+            },
+        );
+        let s = pr.snapshot();
+        assert_eq!(
+            (s.checked, s.files, s.total, s.path.as_slice()),
+            (0, 0, None, &b"sub"[..])
+        );
+        pr.set_total(
+            g2,
+            TreeSize {
+                entries: 4,
+                bytes: 2,
+            },
+        );
+        assert_eq!(
+            pr.snapshot().total,
+            Some(TreeSize {
+                entries: 4,
+                bytes: 2
+            })
+        );
+        pr.end();
+        assert!(!pr.is_current(g2));
+    }
+}
