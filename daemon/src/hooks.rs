@@ -2,6 +2,8 @@
 //! parked as failed (`on_failure`), for cache purges, indexers and alerting.
 //!
 //! - Run directly (`argv[0]` is an absolute path), never through a shell.
+//! - A full sync that sent or deleted anything reports the directory it synced (`.` for the
+//!   root) to `on_batch`: which entries below it changed is not known exactly.
 //! - The paths go NUL-separated on stdin; `SYNCD_HOOK` (`batch` or `failure`), `SYNCD_ROOT`,
 //!   `SYNCD_TARGET`, `SYNCD_PATHS` (how many), `SYNCD_DROPPED` (paths not passed on, see below)
 //!   and, for failures, `SYNCD_ERROR` (rsync's reason for the first path) in the environment.

@@ -627,6 +627,12 @@ async fn full_job(
         }
         info!(target = %id, sub = %String::from_utf8_lossy(&sub), entries = progress.changed(), ms = started.elapsed().as_millis() as u64, "full sync done");
         runner.metrics.synced();
+        // Which paths a full sync changed is not known exactly (rsync's names are escaped
+        // ambiguously): the hook is told the directory it brought up to date, `.` for the root.
+        if progress.changed() > 0 {
+            let dir: &[u8] = if sub.is_empty() { b"." } else { &sub };
+            runner.hooks.delivered([dir]);
+        }
         runner
             .events
             .publish(&id, LogKind::FullSync, [sub.as_slice()], warning.as_deref());

@@ -186,3 +186,38 @@ fn a_hook_that_is_not_an_absolute_executable_is_refused_by_check_config() {
         );
     }
 }
+
+#[test]
+fn on_batch_is_told_the_directory_a_full_sync_changed() {
+    let env = Env::new();
+    write(
+        &env.src.join("before-start.txt"),
+        b"made while syncd was down",
+    );
+    write(&env.src.join("d/x"), b"x");
+    let (prog, out) = recorder(env.dir.path());
+    let cfg = env.config(
+        "",
+        &local_target("local", &env.dst, &format!("on_batch = [{prog:?}]")),
+    );
+    // The startup full sync of the root sends both files: the hook hears of the root.
+    let d = Syncd::start(&cfg, &env.socket);
+    d.settle();
+    wait_for_paths(&out, &["."]);
+    // A full sync of d that finds it up to date tells the hook nothing…
+    let resync = |what: &Path| {
+        let o = d.ctl(&["resync", what.to_str().unwrap()]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        d.settle();
+    };
+    resync(&env.src.join("d"));
+    write(&env.src.join("barrier.txt"), b"b");
+    d.settle();
+    let (paths, _) = wait_for_paths(&out, &["barrier.txt"]);
+    assert!(!paths.contains("d"), "{paths:?}");
+    // …one that repairs it names d.
+    write(&env.dst.join("d/x"), b"damaged at the target");
+    resync(&env.src.join("d"));
+    wait_for_paths(&out, &["d"]);
+    assert_same_tree(&env.src, &env.dst);
+}
