@@ -581,7 +581,7 @@ fn status(engine: &EngineView, shared: &Shared) -> Response {
                 next_retry_ms: v
                     .next_retry
                     .map(|n| n.saturating_duration_since(Instant::now()).as_millis() as u64),
-                full_sync: v.full_sync.as_ref().map(|p| p.snapshot()),
+                full_sync: v.full_sync.as_ref().map(|p| p.status()),
             });
         }
         use std::os::unix::ffi::OsStrExt;

@@ -4,15 +4,18 @@
 //! - A full sync runs rsync with `-ii --out-format='%i %l %b'`: one line per entry of the
 //!   source, up to date or not, and one per deletion. Lines are only counted, never turned back
 //!   into paths (rsync escapes names ambiguously); delivery is judged by the exit status alone.
-//! - The total is counted on a blocking thread with the same excludes, while rsync runs; until it
-//!   is done the progress has no total. The count stops as soon as its directory's sync ends.
+//! - The total is counted on a blocking thread with the same excludes, while rsync runs, from the
+//!   first time `status` asks for the progress of the directory: a full sync nobody watches
+//!   costs no second walk of the tree (about 0.17 s of CPU per 100,000 entries, mostly lstat).
+//!   Until the count is done the progress has no total; it stops as soon as its directory's
+//!   sync ends.
 //! - One [`FullProgress`] serves a whole full-sync job; [`FullProgress::begin`] starts the next
 //!   directory of it and resets the counters.
 
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use syncd_proto::{ByteBuf, SyncProgress, TreeSize};
@@ -75,10 +78,13 @@ struct Current {
     started: Instant,
     queued: u64,
     total: Option<TreeSize>,
+    /// The count of this directory was started.
+    counting: bool,
 }
 
 /// Progress of one full-sync job, shared by the job, its count and `status`.
 pub struct FullProgress {
+    root: Arc<RootConfig>,
     current: Mutex<Current>,
     /// Bumped by every `begin` and by `end`: a count of an earlier directory is stale.
     generation: AtomicU64,
@@ -97,14 +103,17 @@ impl std::fmt::Debug for FullProgress {
     }
 }
 
-impl Default for FullProgress {
-    fn default() -> Self {
+impl FullProgress {
+    /// The progress of a full-sync job of `root`.
+    pub fn new(root: Arc<RootConfig>) -> FullProgress {
         FullProgress {
+            root,
             current: Mutex::new(Current {
                 path: Vec::new(),
                 started: Instant::now(),
                 queued: 0,
                 total: None,
+                counting: false,
             }),
             generation: AtomicU64::new(0),
             checked: AtomicU64::new(0),
@@ -114,23 +123,21 @@ impl Default for FullProgress {
             bytes_sent: AtomicU64::new(0),
         }
     }
-}
 
-impl FullProgress {
     fn lock(&self) -> std::sync::MutexGuard<'_, Current> {
         // Nothing panics while holding it; a poisoned lock still holds valid counters.
         self.current.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The sync of directory `path` starts, with `queued` more to follow; returns its
-    /// generation for [`FullProgress::set_total`].
-    pub fn begin(&self, path: &[u8], queued: u64) -> u64 {
+    /// The sync of directory `path` starts, with `queued` more to follow.
+    pub fn begin(&self, path: &[u8], queued: u64) {
         let mut c = self.lock();
         *c = Current {
             path: path.to_vec(),
             started: Instant::now(),
             queued,
             total: None,
+            counting: false,
         };
         for n in [
             &self.checked,
@@ -141,7 +148,7 @@ impl FullProgress {
         ] {
             n.store(0, Ordering::Relaxed);
         }
-        self.generation.fetch_add(1, Ordering::AcqRel) + 1
+        self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
     /// The job is over: a count still running stops.
@@ -149,17 +156,36 @@ impl FullProgress {
         self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// Whether the directory of generation `generation` is still being synced.
-    pub fn is_current(&self, generation: u64) -> bool {
+    fn is_current(&self, generation: u64) -> bool {
         self.generation.load(Ordering::Acquire) == generation
     }
 
     /// The count of generation `generation` finished.
-    pub fn set_total(&self, generation: u64, total: TreeSize) {
+    fn set_total(&self, generation: u64, total: TreeSize) {
         let mut c = self.lock();
         if self.is_current(generation) {
             c.total = Some(total);
         }
+    }
+
+    /// Start counting the current directory on a blocking thread, unless that was done.
+    fn count_once(self: &Arc<Self>) {
+        let sub = {
+            let mut c = self.lock();
+            if c.counting {
+                return;
+            }
+            c.counting = true;
+            c.path.clone()
+        };
+        let generation = self.generation.load(Ordering::Acquire);
+        let p = self.clone();
+        // Detached: it ends by itself once this directory's sync is over.
+        tokio::task::spawn_blocking(move || {
+            if let Some(total) = count_tree(&p.root, &sub, || p.is_current(generation)) {
+                p.set_total(generation, total);
+            }
+        });
     }
 
     /// Count one line of rsync's output.
@@ -187,8 +213,13 @@ impl FullProgress {
         self.changed.load(Ordering::Relaxed)
     }
 
-    /// The progress as `status` reports it.
-    pub fn snapshot(&self) -> SyncProgress {
+    /// The progress as `status` reports it; the first call for a directory starts counting it.
+    pub fn status(self: &Arc<Self>) -> SyncProgress {
+        self.count_once();
+        self.snapshot()
+    }
+
+    fn snapshot(&self) -> SyncProgress {
         let c = self.lock();
         let load = |n: &AtomicU64| n.load(Ordering::Relaxed);
         SyncProgress {
@@ -288,10 +319,24 @@ mod tests {
         assert_eq!(p(">f+++++++++ x 1"), None);
     }
 
+    fn root(source: &std::path::Path, excludes: &[&str]) -> Arc<RootConfig> {
+        let patterns: Vec<String> = excludes.iter().map(|s| s.to_string()).collect();
+        Arc::new(RootConfig {
+            name: "r".into(),
+            source: source.to_path_buf(),
+            excludes: crate::exclude::Excludes::new(&patterns).unwrap(),
+            delay: std::time::Duration::ZERO,
+            modify_delay: std::time::Duration::ZERO,
+            full_resync_interval: std::time::Duration::ZERO,
+            targets: Vec::new(),
+        })
+    }
+
     #[test]
     fn counters_reset_per_directory_and_a_stale_total_is_dropped() {
-        let pr = FullProgress::default();
-        let g1 = pr.begin(b"", 1);
+        let pr = FullProgress::new(root(std::path::Path::new("/nonexistent"), &[]));
+        pr.begin(b"", 1);
+        let g1 = pr.generation.load(Ordering::Acquire);
         for l in [
             ">f+++++++++ 3 46",
             ".f          5 0",
@@ -312,7 +357,8 @@ mod tests {
             ),
             (3, 8, 2, 1, 46, 1)
         );
-        let g2 = pr.begin(b"sub", 0);
+        pr.begin(b"sub", 0);
+        let g2 = pr.generation.load(Ordering::Acquire);
         pr.set_total(
             g1,
             TreeSize {
@@ -341,5 +387,34 @@ mod tests {
         );
         pr.end();
         assert!(!pr.is_current(g2));
+    }
+
+    #[test]
+    fn the_count_skips_excluded_entries_follows_no_symlink_and_stops_when_told() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir_all(d.join("a/b")).unwrap();
+        std::fs::write(d.join("a/b/f"), [0u8; 10]).unwrap();
+        std::fs::write(d.join("a/g.tmp"), [0u8; 1000]).unwrap();
+        std::fs::create_dir_all(d.join("cache/deep")).unwrap();
+        std::fs::write(d.join("cache/deep/x"), [0u8; 1000]).unwrap();
+        std::os::unix::fs::symlink("a", d.join("link")).unwrap();
+        let r = root(d, &["*.tmp", "cache/"]);
+        // `.`, a, a/b, a/b/f, link (its own length: 1).
+        assert_eq!(
+            count_tree(&r, b"", || true),
+            Some(TreeSize {
+                entries: 5,
+                bytes: 11
+            })
+        );
+        assert_eq!(
+            count_tree(&r, b"a", || true),
+            Some(TreeSize {
+                entries: 3,
+                bytes: 10
+            })
+        );
+        assert_eq!(count_tree(&r, b"", || false), None);
     }
 }

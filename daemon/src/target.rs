@@ -32,7 +32,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::RetryPolicy;
 use crate::journal::{now_ms, Item, Journal};
-use crate::progress::{count_tree, FullProgress};
+use crate::progress::FullProgress;
 use crate::push::{
     check_root, plan_list, plan_path, Outcome, RootIdentity, Runner, MAX_PATH_BYTES,
 };
@@ -496,7 +496,7 @@ impl Worker {
             if !owed.is_empty() && (items.is_empty() || sched.deferred >= MAX_DEFERRED_BATCHES) {
                 if jobs.is_empty() {
                     sched.deferred = 0;
-                    let progress = Arc::new(FullProgress::default());
+                    let progress = Arc::new(FullProgress::new(self.runner.root.clone()));
                     *full_running = Some(progress.clone());
                     let (runner, journal, id, identity) = (
                         self.runner.clone(),
@@ -569,14 +569,7 @@ async fn full_job(
     let mut queued = resyncs.len() as u64;
     for (sub, token) in resyncs {
         queued -= 1;
-        let generation = progress.begin(&sub, queued);
-        let (p, root, s) = (progress.clone(), runner.root.clone(), sub.clone());
-        // Detached: it ends by itself once this directory's sync is over.
-        tokio::task::spawn_blocking(move || {
-            if let Some(total) = count_tree(&root, &s, || p.is_current(generation)) {
-                p.set_total(generation, total);
-            }
-        });
+        progress.begin(&sub, queued);
         if let Err(e) = check_root(&runner.root.source, identity) {
             return JobResult::Full {
                 ok: false,
