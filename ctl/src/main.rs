@@ -330,7 +330,9 @@ fn status(conn: &mut Conn, as_json: bool) -> anyhow::Result<ExitCode> {
                 t.dest
             );
             if let Some(p) = &t.full_sync {
-                println!("    {}", progress_line(p, tty));
+                for line in progress_lines(p, tty).lines() {
+                    println!("    {line}");
+                }
             }
             if let Some(e) = &t.last_error {
                 let retry = t
@@ -344,9 +346,9 @@ fn status(conn: &mut Conn, as_json: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// One line on a running full sync: how much is checked (of the total, once the daemon has
-/// counted it), what was sent and deleted, and on a terminal a bar.
-fn progress_line(p: &SyncProgress, bar: bool) -> String {
+/// Two lines on a running full sync: how much is checked (of the total, once the daemon has
+/// counted it), on a terminal with a bar; then what was sent and deleted.
+fn progress_lines(p: &SyncProgress, bar: bool) -> String {
     let size = |b: u64| bytesize::ByteSize(b).display().iec().to_string();
     let what = if p.path.is_empty() {
         "the root".to_string()
@@ -378,7 +380,7 @@ fn progress_line(p: &SyncProgress, bar: bool) -> String {
         ),
     };
     line += &format!(
-        "{checked}, {} sent ({}), {} deleted, {:.1}s",
+        "{checked}\n  {} sent ({}), {} deleted, {:.1}s",
         p.files.saturating_sub(p.deleted),
         size(p.bytes_sent),
         p.deleted,
@@ -499,14 +501,14 @@ mod tests {
             bytes: 10 << 20,
         }));
         assert_eq!(
-            progress_line(&p, true),
+            progress_lines(&p, true),
             "full sync of photos/2026: [#########...........] 45%, 450 of 1000 entries \
-             (3.0 MiB of 10.0 MiB) checked, 10 sent (1.5 KiB), 2 deleted, 3.2s, \
+             (3.0 MiB of 10.0 MiB) checked\n  10 sent (1.5 KiB), 2 deleted, 3.2s, \
              2 more directories queued"
         );
         assert_eq!(
-            progress_line(&p, false),
-            "full sync of photos/2026: 45%, 450 of 1000 entries (3.0 MiB of 10.0 MiB) checked, \
+            progress_lines(&p, false),
+            "full sync of photos/2026: 45%, 450 of 1000 entries (3.0 MiB of 10.0 MiB) checked\n  \
              10 sent (1.5 KiB), 2 deleted, 3.2s, 2 more directories queued"
         );
     }
@@ -517,8 +519,8 @@ mod tests {
         p.path = ByteBuf::new();
         p.queued = 0;
         assert_eq!(
-            progress_line(&p, true),
-            "full sync of the root: 450 entries (3.0 MiB) checked, still counting the total, \
+            progress_lines(&p, true),
+            "full sync of the root: 450 entries (3.0 MiB) checked, still counting the total\n  \
              10 sent (1.5 KiB), 2 deleted, 3.2s"
         );
     }
@@ -530,7 +532,7 @@ mod tests {
             bytes: 0,
         }));
         p.checked = 150;
-        let line = progress_line(&p, true);
+        let line = progress_lines(&p, true);
         assert!(line.contains("[###################.] 99%"), "{line}");
     }
 }

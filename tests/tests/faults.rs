@@ -472,6 +472,8 @@ fn a_running_full_sync_reports_what_it_checked_of_the_counted_tree() {
     let human = String::from_utf8_lossy(&human.stdout);
     let want = format!("full sync of the root: 99%, {entries} of {entries} entries");
     assert!(human.contains(&want), "{human}");
+    assert!(human.contains("      33 sent ("), "{human}");
+    assert!(human.contains("), 1 deleted, "), "{human}");
     assert!(
         !human.contains("[#"),
         "no bar when the output is not a terminal: {human}"
