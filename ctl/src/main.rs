@@ -14,8 +14,8 @@ use clap::{Parser, Subcommand};
 use serde_json::json;
 use syncd_proto::{
     decode_payload, encode_frame, frame_len, ByteBuf, ErrorKind, IdleOutcome, LogKind, Request,
-    Response, RootState, SyncProgress, HEADER_LEN, MAX_REQUEST_FRAME, MAX_RESPONSE_FRAME,
-    PROTOCOL_VERSION,
+    Response, RootState, StatusReport, SyncProgress, HEADER_LEN, MAX_REQUEST_FRAME,
+    MAX_RESPONSE_FRAME, PROTOCOL_VERSION,
 };
 
 /// Control a running syncd.
@@ -34,8 +34,14 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// State and counters of every root and target.
-    Status,
+    /// State and counters of every root and target, and the progress of running full syncs.
+    Status {
+        /// Show it again every SECONDS (default 1) until interrupted; on a terminal the screen
+        /// is redrawn.
+        #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "1",
+              value_parser = interval)]
+        watch: Option<f64>,
+    },
     /// Stop pushing to TARGET (or to all); changes keep being journaled.
     Pause { target: Option<String> },
     /// Resume pushing to TARGET (or to all).
@@ -172,7 +178,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .unwrap_or_else(syncd_proto::default_socket_path);
     let mut conn = Conn::open(&socket)?;
     match cli.command {
-        Command::Status => status(&mut conn, cli.json),
+        Command::Status { watch } => status(&mut conn, &socket, cli.json, watch),
         Command::Pause { target } => simple(&mut conn, Request::Pause { target }, cli.json),
         Command::Resume { target } => simple(&mut conn, Request::Resume { target }, cli.json),
         Command::Resync { target, path } => resync(&mut conn, target, path, cli.json),
@@ -285,18 +291,77 @@ fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-fn status(conn: &mut Conn, as_json: bool) -> anyhow::Result<ExitCode> {
-    let s = match conn.call(&Request::Status)? {
-        Response::Status(s) => s,
-        Response::Error { kind, message } => return Err(refused(kind, message)),
-        other => bail!("unexpected answer: {other:?}"),
-    };
-    if as_json {
-        println!("{}", syncd_proto::status_json(&s));
-        return Ok(ExitCode::SUCCESS);
+/// A `--watch` interval: seconds, at least 0.05.
+fn interval(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.05 => Ok(v),
+        _ => Err(format!("{s:?} is not a number of seconds of 0.05 or more")),
     }
+}
+
+fn fetch_status(conn: &mut Conn) -> anyhow::Result<StatusReport> {
+    match conn.call(&Request::Status)? {
+        Response::Status(s) => Ok(s),
+        Response::Error { kind, message } => Err(refused(kind, message)),
+        other => bail!("unexpected answer: {other:?}"),
+    }
+}
+
+/// Once, or with `watch` every that many seconds until interrupted: on a terminal the screen
+/// is redrawn, otherwise each snapshot follows the last (one JSON object per line with --json).
+fn status(
+    conn: &mut Conn,
+    socket: &Path,
+    as_json: bool,
+    watch: Option<f64>,
+) -> anyhow::Result<ExitCode> {
     let tty = std::io::stdout().is_terminal();
-    println!(
+    let show = |s: &StatusReport| {
+        if as_json {
+            syncd_proto::status_json(s).to_string() + "\n"
+        } else {
+            render_status(s, tty)
+        }
+    };
+    let Some(every) = watch else {
+        print!("{}", show(&fetch_status(conn)?));
+        return Ok(ExitCode::SUCCESS);
+    };
+    let mut out = std::io::stdout().lock();
+    loop {
+        // A connection the daemon dropped (one silent for 30 s is) is opened again once.
+        let s = match fetch_status(conn) {
+            Ok(s) => s,
+            Err(_) => {
+                *conn = Conn::open(socket)?;
+                fetch_status(conn)?
+            }
+        };
+        let text = show(&s);
+        let written = if tty && !as_json {
+            // Home, clear the screen, draw.
+            write!(out, "\x1b[H\x1b[2J{text}")
+        } else if as_json {
+            write!(out, "{text}")
+        } else {
+            writeln!(out, "{text}")
+        };
+        // A closed pipe (`| head`) ends the watch.
+        if written.and_then(|_| out.flush()).is_err() {
+            return Ok(ExitCode::SUCCESS);
+        }
+        std::thread::sleep(std::time::Duration::from_secs_f64(every));
+    }
+}
+
+/// The human status: a table per root, a running full sync's progress (with a bar when `bar`)
+/// and the last error under its target.
+fn render_status(s: &StatusReport, bar: bool) -> String {
+    use std::fmt::Write as _;
+    let mut o = String::new();
+    // Writing into a String cannot fail.
+    let _ = writeln!(
+        o,
         "syncd {} (pid {}), up {}s",
         s.version,
         s.pid,
@@ -308,8 +373,9 @@ fn status(conn: &mut Conn, as_json: bool) -> anyhow::Result<ExitCode> {
             RootState::ScheduledResync { reason } => format!("scheduled resyncs: {reason}"),
             RootState::Unavailable { reason } => format!("UNAVAILABLE: {reason}"),
         };
-        println!("\n{}  {}  {}", r.name, lossy(&r.source), state);
-        println!(
+        let _ = writeln!(o, "\n{}  {}  {}", r.name, lossy(&r.source), state);
+        let _ = writeln!(
+            o,
             "  {:<14} {:<13} {:>8} {:>9} {:>7} {:>10} {:>9}  dest",
             "target", "state", "pending", "in-flight", "failed", "delivered", "oldest"
         );
@@ -318,7 +384,8 @@ fn status(conn: &mut Conn, as_json: bool) -> anyhow::Result<ExitCode> {
                 .oldest_pending_ms
                 .map(|ms| format!("{:.1}s", ms as f64 / 1000.0))
                 .unwrap_or_else(|| "-".into());
-            println!(
+            let _ = writeln!(
+                o,
                 "  {:<14} {:<13} {:>8} {:>9} {:>7} {:>10} {:>9}  {}",
                 t.name,
                 t.state.as_str(),
@@ -330,8 +397,8 @@ fn status(conn: &mut Conn, as_json: bool) -> anyhow::Result<ExitCode> {
                 t.dest
             );
             if let Some(p) = &t.full_sync {
-                for line in progress_lines(p, tty).lines() {
-                    println!("    {line}");
+                for line in progress_lines(p, bar).lines() {
+                    let _ = writeln!(o, "    {line}");
                 }
             }
             if let Some(e) = &t.last_error {
@@ -339,11 +406,11 @@ fn status(conn: &mut Conn, as_json: bool) -> anyhow::Result<ExitCode> {
                     .next_retry_ms
                     .map(|ms| format!(" (next try in {:.1}s)", ms as f64 / 1000.0))
                     .unwrap_or_default();
-                println!("    last error: {e}{retry}");
+                let _ = writeln!(o, "    last error: {e}{retry}");
             }
         }
     }
-    Ok(ExitCode::SUCCESS)
+    o
 }
 
 /// Two lines on a running full sync: how much is checked (of the total, once the daemon has

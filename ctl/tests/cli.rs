@@ -32,3 +32,19 @@ fn bad_wait_idle_timeout_is_rejected_by_the_parser() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--timeout"));
 }
+
+#[test]
+fn a_watch_interval_that_is_not_a_usable_number_of_seconds_is_rejected_by_the_parser() {
+    for bad in ["0", "-1", "often", "inf"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_syncctl"))
+            .args(["status", &format!("--watch={bad}")])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("--watch") && err.contains("0.05 or more"),
+            "{err}"
+        );
+    }
+}

@@ -495,6 +495,52 @@ fn a_running_full_sync_reports_what_it_checked_of_the_counted_tree() {
         "{on_tty}"
     );
 
+    // --watch on a terminal redraws the screen, bar included, until interrupted.
+    let mut watch = std::process::Command::new("script")
+        .args(["-qec"])
+        .arg(format!(
+            "{} --socket {} status --watch 0.1",
+            bin("syncctl").display(),
+            env.socket.display()
+        ))
+        .arg("/dev/null")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let frames = Log::follow(watch.stdout.take().unwrap(), "watch");
+    let redraw = "\x1b[H\x1b[2Jsyncd ";
+    let first = frames.wait_for(redraw, 0, Duration::from_secs(20));
+    let second = first.and_then(|i| frames.wait_for(redraw, i + 1, Duration::from_secs(20)));
+    let bar = second
+        .and_then(|i| frames.wait_for("[###################.] 99%", i, Duration::from_secs(20)));
+    kill_reap(&mut watch);
+    assert!(
+        bar.is_some(),
+        "two frames, the second with the bar: {}",
+        frames.text()
+    );
+    // Not on a terminal, with --json: one object per line.
+    let mut watch = std::process::Command::new(bin("syncctl"))
+        .args([
+            "--socket",
+            env.socket.to_str().unwrap(),
+            "--json",
+            "status",
+            "--watch",
+            "0.05",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = Log::follow(watch.stdout.take().unwrap(), "watch");
+    let third = lines.wait_for("", 2, Duration::from_secs(20));
+    kill_reap(&mut watch);
+    assert!(third.is_some(), "{}", lines.text());
+    for l in lines.text().lines().take(3) {
+        let v: serde_json::Value = serde_json::from_str(l).expect("one JSON object per line");
+        assert_eq!(v["targets"][0]["full_sync"]["checked"], entries, "{v}");
+    }
+
     std::fs::write(fake.flags.join("release"), b"go\n").unwrap();
     d.settle();
     assert!(d.target_status("local")["full_sync"].is_null());
