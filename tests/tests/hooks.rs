@@ -107,6 +107,8 @@ fn with_blocked_first_run(timeout_s: u64) -> (Env, Syncd, PathBuf) {
         ),
     );
     let d = Syncd::start(&cfg, &env.socket);
+    // The startup full sync is over: a first.txt it sent would give the hook `.` first.
+    d.settle();
     std::fs::write(out.join("block"), b"").unwrap();
     write(&env.src.join("first.txt"), b"1");
     d.settle();
