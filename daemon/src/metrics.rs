@@ -2,7 +2,8 @@
 //! (the `prometheus` crate's encoder; `promtool check metrics` passes it).
 //!
 //! Counters are fed as things happen (rsync runs by exit status, bytes sent, paths delivered and
-//! their replication lag); gauges (pending, in flight, failed, watches, journal size) are read at
+//! their replication lag); gauges (pending, in flight, failed, watches, journal size, a running
+//! full sync's entries checked and total) are read at
 //! each scrape from the same state `syncctl status` reports, so the two always agree.
 
 use std::sync::Arc;
@@ -28,6 +29,8 @@ pub struct Metrics {
     failed: IntGaugeVec,
     watches: IntGaugeVec,
     journal_bytes: IntGauge,
+    full_checked: IntGaugeVec,
+    full_total: IntGaugeVec,
 }
 
 const TARGET: &[&str] = &["root", "target"];
@@ -112,6 +115,16 @@ impl Metrics {
             "Directories under inotify watch",
             &["root"],
         );
+        let full_checked = gauge(
+            "syncd_full_sync_checked_entries",
+            "Entries the running full sync has checked (present while one runs)",
+            TARGET,
+        );
+        let full_total = gauge(
+            "syncd_full_sync_total_entries",
+            "Entries in the directory the running full sync covers (once counted)",
+            TARGET,
+        );
         let journal_bytes = reg(
             &registry,
             IntGauge::new("syncd_journal_size_bytes", "Size of the journal on disk")
@@ -129,6 +142,8 @@ impl Metrics {
             failed,
             watches,
             journal_bytes,
+            full_checked,
+            full_total,
         })
     }
 
@@ -148,6 +163,8 @@ impl Metrics {
         self.in_flight.reset();
         self.failed.reset();
         self.watches.reset();
+        self.full_checked.reset();
+        self.full_total.reset();
         for r in &status.roots {
             self.watches
                 .with_label_values(&[r.name.as_str()])
@@ -157,6 +174,16 @@ impl Metrics {
                 self.pending.with_label_values(&l).set(t.pending as i64);
                 self.in_flight.with_label_values(&l).set(t.in_flight as i64);
                 self.failed.with_label_values(&l).set(t.failed as i64);
+                if let Some(p) = &t.full_sync {
+                    self.full_checked
+                        .with_label_values(&l)
+                        .set(p.checked as i64);
+                    if let Some(total) = p.total {
+                        self.full_total
+                            .with_label_values(&l)
+                            .set(total.entries as i64);
+                    }
+                }
             }
         }
         self.journal_bytes.set(journal_bytes as i64);

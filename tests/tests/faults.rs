@@ -439,7 +439,9 @@ fn a_running_full_sync_reports_what_it_checked_of_the_counted_tree() {
     )
     .unwrap();
     fake.set("pause-after", true);
-    let cfg = env.config(
+    let port = free_port();
+    let cfg = env.config_top(
+        &format!("[http]\nlisten = \"127.0.0.1:{port}\""),
         "exclude = [\"*.tmp\"]",
         &local_target("local", &env.dst, ""),
     );
@@ -467,6 +469,15 @@ fn a_running_full_sync_reports_what_it_checked_of_the_counted_tree() {
     assert_eq!(p["path"], "", "{st}");
     assert_eq!(p["queued"], 0, "{st}");
     assert_eq!(p["fraction"], 0.999, "never done while it runs: {st}");
+    // The same in the metrics.
+    let (code, metrics) = get(&format!("http://127.0.0.1:{port}/metrics"));
+    assert_eq!(code, 200, "{metrics}");
+    assert_promtool_accepts(&metrics);
+    let l = r#"{root="data",target="local"}"#;
+    for name in ["checked", "total"] {
+        let got = sample(&metrics, &format!("syncd_full_sync_{name}_entries{l}"));
+        assert_eq!(got, entries as f64, "{name}: {metrics}");
+    }
 
     let human = d.ctl(&["status"]);
     let human = String::from_utf8_lossy(&human.stdout);
@@ -544,6 +555,11 @@ fn a_running_full_sync_reports_what_it_checked_of_the_counted_tree() {
     std::fs::write(fake.flags.join("release"), b"go\n").unwrap();
     d.settle();
     assert!(d.target_status("local")["full_sync"].is_null());
+    let (_, metrics) = get(&format!("http://127.0.0.1:{port}/metrics"));
+    assert!(
+        !metrics.contains("syncd_full_sync_checked_entries{"),
+        "gone once done: {metrics}"
+    );
     assert!(!env.dst.join("stale").exists());
     assert!(!env.dst.join("skip.tmp").exists());
 }

@@ -6,14 +6,6 @@ use std::process::{Command, Stdio};
 
 use syncd_tests::*;
 
-fn get(url: &str) -> (u16, String) {
-    match ureq::get(url).call() {
-        Ok(r) => (r.status(), r.into_string().unwrap()),
-        Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap_or_default()),
-        Err(e) => panic!("GET {url}: {e}"),
-    }
-}
-
 fn post(url: &str, token: Option<&str>) -> (u16, String) {
     let mut req = ureq::post(url);
     if let Some(t) = token {
@@ -24,16 +16,6 @@ fn post(url: &str, token: Option<&str>) -> (u16, String) {
         Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap_or_default()),
         Err(e) => panic!("POST {url}: {e}"),
     }
-}
-
-/// The value of the sample `name{labels}` in a Prometheus text exposition.
-fn sample(text: &str, name_and_labels: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name_and_labels)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("{name_and_labels} in:\n{text}"))
-        .trim()
-        .parse()
-        .unwrap()
 }
 
 fn start_with_http(env: &Env, http: &str) -> (Syncd, String) {
@@ -68,27 +50,7 @@ fn status_is_syncctls_json_and_metrics_pass_promtool_and_agree_with_it() {
 
     let (code, metrics) = get(&format!("{base}/metrics"));
     assert_eq!(code, 200, "{metrics}");
-    let mut promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool (Debian package prometheus; .ci/run installs it)");
-    use std::io::Write;
-    promtool
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(metrics.as_bytes())
-        .unwrap();
-    let out = promtool.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics: {}{}\n{metrics}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_promtool_accepts(&metrics);
     let t = &ctl["targets"][0];
     let l = r#"{root="data",target="local"}"#;
     assert_eq!(
