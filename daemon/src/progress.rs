@@ -257,7 +257,11 @@ pub fn count_tree(
         let Ok(rd) = std::fs::read_dir(abs_path(&root.source, &dir)) else {
             continue;
         };
-        for e in rd.flatten() {
+        for (i, e) in rd.flatten().enumerate() {
+            // A directory of millions of entries is no reason to outlive the sync.
+            if i % 4096 == 4095 && !keep_going() {
+                return None;
+            }
             let rel = join_rel(&dir, e.file_name().as_bytes());
             let is_dir = e.file_type().map(|t| t.is_dir()).unwrap_or(false);
             if root.excludes.matches(&rel, is_dir) {
