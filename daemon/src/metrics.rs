@@ -31,6 +31,9 @@ pub struct Metrics {
     journal_bytes: IntGauge,
     full_checked: IntGaugeVec,
     full_total: IntGaugeVec,
+    /// Held by a scrape from setting the gauges to encoding them: another scrape's reset would
+    /// otherwise empty them in between.
+    scrape: std::sync::Mutex<()>,
 }
 
 const TARGET: &[&str] = &["root", "target"];
@@ -144,6 +147,7 @@ impl Metrics {
             journal_bytes,
             full_checked,
             full_total,
+            scrape: std::sync::Mutex::new(()),
         })
     }
 
@@ -159,6 +163,8 @@ impl Metrics {
     /// The text exposition, with the gauges taken from `status` (targets and roots that are
     /// gone since a reload disappear).
     pub fn render(&self, status: &StatusReport, journal_bytes: u64) -> String {
+        // Nothing panics while it is held; a poisoned lock guards nothing broken.
+        let _scrape = self.scrape.lock().unwrap_or_else(|p| p.into_inner());
         self.pending.reset();
         self.in_flight.reset();
         self.failed.reset();
@@ -241,5 +247,59 @@ impl TargetMetrics {
             .last_success
             .with_label_values(&self.labels())
             .set(now_ms() as f64 / 1000.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use syncd_proto::{ByteBuf, RootState, RootStatus, TargetState, TargetStatus};
+
+    fn status() -> StatusReport {
+        StatusReport {
+            version: "0".into(),
+            pid: 1,
+            uptime_ms: 0,
+            roots: vec![RootStatus {
+                name: "data".into(),
+                source: ByteBuf::from(b"/data".to_vec()),
+                state: RootState::Watching,
+                watches: 3,
+                targets: vec![TargetStatus {
+                    name: "b1".into(),
+                    dest: "h::m".into(),
+                    state: TargetState::Running,
+                    pending: 7,
+                    in_flight: 0,
+                    failed: 0,
+                    delivered: 0,
+                    oldest_pending_ms: None,
+                    last_error: None,
+                    next_retry_ms: None,
+                    full_sync: None,
+                }],
+            }],
+        }
+    }
+
+    #[test]
+    fn concurrent_scrapes_each_see_every_gauge() {
+        // Two Prometheus servers (an HA pair) scrape at once: one scrape's reset must never
+        // empty the gauges another is about to encode.
+        let m = Metrics::new();
+        let s = status();
+        std::thread::scope(|scope| {
+            for _ in 0..2 {
+                scope.spawn(|| {
+                    for _ in 0..2000 {
+                        let text = m.render(&s, 1);
+                        assert!(
+                            text.contains(r#"syncd_pending_paths{root="data",target="b1"} 7"#),
+                            "{text}"
+                        );
+                    }
+                });
+            }
+        });
     }
 }
