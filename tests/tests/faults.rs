@@ -385,28 +385,6 @@ fn a_path_waits_while_a_push_above_or_below_it_runs() {
     assert_same_tree(&env.src, &env.dst);
 }
 
-/// `syncctl --json status` of target `name` once `cond` holds, polled until `timeout`.
-fn status_when(
-    d: &Syncd,
-    name: &str,
-    timeout: Duration,
-    cond: impl Fn(&serde_json::Value) -> bool,
-) -> serde_json::Value {
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        let st = d.target_status(name);
-        if cond(&st) {
-            return st;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "status never got there: {st}\n{}",
-            d.log.text()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn a_running_full_sync_reports_what_it_checked_of_the_counted_tree() {
     let env = Env::new();
@@ -453,9 +431,29 @@ fn a_running_full_sync_reports_what_it_checked_of_the_counted_tree() {
         "{}",
         d.log.text()
     );
-    let st = status_when(&d, "local", Duration::from_secs(10), |st| {
-        !st["full_sync"]["total"].is_null()
-    });
+    // `status --json --watch`: one object per line; the first status starts the count, a
+    // later line carries its total.
+    let mut watch = std::process::Command::new(bin("syncctl"))
+        .args(["--socket", env.socket.to_str().unwrap()])
+        .args(["--json", "status", "--watch", "0.05"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = Log::follow(watch.stdout.take().unwrap(), "watch");
+    let counted = lines.wait_for(r#""total":{"#, 0, Duration::from_secs(20));
+    let third = lines.wait_for("", 2, Duration::from_secs(20));
+    kill_reap(&mut watch);
+    let text = lines.text();
+    let all: Vec<&str> = text.lines().collect();
+    let (Some(counted), Some(_)) = (counted, third) else {
+        panic!("three lines, one with the total: {text}\n{}", d.log.text());
+    };
+    for l in &all[..3] {
+        let v: serde_json::Value = serde_json::from_str(l).expect("one JSON object per line");
+        assert_eq!(v["targets"][0]["full_sync"]["checked"], entries, "{v}");
+    }
+    let v: serde_json::Value = serde_json::from_str(all[counted]).unwrap();
+    let st = v["targets"][0].clone();
     assert_eq!(st["state"], "initial-sync", "{st}");
     let p = &st["full_sync"];
     assert_eq!(p["total"]["entries"], entries, "{st}");
@@ -530,27 +528,6 @@ fn a_running_full_sync_reports_what_it_checked_of_the_counted_tree() {
         "two frames, the second with the bar: {}",
         frames.text()
     );
-    // Not on a terminal, with --json: one object per line.
-    let mut watch = std::process::Command::new(bin("syncctl"))
-        .args([
-            "--socket",
-            env.socket.to_str().unwrap(),
-            "--json",
-            "status",
-            "--watch",
-            "0.05",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let lines = Log::follow(watch.stdout.take().unwrap(), "watch");
-    let third = lines.wait_for("", 2, Duration::from_secs(20));
-    kill_reap(&mut watch);
-    assert!(third.is_some(), "{}", lines.text());
-    for l in lines.text().lines().take(3) {
-        let v: serde_json::Value = serde_json::from_str(l).expect("one JSON object per line");
-        assert_eq!(v["targets"][0]["full_sync"]["checked"], entries, "{v}");
-    }
 
     std::fs::write(fake.flags.join("release"), b"go\n").unwrap();
     d.settle();
