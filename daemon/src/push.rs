@@ -314,15 +314,16 @@ impl Runner {
         let count = async move {
             let mut bytes = 0u64;
             if let Some(out) = stdout {
-                for_each_line(out, |line| {
-                    if let Some(line) = OutLine::parse(line) {
-                        bytes += line.bytes;
-                        if let Some(p) = progress {
-                            p.record(&line);
-                        }
+                let mut lines = BufReader::new(out).split(b'\n');
+                while let Ok(Some(line)) = lines.next_segment().await {
+                    let Some(line) = OutLine::parse(&line) else {
+                        continue;
+                    };
+                    bytes += line.bytes;
+                    if let Some(p) = progress {
+                        p.record(&line);
                     }
-                })
-                .await;
+                }
             }
             bytes
         };
@@ -364,36 +365,6 @@ impl Runner {
                 ))
             }
         }
-    }
-}
-
-/// Call `f` with every line of `r` (without its newline), parsed where it lies in the read
-/// buffer: a full sync writes one line per entry of the tree.
-async fn for_each_line(r: impl tokio::io::AsyncRead + Unpin, mut f: impl FnMut(&[u8])) {
-    let mut r = BufReader::with_capacity(64 * 1024, r);
-    // A line cut by the end of the buffer.
-    let mut partial = Vec::new();
-    loop {
-        let chunk = match r.fill_buf().await {
-            Ok([]) | Err(_) => break,
-            Ok(c) => c,
-        };
-        let n = chunk.len();
-        for piece in chunk.split_inclusive(|b| *b == b'\n') {
-            match piece.strip_suffix(b"\n") {
-                Some(line) if partial.is_empty() => f(line),
-                Some(line) => {
-                    partial.extend_from_slice(line);
-                    f(&partial);
-                    partial.clear();
-                }
-                None => partial.extend_from_slice(piece),
-            }
-        }
-        r.consume(n);
-    }
-    if !partial.is_empty() {
-        f(&partial);
     }
 }
 
@@ -538,21 +509,6 @@ mod tests {
 
     fn st(code: i32) -> ExitStatus {
         ExitStatus::from_raw(code << 8)
-    }
-
-    #[tokio::test]
-    async fn every_line_is_seen_whole_across_read_buffers() {
-        // 20,000 lines of varying length: well over one 64 KiB buffer, cut mid-line.
-        let want: Vec<Vec<u8>> = (0..20_000u32)
-            .map(|i| format!(">f+++++++++ {} {}", i, "7".repeat((i % 13) as usize)).into_bytes())
-            .collect();
-        let mut input = want.join(&b'\n');
-        input.extend_from_slice(b"\nlast line without a newline");
-        let mut got = Vec::new();
-        for_each_line(input.as_slice(), |l| got.push(l.to_vec())).await;
-        assert_eq!(got.len(), want.len() + 1);
-        assert_eq!(&got[..want.len()], &want[..]);
-        assert_eq!(got.last().unwrap(), b"last line without a newline");
     }
 
     #[test]
