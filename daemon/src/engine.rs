@@ -14,9 +14,12 @@ use tracing::info;
 
 use crate::coalesce::{Coalescer, RootSink};
 use crate::config::Config;
+use crate::dispatch::{TargetHandle, Worker, WorkerView};
+use crate::fs::{dir_is_empty, RootIdentity};
 use crate::journal::Journal;
-use crate::push::{RootIdentity, Runner};
-use crate::target::{TargetHandle, Worker, WorkerView};
+use crate::observe::hooks::{Hook, HookQueue, Hooks};
+use crate::observe::{log::Events, metrics::Metrics, Reporter};
+use crate::rsync::Runner;
 use crate::watch::{WatchCmd, WatchCounts, Watcher};
 
 /// A root as the control socket sees it.
@@ -60,10 +63,6 @@ fn root_identity(
             Ok((now, None, stored.is_some()))
         }
     }
-}
-
-fn dir_is_empty(path: &std::path::Path) -> bool {
-    std::fs::read_dir(path).is_ok_and(|mut d| d.next().is_none())
 }
 
 /// What the control socket needs of a running generation.
@@ -140,8 +139,8 @@ impl Engine {
         journal: &Journal,
         resync: &dyn Fn(&str) -> bool,
         tick: Arc<watch::Sender<u64>>,
-        metrics: &Arc<crate::metrics::Metrics>,
-        events: &crate::events::Events,
+        metrics: &Arc<Metrics>,
+        events: &Events,
     ) -> Result<Engine, EngineError> {
         let stop_push = CancellationToken::new();
         let mut push_tasks = JoinSet::new();
@@ -197,28 +196,14 @@ impl Engine {
                 }
                 let wake = Arc::new(Notify::new());
                 let (paused_tx, paused_rx) = watch::channel(false);
-                let (view_tx, view_rx) = watch::channel(WorkerView {
-                    state: syncd_proto::TargetState::Running,
-                    in_flight: 0,
-                    delivered: 0,
-                    last_error: None,
-                    next_retry: None,
-                    full_sync: None,
-                });
+                let (view_tx, view_rx) = watch::channel(WorkerView::default());
                 let kick = Arc::new(AtomicBool::new(false));
-                let hook = |h: &Option<crate::hooks::Hook>, kind, tasks: &mut JoinSet<()>| {
+                let hook = |h: &Option<Hook>, kind, tasks: &mut JoinSet<()>| {
                     h.clone().map(|h| {
-                        crate::hooks::HookQueue::start(
-                            h,
-                            kind,
-                            &r.name,
-                            &t.name,
-                            tasks,
-                            stop_hooks.clone(),
-                        )
+                        HookQueue::start(h, kind, &r.name, &t.name, tasks, stop_hooks.clone())
                     })
                 };
-                let hooks = crate::hooks::Hooks {
+                let hooks = Hooks {
                     on_batch: hook(&t.on_batch, "batch", &mut hook_tasks),
                     on_failure: hook(&t.on_failure, "failure", &mut hook_tasks),
                 };
@@ -227,6 +212,9 @@ impl Engine {
                     runner: Runner {
                         root: root.clone(),
                         target: Arc::new(t.clone()),
+                    },
+                    reporter: Reporter {
+                        id: id.clone(),
                         hooks,
                         metrics: metrics.target(&r.name, &t.name),
                         events: events.clone(),

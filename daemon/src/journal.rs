@@ -41,18 +41,28 @@ pub enum JournalError {
     Corrupt(#[from] bincode::Error),
 }
 
+/// The state directory cannot hold the journal.
+#[derive(Debug, thiserror::Error)]
+#[error("state directory {} is not usable ({what}: {error}); the journal lives there: free space, fix its permissions, or set state_dir to a writable directory", .dir.display())]
+pub struct StateDirError {
+    dir: PathBuf,
+    what: &'static str,
+    error: std::io::Error,
+}
+
 /// Make sure `dir` can hold the journal before anything starts: create it, then write and sync
 /// a probe file, so a read-only, full or forbidden state directory is named at once instead of
 /// surfacing as a storage error from deep inside the journal.
-pub fn check_state_dir(dir: &Path) -> Result<(), String> {
-    let fail = |what: &str, e: std::io::Error| {
-        format!(
-            "state directory {} is not usable ({what}: {e}); the journal lives there: free space, fix its permissions, or set state_dir to a writable directory",
-            dir.display()
-        )
+pub fn check_state_dir(dir: &Path) -> Result<(), StateDirError> {
+    let fail = |what: &'static str| {
+        move |error| StateDirError {
+            dir: dir.to_path_buf(),
+            what,
+            error,
+        }
     };
-    std::fs::create_dir_all(dir).map_err(|e| fail("cannot create it", e))?;
-    std::fs::read_dir(dir).map_err(|e| fail("cannot read it", e))?;
+    std::fs::create_dir_all(dir).map_err(fail("cannot create it"))?;
+    std::fs::read_dir(dir).map_err(fail("cannot read it"))?;
     let probe = dir.join(".syncd-write-test");
     let res = (|| {
         use std::io::Write;
@@ -62,7 +72,7 @@ pub fn check_state_dir(dir: &Path) -> Result<(), String> {
         f.sync_all()
     })();
     let _ = std::fs::remove_file(&probe);
-    res.map_err(|e| fail("cannot write to it", e))
+    res.map_err(fail("cannot write to it"))
 }
 
 /// One pending or parked path.
@@ -85,6 +95,11 @@ pub struct Item {
     pub entry: Entry,
     raw: IVec,
 }
+
+/// Proof of which request for a full resync a run answers (see [`Journal::resync_done`]): an
+/// opaque token, so nothing of sled leaves the journal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResyncToken(IVec);
 
 /// A parked path and its entry.
 pub type ParkedPath = (Vec<u8>, Entry);
@@ -373,12 +388,12 @@ impl Trees {
         Ok(())
     }
 
-    fn resyncs(&self, target: &str) -> Result<Vec<(Vec<u8>, IVec)>, JournalError> {
+    fn resyncs(&self, target: &str) -> Result<Vec<(Vec<u8>, ResyncToken)>, JournalError> {
         let pfx = resync_key(target, b"");
         let mut out = Vec::new();
         for kv in self.meta.scan_prefix(&pfx) {
             let (k, v) = kv?;
-            out.push((k[pfx.len()..].to_vec(), v));
+            out.push((k[pfx.len()..].to_vec(), ResyncToken(v)));
         }
         Ok(out)
     }
@@ -395,10 +410,15 @@ impl Trees {
         Ok(())
     }
 
-    fn resync_done(&self, target: &str, sub: &[u8], token: &IVec) -> Result<(), JournalError> {
+    fn resync_done(
+        &self,
+        target: &str,
+        sub: &[u8],
+        token: &ResyncToken,
+    ) -> Result<(), JournalError> {
         let _ = self.meta.compare_and_swap(
             resync_key(target, sub),
-            Some(token),
+            Some(&token.0),
             None as Option<&[u8]>,
         )?;
         Ok(())
@@ -597,13 +617,18 @@ impl Journal {
     }
 
     /// Full resyncs owed to `target`: (subpath, token for [`Journal::resync_done`]).
-    pub fn resyncs(&self, target: &str) -> Result<Vec<(Vec<u8>, IVec)>, JournalError> {
+    pub fn resyncs(&self, target: &str) -> Result<Vec<(Vec<u8>, ResyncToken)>, JournalError> {
         self.with(|t| t.resyncs(target))
     }
 
     /// A full rsync finished: clear the request unless it was renewed meanwhile (an overflow
     /// during the run asks again, and must get another run).
-    pub fn resync_done(&self, target: &str, sub: &[u8], token: &IVec) -> Result<(), JournalError> {
+    pub fn resync_done(
+        &self,
+        target: &str,
+        sub: &[u8],
+        token: &ResyncToken,
+    ) -> Result<(), JournalError> {
         self.write(|t| t.resync_done(target, sub, token))
     }
 }

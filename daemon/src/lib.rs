@@ -1,251 +1,33 @@
 //! syncd: real-time file replication with inotify, a sled journal and the real `rsync`.
 //!
-//! [`run`] is the whole daemon once the process is set up (forked or not): it opens the journal,
-//! binds the control socket, starts the replication [`engine`] and serves until `shutdown`.
-//! The binary only parses arguments, daemonizes and builds the runtime.
+//! The modules in the order an event travels (see docs/architecture.md):
+//! - [`process`]: the daemon around it all: run, supervise, reload, daemonize;
+//! - [`config`]: the validated configuration;
+//! - [`watch`]: inotify → [`watch::Change`]s;
+//! - [`coalesce`]: changes → journal entries for every target of the root;
+//! - [`journal`]: the sled journal of pending, parked and owed work;
+//! - [`dispatch`]: one worker per target: batches, schedule, retries;
+//! - [`rsync`]: the rsync command lines, runs and exit classification;
+//! - [`control`] (the Unix socket and HTTP) and [`observe`] (metrics, log, hooks) beside them;
+//! - [`engine`]: one generation of the pipeline, wiring the stages together;
+//! - [`fs`]: relative paths and root identity, below them all.
 //!
-//! Task layout (see docs/architecture.md): one watcher, one coalescer, one worker per target,
-//! one control server; they talk over bounded channels, `watch` channels for published state
-//! and `Notify` for wake-ups. No lock is held across an `.await`.
+//! [`run`] is the whole daemon once the process is set up (forked or not). The binary only
+//! parses arguments, daemonizes and builds the runtime. Tasks talk over bounded channels,
+//! `watch` channels for published state and `Notify` for wake-ups. No lock is held across an
+//! `.await`.
 
 pub mod coalesce;
 pub mod config;
 pub mod control;
-pub mod daemonize;
+pub mod dispatch;
 pub mod engine;
-pub mod events;
-pub mod exclude;
-pub mod hooks;
-pub mod http;
+pub mod fs;
 pub mod journal;
-pub mod manual;
-pub mod metrics;
-pub mod progress;
-pub mod push;
-pub mod target;
+pub mod observe;
+pub mod process;
+pub mod rsync;
 pub mod watch;
 
-use std::collections::HashSet;
-use std::sync::Arc;
-use std::time::Duration;
-
-use anyhow::Context;
-use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::{mpsc, watch as wch};
-use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
-
 pub use config::Config;
-
-/// Run the daemon until `shutdown` is cancelled (or a `stop` request arrives). `ready` is called
-/// once every root is watched and the control socket accepts connections.
-pub async fn run(
-    config: Config,
-    shutdown: CancellationToken,
-    ready: Box<dyn FnOnce() + Send>,
-) -> anyhow::Result<()> {
-    let journal =
-        journal::Journal::open(&config.state_dir.join("journal")).context("opening the journal")?;
-    let listener = control::bind(&config.socket, config.socket_group.as_deref())?;
-    let socket_path = config.socket.clone();
-    let flusher_stop = CancellationToken::new();
-    let flusher = tokio::spawn(
-        journal
-            .clone()
-            .flush_behind(Duration::from_millis(500), flusher_stop.clone()),
-    );
-    let result = serve(config, journal.clone(), listener, shutdown, ready).await;
-    flusher_stop.cancel();
-    let _ = flusher.await;
-    if let Err(e) = journal.flush().await {
-        error!(error = %e, "final journal flush failed");
-    }
-    let _ = std::fs::remove_file(&socket_path);
-    result
-}
-
-async fn serve(
-    mut config: Config,
-    journal: journal::Journal,
-    listener: tokio::net::UnixListener,
-    shutdown: CancellationToken,
-    ready: Box<dyn FnOnce() + Send>,
-) -> anyhow::Result<()> {
-    let tick = Arc::new(wch::Sender::new(0u64));
-    let (engine_tx, engine_rx) = wch::channel(None);
-    let (reload_tx, mut reload_rx) = mpsc::channel(4);
-    let events = events::Events::default();
-    let shared = Arc::new(control::Shared {
-        journal: journal.clone(),
-        engine: engine_rx,
-        started: std::time::Instant::now(),
-        reload: reload_tx,
-        shutdown: shutdown.clone(),
-        access: control::Access::new(config.socket_group.as_deref()),
-        events: events.clone(),
-    });
-    let startup_resync = config.startup_resync;
-    let metrics = metrics::Metrics::new();
-    // Bound before anything starts: a port in use is a clear error at start, not a silent gap.
-    let http_listener = match &config.http {
-        Some(h) => Some(
-            tokio::net::TcpListener::bind(h.listen)
-                .await
-                .with_context(|| {
-                    format!("[http] listen = \"{}\": cannot listen there", h.listen)
-                })?,
-        ),
-        None => None,
-    };
-    let mut engine = engine::Engine::start(
-        &config,
-        &journal,
-        &|_| startup_resync,
-        tick.clone(),
-        &metrics,
-        &events,
-    )
-    .await?;
-    engine_tx.send_replace(Some(engine.view.clone()));
-    let server_stop = CancellationToken::new();
-    let server = tokio::spawn(control::serve(
-        listener,
-        shared.clone(),
-        server_stop.clone(),
-    ));
-    let http_server = http_listener.map(|l| {
-        info!(listen = %config.http.as_ref().map(|h| h.listen.to_string()).unwrap_or_default(), "HTTP status and metrics served");
-        let state = Arc::new(http::HttpState {
-            shared: shared.clone(),
-            metrics: metrics.clone(),
-            token: config.http.as_ref().and_then(|h| h.token.clone()),
-        });
-        tokio::spawn(http::serve(l, state, server_stop.clone()))
-    });
-    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
-    ready();
-    info!(socket = %config.socket.display(), "syncd ready");
-    if config.roots.is_empty() {
-        warn!(config = ?config.source_file, "no [[sync]] configured: nothing is replicated; add a [[sync]] with a [[sync.target]] and reload (systemctl reload syncd)");
-    }
-    loop {
-        let reply = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = hup.recv() => None,
-            r = reload_rx.recv() => match r { Some(r) => Some(r), None => break },
-        };
-        let outcome = match reload_config(&config) {
-            // logrotate's SIGHUP, or a reload with nothing edited: keep everything running. A
-            // root that is unavailable is adopted again by a restart, so that still restarts.
-            Ok(new)
-                if new.source_text == config.source_text
-                    && !engine.view.roots.iter().any(|r| {
-                        matches!(
-                            *r.state.borrow(),
-                            syncd_proto::RootState::Unavailable { .. }
-                        )
-                    }) =>
-            {
-                info!("configuration unchanged; nothing restarted");
-                Ok("configuration unchanged; nothing restarted".to_string())
-            }
-            Err(e) => {
-                warn!(error = %e, "reload refused; the running configuration stays");
-                Err(format!(
-                    "reload refused, the running configuration stays: {e}"
-                ))
-            }
-            Ok(new) => {
-                // Targets of a root that was unavailable start over with a full sync: the
-                // directory now adopted was not watched while it was away.
-                let old_ids: HashSet<String> = engine
-                    .view
-                    .targets
-                    .iter()
-                    .filter(|t| {
-                        !matches!(
-                            *engine.view.roots[t.root].state.borrow(),
-                            syncd_proto::RootState::Unavailable { .. }
-                        )
-                    })
-                    .map(|t| t.id.clone())
-                    .collect();
-                engine_tx.send_replace(None);
-                engine.stop().await;
-                match engine::Engine::start(
-                    &new,
-                    &journal,
-                    &|id| !old_ids.contains(id),
-                    tick.clone(),
-                    &metrics,
-                    &events,
-                )
-                .await
-                {
-                    Ok(e) => {
-                        engine = e;
-                        config = new;
-                        info!("configuration reloaded");
-                        Ok("configuration reloaded".to_string())
-                    }
-                    Err(e) => {
-                        warn!(error = %e, "new configuration failed to start; restarting the old one");
-                        engine = engine::Engine::start(
-                            &config,
-                            &journal,
-                            &|_| false,
-                            tick.clone(),
-                            &metrics,
-                            &events,
-                        )
-                        .await?;
-                        Err(format!(
-                            "new configuration failed to start, the old one runs again: {e}"
-                        ))
-                    }
-                }
-            }
-        };
-        engine_tx.send_replace(Some(engine.view.clone()));
-        if let Some(r) = reply {
-            let _ = r.send(outcome);
-        }
-    }
-    info!("shutting down");
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
-    engine_tx.send_replace(None);
-    engine.stop().await;
-    server_stop.cancel();
-    let _ = server.await;
-    if let Some(h) = http_server {
-        let _ = h.await;
-    }
-    Ok(())
-}
-
-fn reload_config(current: &Config) -> Result<Config, String> {
-    let Some(path) = &current.source_file else {
-        return Err(
-            "syncd was started without a config file (quick mode); there is nothing to reload"
-                .into(),
-        );
-    };
-    let new = Config::from_file(path).map_err(|e| e.to_string())?;
-    if new.state_dir != current.state_dir
-        || new.socket != current.socket
-        || new.pidfile != current.pidfile
-        || new.http != current.http
-    {
-        return Err(
-            "state_dir, socket, pidfile and [http] cannot change on reload; restart syncd to change them"
-                .into(),
-        );
-    }
-    // Checked before the running generation stops: a root that is missing now would keep the
-    // new generation from starting.
-    for r in &new.roots {
-        push::RootIdentity::of(&r.source)
-            .map_err(|e| format!("source {}: {e}; restore it first", r.source.display()))?;
-    }
-    Ok(new)
-}
+pub use process::run;

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context;
 use clap::{ArgAction, Parser, Subcommand};
 use syncd::config::{Config, DEFAULT_CONFIG_FILE, DEMO_CONFIG};
-use syncd::daemonize::{daemonize, PidFile, Readiness};
+use syncd::process::daemonize::{daemonize, PidFile, Readiness};
 use tokio_util::sync::CancellationToken;
 
 /// Real-time file replication: inotify, a journal, and rsync.
@@ -110,7 +110,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         Some(Command::Man { config_file: true }) => {
-            print!("{}", syncd::manual::config_man_page());
+            print!("{}", syncd::config::manual::config_man_page());
             return Ok(ExitCode::SUCCESS);
         }
         _ => {}
@@ -128,8 +128,8 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let (maj, min, patch) = syncd::push::probe_rsync().map_err(anyhow::Error::msg)?;
-    syncd::journal::check_state_dir(&config.state_dir).map_err(anyhow::Error::msg)?;
+    let (maj, min, patch) = syncd::rsync::probe_rsync()?;
+    syncd::journal::check_state_dir(&config.state_dir)?;
     // The state directory is locked on its own: two daemons with different pidfiles must still
     // never share a journal.
     let mut state_lock = PidFile::lock(&config.state_dir.join("syncd.lock"))?;
@@ -207,7 +207,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
             tokio::spawn(async move {
                 while hup.recv().await.is_some() {
-                    match syncd::daemonize::redirect_output(&log_file) {
+                    match syncd::process::daemonize::redirect_output(&log_file) {
                         Ok(()) => tracing::info!(file = %log_file.display(), "log file reopened"),
                         Err(e) => tracing::warn!(error = %e, "cannot reopen the log file; writing on to the old one"),
                     }

@@ -8,7 +8,7 @@
 //! describes its default in words and the value shown is an example.
 
 /// The example configuration shipped as `/usr/share/doc/syncd/examples/syncd.toml`.
-pub const EXAMPLE_CONFIG: &str = include_str!("../../packaging/syncd.example.toml");
+pub const EXAMPLE_CONFIG: &str = include_str!("../../../packaging/syncd.example.toml");
 
 /// One documented key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -164,7 +164,7 @@ mod tests {
 
     #[test]
     fn every_key_the_parser_accepts_is_in_the_manual() {
-        let src = include_str!("config.rs");
+        let src = include_str!("mod.rs");
         let keys = keys(EXAMPLE_CONFIG);
         for (raw, section) in [
             ("RawConfig", ""),

@@ -14,8 +14,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::exclude::Excludes;
-use crate::hooks::Hook;
+pub mod exclude;
+pub mod manual;
+
+pub use exclude::Excludes;
 
 /// A configuration error, phrased for the administrator.
 #[derive(Debug, thiserror::Error)]
@@ -70,7 +72,7 @@ struct RawHttp {
     token_file: Option<PathBuf>,
 }
 
-/// The optional HTTP interface (see [`crate::http`]).
+/// The optional HTTP interface (see [`crate::control::http`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpConfig {
     pub listen: std::net::SocketAddr,
@@ -310,6 +312,13 @@ impl fmt::Display for Dest {
     }
 }
 
+/// A configured hook program (see [`crate::observe::hooks`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hook {
+    pub argv: Vec<String>,
+    pub timeout: Duration,
+}
+
 /// Retry policy of one target.
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
@@ -341,7 +350,7 @@ pub struct TargetConfig {
     pub push_deadline: Duration,
     pub max_batch: usize,
     pub retry: RetryPolicy,
-    /// Run after delivered batches (see [`crate::hooks`]).
+    /// Run after delivered batches (see [`crate::observe::hooks`]).
     pub on_batch: Option<Hook>,
     /// Run when paths are parked as failed.
     pub on_failure: Option<Hook>,
@@ -917,7 +926,7 @@ mod tests {
         let pw = dir.path().join("pw");
         std::fs::write(&pw, "x\n").unwrap();
         std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let text = include_str!("../../packaging/syncd.example.toml")
+        let text = include_str!("../../../packaging/syncd.example.toml")
             .replace("\"/data\"", &format!("\"{d}/data\""))
             .replace("/mnt/backup/data", &format!("{d}/mnt/backup/data"))
             .replace("/etc/rsync.password", &pw.display().to_string())

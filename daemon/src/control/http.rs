@@ -1,7 +1,7 @@
 //! The optional HTTP interface (`[http] listen = "127.0.0.1:PORT"`, off by default).
 //!
 //! - `GET /status`: the JSON of `syncctl --json status`.
-//! - `GET /metrics`: Prometheus text format (see [`crate::metrics`]).
+//! - `GET /metrics`: Prometheus text format (see [`crate::observe::metrics`]).
 //! - `POST /pause`, `/resume`, `/resync`, `/retry-failed` (query `target=NAME`, and `path=` for
 //!   resync): only with a token configured (`token_file`), sent as `Authorization: Bearer
 //!   TOKEN` and compared in constant time. Without one they answer 403.
@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::control::{answer, Shared};
-use crate::metrics::Metrics;
+use crate::observe::metrics::Metrics;
 
 /// What the handlers share.
 pub struct HttpState {

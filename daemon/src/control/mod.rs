@@ -10,6 +10,8 @@
 //!   and when the cap is reached the client that has been quiet longest makes room for the new
 //!   one, so a flood of connections neither exhausts the daemon nor locks `syncctl` out.
 
+pub mod http;
+
 use std::collections::HashMap;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -170,7 +172,7 @@ pub struct Shared {
     pub shutdown: CancellationToken,
     pub access: Access,
     /// `syncctl log`.
-    pub events: crate::events::Events,
+    pub events: crate::observe::log::Events,
 }
 
 /// A connected client, as the accept loop sees it.

@@ -17,7 +17,6 @@
 
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
@@ -25,15 +24,10 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+pub use crate::config::Hook;
+
 /// Most bytes of paths kept for a hook that is still running.
 pub const MAX_PENDING_BYTES: usize = 64 << 20;
-
-/// A configured hook program.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Hook {
-    pub argv: Vec<String>,
-    pub timeout: Duration,
-}
 
 #[derive(Default)]
 struct Pending {

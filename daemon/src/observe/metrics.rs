@@ -1,4 +1,4 @@
-//! Prometheus metrics for `GET /metrics` (see [`crate::http`]), in the text exposition format
+//! Prometheus metrics for `GET /metrics` (see [`crate::control::http`]), in the text exposition format
 //! (the `prometheus` crate's encoder; `promtool check metrics` passes it).
 //!
 //! Counters are fed as things happen (rsync runs by exit status, bytes sent, paths delivered and

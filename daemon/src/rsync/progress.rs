@@ -21,7 +21,7 @@ use std::time::Instant;
 use syncd_proto::{ByteBuf, SyncProgress, TreeSize};
 
 use crate::config::RootConfig;
-use crate::watch::{abs_path, join_rel};
+use crate::fs::{abs_path, join_rel};
 
 /// One line of rsync's `--out-format='%i %l %b'` output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -328,7 +328,7 @@ mod tests {
         Arc::new(RootConfig {
             name: "r".into(),
             source: source.to_path_buf(),
-            excludes: crate::exclude::Excludes::new(&patterns).unwrap(),
+            excludes: crate::config::Excludes::new(&patterns).unwrap(),
             delay: std::time::Duration::ZERO,
             modify_delay: std::time::Duration::ZERO,
             full_resync_interval: std::time::Duration::ZERO,

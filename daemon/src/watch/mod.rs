@@ -12,10 +12,9 @@
 //! - the root itself deleted or moved is reported and never turned into deletes at a target.
 
 use std::collections::HashMap;
-use std::ffi::OsStr;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask};
@@ -25,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::config::RootConfig;
-use crate::push::RootIdentity;
+use crate::fs::{abs_path, is_prefix_dir, join_rel, RootIdentity};
 
 /// How often each root's device and inode are compared with the ones syncd started on: catches
 /// a mount on top of a root (no inotify event) and notices when a lost root is back.
@@ -120,33 +119,6 @@ pub struct Watcher {
     tx: mpsc::Sender<Vec<Change>>,
     /// Changes not yet handed over: sent as one message per inotify read (fewer wake-ups).
     out: Vec<Change>,
-}
-
-/// Join a relative directory path and a name.
-pub fn join_rel(dir: &[u8], name: &[u8]) -> Vec<u8> {
-    if dir.is_empty() {
-        name.to_vec()
-    } else {
-        let mut p = Vec::with_capacity(dir.len() + 1 + name.len());
-        p.extend_from_slice(dir);
-        p.push(b'/');
-        p.extend_from_slice(name);
-        p
-    }
-}
-
-/// Absolute path of `rel` under `root`.
-pub fn abs_path(root: &Path, rel: &[u8]) -> PathBuf {
-    if rel.is_empty() {
-        root.to_path_buf()
-    } else {
-        root.join(OsStr::from_bytes(rel))
-    }
-}
-
-fn is_prefix_dir(prefix: &[u8], path: &[u8]) -> bool {
-    path == prefix
-        || (path.len() > prefix.len() && path.starts_with(prefix) && path[prefix.len()] == b'/')
 }
 
 impl Watcher {
@@ -602,18 +574,4 @@ fn count_dirs(root: &Path) -> u64 {
         }
     }
     n
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn prefix_match_respects_component_boundaries() {
-        assert!(is_prefix_dir(b"a/b", b"a/b"));
-        assert!(is_prefix_dir(b"a/b", b"a/b/c"));
-        assert!(!is_prefix_dir(b"a/b", b"a/bc"));
-        assert_eq!(join_rel(b"", b"x"), b"x");
-        assert_eq!(join_rel(b"d", b"x"), b"d/x");
-    }
 }

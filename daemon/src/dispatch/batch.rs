@@ -1,0 +1,155 @@
+//! A batch job: push a set of journaled paths with one rsync, confirm what was delivered, and
+//! narrow an exit 23 down by splitting the batch until the failing paths are single; only those
+//! spend attempts, and after `max_attempts` they are parked with rsync's reason.
+
+use tracing::{info, warn};
+
+use super::inflight::Claim;
+use super::job::{Ending, JobKind, JobResult, TargetFailure};
+use super::schedule::backoff;
+use crate::fs::{check_root, common_dir, RootIdentity};
+use crate::journal::{now_ms, Item, Journal};
+use crate::observe::Reporter;
+use crate::rsync::{plan_list, Outcome, Runner, MAX_PATH_BYTES};
+
+/// What a batch job works with.
+pub struct BatchJob {
+    pub runner: Runner,
+    pub reporter: Reporter,
+    pub journal: Journal,
+    pub identity: RootIdentity,
+}
+
+/// Where a batch stands while its slices are pushed.
+struct Progress {
+    delivered: u64,
+    path_error: Option<String>,
+}
+
+impl BatchJob {
+    /// Push `items`, planned as `claim` says; the claim goes back with the result.
+    pub async fn run(self, items: Vec<Item>, claim: Claim) -> JobResult {
+        let mut p = Progress {
+            delivered: 0,
+            path_error: None,
+        };
+        let ending = match check_root(&self.runner.root.source, self.identity) {
+            Err(e) => Ending::Failed(e.into()),
+            Ok(()) => self.push_all(items, &claim, &mut p).await,
+        };
+        JobResult {
+            kind: JobKind::Batch(claim),
+            ending,
+            delivered: p.delivered,
+            path_error: p.path_error,
+        }
+    }
+
+    async fn push_all(&self, items: Vec<Item>, claim: &Claim, p: &mut Progress) -> Ending {
+        // rsync's list reader would silently truncate these: park them at once, with the reason.
+        let (items, too_long): (Vec<Item>, Vec<Item>) = items
+            .into_iter()
+            .partition(|i| i.path.len() <= MAX_PATH_BYTES);
+        for it in &too_long {
+            self.park_too_long(it, p);
+        }
+        // Work list of slices still to push; exit 23 splits a slice in two.
+        let mut todo: Vec<Vec<Item>> = vec![items];
+        // The whole batch goes as planned when it was taken; its halves are planned again.
+        let mut planned = {
+            let mut l: Vec<Vec<u8>> = claim.plans.iter().map(|(p, _)| p.clone()).collect();
+            l.sort();
+            l.dedup();
+            Some(l)
+        };
+        while let Some(chunk) = todo.pop() {
+            let list = match planned.take() {
+                Some(l) => l,
+                None => self.plan(&chunk).await,
+            };
+            let outcome = if list.is_empty() {
+                Outcome::Delivered
+            } else {
+                let run = self.runner.push_batch(&list).await;
+                self.reporter.rsync_run("batch", &run.exit, run.bytes);
+                run.outcome
+            };
+            match outcome {
+                Outcome::Delivered => {
+                    if let Err(e) = self.confirm(&chunk, p) {
+                        return Ending::Failed(e);
+                    }
+                }
+                Outcome::Partial(e) if chunk.len() == 1 => self.path_failed(&chunk[0], &e, p),
+                Outcome::Partial(_) => {
+                    let mut a = chunk;
+                    let b = a.split_off(a.len() / 2);
+                    todo.push(a);
+                    todo.push(b);
+                }
+                Outcome::Interrupted(e) => return self.interrupted(&chunk, e),
+                other => {
+                    return Ending::of(other).expect("only outcomes that stop the job are left")
+                }
+            }
+        }
+        Ending::Done
+    }
+
+    /// Plan a slice of the batch again (it is planned as it is now).
+    async fn plan(&self, chunk: &[Item]) -> Vec<Vec<u8>> {
+        let root = self.runner.root.source.clone();
+        let ps: Vec<Vec<u8>> = chunk.iter().map(|i| i.path.clone()).collect();
+        tokio::task::spawn_blocking(move || plan_list(&root, &ps))
+            .await
+            .unwrap_or_default()
+    }
+
+    /// The target has `chunk`: remove from the journal what did not change meanwhile.
+    fn confirm(&self, chunk: &[Item], p: &mut Progress) -> Result<(), TargetFailure> {
+        let n = self.journal.confirm(&self.reporter.id, chunk)?;
+        p.delivered += n;
+        self.reporter.delivered(chunk, n);
+        Ok(())
+    }
+
+    /// A path rsync cannot take at all: parked at once.
+    fn park_too_long(&self, it: &Item, p: &mut Progress) {
+        let e = format!(
+            "path is {} bytes long; rsync cannot take paths over {MAX_PATH_BYTES} bytes",
+            it.path.len()
+        );
+        if let Err(je) = self.journal.fail(&self.reporter.id, it, &e, 0, 1) {
+            warn!(target = %self.reporter.id, error = %je, "journal write failed");
+        }
+        self.reporter.parked(&it.path, &e);
+        p.path_error = Some(e);
+    }
+
+    /// A single path failed on its own: it spends an attempt, or is parked after the last.
+    fn path_failed(&self, it: &Item, e: &str, p: &mut Progress) {
+        let id = &self.reporter.id;
+        let policy = &self.runner.target.retry;
+        let next = now_ms() + backoff(policy, it.entry.attempts).as_millis() as u64;
+        let shown = String::from_utf8_lossy(&it.path).into_owned();
+        match self.journal.fail(id, it, e, next, policy.max_attempts) {
+            Ok(true) => self.reporter.parked(&it.path, e),
+            Ok(false) => {
+                info!(target = %id, path = %shown, error = %e, attempt = it.entry.attempts + 1, "path failed; will retry")
+            }
+            Err(je) => warn!(target = %id, error = %je, "journal write failed"),
+        }
+        p.path_error = Some(format!("{shown}: {e}"));
+    }
+
+    /// Leftover temporary files sit in the directories of this chunk: once the target is back,
+    /// a full sync of their closest common directory removes them.
+    fn interrupted(&self, chunk: &[Item], e: String) -> Ending {
+        let dir = common_dir(chunk.iter().map(|i| i.path.as_slice()));
+        let e = match self.journal.request_resync(&self.reporter.id, &dir) {
+            Ok(()) => e,
+            Err(je) => format!("{e}; {je}"),
+        };
+        Ending::Failed(TargetFailure::Interrupted(e))
+    }
+}

@@ -1,0 +1,163 @@
+//! What an rsync exit status means for delivery (rsync's errcode.h), read together with the
+//! most useful line of its stderr.
+
+use std::process::ExitStatus;
+
+/// How an rsync run ended, as far as delivery is concerned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every listed path is at the target (0, or 24: a vanished source re-journals itself).
+    Delivered,
+    /// Exit 23: some paths failed; split the batch to find them.
+    Partial(String),
+    /// The target or the transport failed before anything was transferred; retry the whole
+    /// target later.
+    TargetDown(String),
+    /// The transfer broke off under way (killed, timed out, stream or I/O error): like
+    /// `TargetDown`, and the receiver may have left temporary files behind, which only a sync
+    /// with `--delete` of the directories involved removes.
+    Interrupted(String),
+    /// A configuration problem (usage error, auth failure…): retry only at the slowest pace.
+    Permanent(String),
+    /// The rsync daemon refused the connection at its `max connections`: nothing was
+    /// transferred. With other pushes of the same target running, it is their limit, not an
+    /// outage.
+    Busy(String),
+}
+
+/// The most useful line of rsync's stderr, for status and logs.
+fn summarize(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let pick = lines
+        .iter()
+        .find(|l| l.starts_with("@ERROR") || l.contains("failed:") || l.contains("ERROR:"))
+        .or_else(|| lines.iter().find(|l| !l.starts_with("rsync error:")))
+        .or(lines.first());
+    pick.map(|s| s.chars().take(400).collect())
+        .unwrap_or_default()
+}
+
+/// Map an rsync exit status to what it means for delivery (rsync's errcode.h).
+pub fn classify(status: ExitStatus, stderr: &str) -> Outcome {
+    use std::os::unix::process::ExitStatusExt;
+    let detail = summarize(stderr);
+    let code = match status.code() {
+        Some(c) => c,
+        None => {
+            let sig = status.signal().unwrap_or(0);
+            return Outcome::Interrupted(format!(
+                "rsync was killed by signal {sig}; nothing in the batch counts as delivered"
+            ));
+        }
+    };
+    let msg = |what: &str| {
+        if detail.is_empty() {
+            format!("rsync exit {code}: {what}")
+        } else {
+            format!("rsync exit {code}: {what}: {detail}")
+        }
+    };
+    match code {
+        0 | 24 => Outcome::Delivered,
+        23 => Outcome::Partial(msg("some files were not transferred")),
+        1 => Outcome::Permanent(msg(
+            "syntax or usage error (check rsync_args, password_file)",
+        )),
+        2 | 4 => Outcome::Permanent(msg(
+            "protocol incompatibility or option refused by the server",
+        )),
+        5 if stderr.contains("max connections") => Outcome::Busy(msg("server busy")),
+        5 => Outcome::Permanent(msg(
+            "cannot start the rsync daemon session (authentication or module)",
+        )),
+        25 => Outcome::Permanent(msg("--max-delete limit stopped deletions")),
+        126 | 127 => Outcome::Permanent(msg("remote shell could not be run")),
+        255 if stderr.contains("Permission denied")
+            || stderr.contains("Host key verification failed") =>
+        {
+            Outcome::Permanent(msg("ssh refused the login"))
+        }
+        255 if [
+            "Connection refused",
+            "Could not resolve",
+            "No route to host",
+            "Connection timed out",
+        ]
+        .iter()
+        .any(|m| stderr.contains(m)) =>
+        {
+            Outcome::TargetDown(msg("ssh could not connect"))
+        }
+        // Exit 10 is also what a connection lost mid-transfer gives.
+        10 if ["failed to connect", "Connection refused", "getaddrinfo"]
+            .iter()
+            .any(|m| stderr.contains(m)) =>
+        {
+            Outcome::TargetDown(msg("connection failed"))
+        }
+        10 => Outcome::Interrupted(msg("connection lost")),
+        11 => Outcome::Interrupted(msg("file I/O error (target disk full?)")),
+        12 => Outcome::Interrupted(msg("error in the rsync protocol data stream")),
+        20 => Outcome::Interrupted(msg("interrupted")),
+        30 => Outcome::Interrupted(msg("timeout in data send/receive")),
+        35 => Outcome::TargetDown(msg("timeout waiting for the daemon connection")),
+        _ => Outcome::Interrupted(msg("transfer failed")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+
+    fn st(code: i32) -> ExitStatus {
+        ExitStatus::from_raw(code << 8)
+    }
+
+    #[test]
+    fn exit_codes_are_classified() {
+        assert_eq!(classify(st(0), ""), Outcome::Delivered);
+        assert_eq!(classify(st(24), "file has vanished"), Outcome::Delivered);
+        assert!(matches!(classify(st(23), ""), Outcome::Partial(_)));
+        assert!(matches!(
+            classify(
+                st(10),
+                "rsync: failed to connect to 127.0.0.1: Connection refused (111)"
+            ),
+            Outcome::TargetDown(_)
+        ));
+        // The same code for a connection lost mid-transfer: leftovers possible.
+        assert!(matches!(
+            classify(st(10), "rsync: [sender] write error: Broken pipe (32)"),
+            Outcome::Interrupted(_)
+        ));
+        assert!(matches!(classify(st(30), ""), Outcome::Interrupted(_)));
+        assert!(matches!(
+            classify(st(255), "Broken pipe"),
+            Outcome::Interrupted(_)
+        ));
+        assert!(
+            matches!(classify(st(5), "@ERROR: auth failed on module m"), Outcome::Permanent(m) if m.contains("auth failed"))
+        );
+        assert!(matches!(
+            classify(st(5), "@ERROR: max connections (1) reached"),
+            Outcome::Busy(_)
+        ));
+        assert!(matches!(
+            classify(st(255), "Permission denied (publickey)"),
+            Outcome::Permanent(_)
+        ));
+        assert!(matches!(
+            classify(st(255), "Connection refused"),
+            Outcome::TargetDown(_)
+        ));
+        // Killed by SIGKILL: never delivered.
+        assert!(
+            matches!(classify(ExitStatus::from_raw(9), ""), Outcome::Interrupted(m) if m.contains("signal 9"))
+        );
+    }
+}
