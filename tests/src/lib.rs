@@ -803,7 +803,7 @@ impl Sshd {
         let sshd = PathBuf::from("/usr/sbin/sshd");
         assert!(
             sshd.exists(),
-            "/usr/sbin/sshd missing: apt-get install openssh-server (.ci/run does)"
+            "/usr/sbin/sshd missing: apt-get install openssh-server (tests/run does)"
         );
         std::fs::create_dir_all("/run/sshd").unwrap();
         let host_key = dir.join("host_ed25519");
@@ -1002,7 +1002,7 @@ pub fn assert_promtool_accepts(metrics: &str) {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("promtool (Debian package prometheus; .ci/run installs it)");
+        .expect("promtool (Debian package prometheus; tests/run installs it)");
     promtool
         .stdin
         .take()
