@@ -1,0 +1,74 @@
+//! Every default of the configuration, in one place (the example config and syncd.toml(5) say
+//! the same; `manual.rs` checks that every key is documented there).
+
+use std::path::PathBuf;
+
+/// The config file used when none is named.
+pub const DEFAULT_CONFIG_FILE: &str = "/etc/syncd/syncd.toml";
+
+/// The embedded default: watch `./syncd-demo/source`, replicate into `./syncd-demo/target`.
+pub const DEMO_CONFIG: &str = r#"
+state_dir = "syncd-demo/state"
+socket    = "syncd-demo/syncd.sock"
+
+[[sync]]
+name     = "demo"
+source   = "syncd-demo/source"
+delay_ms = 50
+
+[[sync.target]]
+name = "local"
+dest = "syncd-demo/target"
+"#;
+
+/// `grace_period_s`: how long running rsyncs may go on at shutdown.
+pub const GRACE_PERIOD_S: u64 = 10;
+/// `startup_resync`.
+pub const STARTUP_RESYNC: bool = true;
+
+/// `[[sync]] delay_ms`: the window of a create that may be followed by writes.
+pub const DELAY_MS: u64 = 100;
+/// `[[sync]] modify_delay_ms`: the longest a file written without being closed waits.
+pub const MODIFY_DELAY_MS: u64 = 1000;
+/// `[[sync]] full_resync_interval_s`: full resyncs of a root that cannot be fully watched.
+pub const FULL_RESYNC_INTERVAL_S: u64 = 300;
+
+/// `[[sync.target]] workers`: rsyncs at once.
+pub const WORKERS: usize = 4;
+/// The most `workers` allowed.
+pub const MAX_WORKERS: usize = 16;
+/// `max_attempts` of one path before it is parked.
+pub const MAX_ATTEMPTS: u32 = 10;
+/// `retry_initial_ms`, `retry_max_ms`: the backoff's first step and ceiling.
+pub const RETRY_INITIAL_MS: u64 = 1000;
+pub const RETRY_MAX_MS: u64 = 300_000;
+/// `retry_failed_interval_s`: parked paths are tried again this often.
+pub const RETRY_FAILED_INTERVAL_S: u64 = 3600;
+/// `timeout_s`: rsync's `--timeout` (I/O inactivity).
+pub const TIMEOUT_S: u64 = 60;
+/// `contimeout_s`: rsync's `--contimeout` and ssh's `ConnectTimeout`.
+pub const CONTIMEOUT_S: u64 = 15;
+/// `push_deadline_s`: a batch rsync running longer is killed.
+pub const PUSH_DEADLINE_S: u64 = 3600;
+/// `max_batch`: paths in one rsync.
+pub const MAX_BATCH: usize = 10_000;
+/// `hook_timeout_s`: a hook run longer is killed.
+pub const HOOK_TIMEOUT_S: u64 = 60;
+
+/// `state_dir` when not given: depends on who runs the daemon.
+pub fn state_dir() -> PathBuf {
+    if nix::unistd::geteuid().is_root() {
+        PathBuf::from("/var/lib/syncd")
+    } else if let Some(d) = std::env::var_os("XDG_STATE_HOME") {
+        PathBuf::from(d).join("syncd")
+    } else if let Some(h) = std::env::var_os("HOME") {
+        PathBuf::from(h).join(".local/state/syncd")
+    } else {
+        PathBuf::from("/tmp").join(format!("syncd-{}", nix::unistd::geteuid()))
+    }
+}
+
+/// `socket` when not given: where syncctl looks too.
+pub fn socket() -> PathBuf {
+    syncd_proto::default_socket_path()
+}

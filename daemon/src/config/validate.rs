@@ -1,0 +1,478 @@
+//! Validation: the raw file turned into a [`Config`], one function per section, every error
+//! naming the key, the value and what to do. The checks that look at the file system (source
+//! directories, local destinations, password and token files, hook programs) run here too, so
+//! a configuration that validates can start.
+
+use std::collections::HashSet;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::defaults as d;
+use super::raw::{RawConfig, RawHttp, RawSync, RawTarget};
+use super::{
+    invalid, Config, ConfigError, Dest, Excludes, Hook, HttpConfig, RetryPolicy, RootConfig,
+    TargetConfig,
+};
+
+/// The whole file.
+pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
+    let state_dir = absolute(raw.state_dir.unwrap_or_else(d::state_dir));
+    let socket = absolute(raw.socket.unwrap_or_else(d::socket));
+    if socket.as_os_str().len() > 100 {
+        return Err(invalid(
+            "socket",
+            socket.display(),
+            "path too long for a Unix socket (over 100 bytes); choose a shorter path",
+        ));
+    }
+    let pidfile = absolute(raw.pidfile.unwrap_or_else(|| state_dir.join("syncd.pid")));
+    let log_file = absolute(raw.log_file.unwrap_or_else(|| state_dir.join("syncd.log")));
+    if let Some(g) = &raw.socket_group {
+        if !matches!(nix::unistd::Group::from_name(g), Ok(Some(_))) {
+            return Err(invalid(
+                "socket_group",
+                g,
+                "no such group; create it or remove the key",
+            ));
+        }
+    }
+    let http = raw.http.as_ref().map(check_http).transpose()?;
+    // No [[sync]] is valid: the packaged configuration ships that way, and the daemon runs
+    // idle (and says so) until a root is added and the configuration reloaded.
+    let mut roots = Vec::new();
+    let mut root_names = HashSet::new();
+    for (i, s) in raw.sync.into_iter().enumerate() {
+        roots.push(validate_root(i, s, &mut root_names)?);
+    }
+    check_nesting(&roots)?;
+    Ok(Config {
+        state_dir,
+        socket,
+        pidfile,
+        log_file,
+        socket_group: raw.socket_group,
+        grace_period: Duration::from_secs(raw.grace_period_s.unwrap_or(d::GRACE_PERIOD_S)),
+        startup_resync: raw.startup_resync.unwrap_or(d::STARTUP_RESYNC),
+        http,
+        roots,
+        source_file: None,
+        source_text: None,
+    })
+}
+
+/// One `[[sync]]`, the `i`-th.
+fn validate_root(
+    i: usize,
+    s: RawSync,
+    names: &mut HashSet<String>,
+) -> Result<RootConfig, ConfigError> {
+    let key = |k: &str| format!("sync[{i}].{k}");
+    let source = absolute(s.source.clone());
+    match std::fs::metadata(&source) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return Err(invalid(key("source"), source.display(), "not a directory")),
+        Err(e) => {
+            return Err(invalid(
+                key("source"),
+                source.display(),
+                format!("{e}; create the directory or fix the path"),
+            ))
+        }
+    }
+    let name = s.name.unwrap_or_else(|| default_root_name(&source));
+    check_name(&key("name"), &name)?;
+    if !names.insert(name.clone()) {
+        return Err(invalid(
+            key("name"),
+            &name,
+            "another [[sync]] has the same name; names must be unique",
+        ));
+    }
+    let excludes =
+        Excludes::new(&s.exclude).map_err(|(pat, why)| invalid(key("exclude"), pat, why))?;
+    if s.target.is_empty() {
+        return Err(invalid(
+            key("target"),
+            "[]",
+            "no [[sync.target]]: add at least one destination",
+        ));
+    }
+    let mut targets = Vec::new();
+    let mut target_names = HashSet::new();
+    for (j, t) in s.target.into_iter().enumerate() {
+        let tkey = |k: &str| format!("sync[{i}].target[{j}].{k}");
+        targets.push(validate_target(&tkey, j, t, &source, &mut target_names)?);
+    }
+    let ms = Duration::from_millis;
+    Ok(RootConfig {
+        name,
+        source,
+        excludes,
+        delay: ms(s.delay_ms.unwrap_or(d::DELAY_MS)),
+        modify_delay: ms(s.modify_delay_ms.unwrap_or(d::MODIFY_DELAY_MS)),
+        full_resync_interval: Duration::from_secs(
+            s.full_resync_interval_s
+                .unwrap_or(d::FULL_RESYNC_INTERVAL_S)
+                .max(1),
+        ),
+        targets,
+    })
+}
+
+/// One `[[sync.target]]`, the `j`-th of the root at `source`; `tkey` names its keys.
+fn validate_target(
+    tkey: &dyn Fn(&str) -> String,
+    j: usize,
+    t: RawTarget,
+    source: &Path,
+    names: &mut HashSet<String>,
+) -> Result<TargetConfig, ConfigError> {
+    let dest = check_dest(tkey, &t.dest, source)?;
+    let name = t.name.clone().unwrap_or_else(|| format!("t{}", j + 1));
+    check_name(&tkey("name"), &name)?;
+    if !names.insert(name.clone()) {
+        return Err(invalid(
+            tkey("name"),
+            &name,
+            "another target of this [[sync]] has the same name",
+        ));
+    }
+    let port = check_transport(tkey, &t, &dest)?;
+    let workers = check_workers(tkey, t.workers)?;
+    let retry = check_retry(tkey, &t)?;
+    let timeout = check_timeout(tkey, t.timeout_s)?;
+    let max_batch = check_max_batch(tkey, t.max_batch)?;
+    let secs = |v: Option<u64>, default: u64| Duration::from_secs(v.unwrap_or(default).max(1));
+    let hook_timeout = secs(t.hook_timeout_s, d::HOOK_TIMEOUT_S);
+    Ok(TargetConfig {
+        name,
+        password_file: t.password_file.clone().map(absolute),
+        port,
+        workers,
+        compress: t.compress.unwrap_or(false),
+        max_delete: t.max_delete,
+        timeout: Duration::from_secs(timeout),
+        contimeout: secs(t.contimeout_s, d::CONTIMEOUT_S),
+        push_deadline: secs(t.push_deadline_s, d::PUSH_DEADLINE_S),
+        max_batch,
+        retry,
+        on_batch: hook(tkey("on_batch"), t.on_batch, hook_timeout)?,
+        on_failure: hook(tkey("on_failure"), t.on_failure, hook_timeout)?,
+        rsync_args: t.rsync_args,
+        ssh_args: t.ssh_args,
+        dest,
+    })
+}
+
+/// `dest`: parsed, and a local directory checked against the source.
+fn check_dest(
+    tkey: &dyn Fn(&str) -> String,
+    raw: &str,
+    source: &Path,
+) -> Result<Dest, ConfigError> {
+    let dest = Dest::parse(raw).map_err(|why| invalid(tkey("dest"), raw, why.to_string()))?;
+    let Dest::Local(p) = dest else {
+        return Ok(dest);
+    };
+    let p = absolute(p);
+    if p.starts_with(source) || source.starts_with(&p) {
+        return Err(invalid(
+            tkey("dest"),
+            p.display(),
+            "a local target must not overlap the source directory",
+        ));
+    }
+    let parent = p.parent().unwrap_or(Path::new("/"));
+    if !parent.is_dir() {
+        return Err(invalid(
+            tkey("dest"),
+            p.display(),
+            format!(
+                "parent directory {} does not exist; create it",
+                parent.display()
+            ),
+        ));
+    }
+    Ok(Dest::Local(p))
+}
+
+/// The options that belong to one kind of destination (`password_file`, `port`, `ssh_args`)
+/// and `rsync_args`; returns the port.
+fn check_transport(
+    tkey: &dyn Fn(&str) -> String,
+    t: &RawTarget,
+    dest: &Dest,
+) -> Result<Option<u16>, ConfigError> {
+    if let Some(pf) = &t.password_file {
+        if !matches!(dest, Dest::Daemon { .. }) {
+            return Err(invalid(
+                tkey("password_file"),
+                pf.display(),
+                "only rsync daemon targets (host::module) use a password file",
+            ));
+        }
+        check_password_file(&tkey("password_file"), pf)?;
+    }
+    let port = match (dest, t.port) {
+        (Dest::Daemon { port: Some(u), .. }, Some(p)) if *u != p => {
+            return Err(invalid(
+                tkey("port"),
+                p,
+                format!("conflicts with port {u} in dest; give it once"),
+            ));
+        }
+        (Dest::Daemon { port: Some(u), .. }, _) => Some(*u),
+        (_, p) => p,
+    };
+    if t.port.is_some() && matches!(dest, Dest::Local(_)) {
+        return Err(invalid(
+            tkey("port"),
+            t.port.unwrap_or(0),
+            "a local directory target has no port",
+        ));
+    }
+    if !t.ssh_args.is_empty() && !matches!(dest, Dest::Ssh { .. }) {
+        return Err(invalid(
+            tkey("ssh_args"),
+            t.ssh_args.join(" "),
+            "only ssh targets (host:path) take ssh_args",
+        ));
+    }
+    if let Some(a) = t.rsync_args.iter().find(|a| !a.starts_with('-')) {
+        return Err(invalid(
+            tkey("rsync_args"),
+            a,
+            "every entry must be an option starting with '-'; paths are chosen by syncd",
+        ));
+    }
+    Ok(port)
+}
+
+fn check_workers(tkey: &dyn Fn(&str) -> String, v: Option<usize>) -> Result<usize, ConfigError> {
+    let workers = v.unwrap_or(d::WORKERS);
+    if !(1..=d::MAX_WORKERS).contains(&workers) {
+        return Err(invalid(
+            tkey("workers"),
+            workers,
+            format!("allowed: 1 to {}", d::MAX_WORKERS),
+        ));
+    }
+    Ok(workers)
+}
+
+fn check_timeout(tkey: &dyn Fn(&str) -> String, v: Option<u64>) -> Result<u64, ConfigError> {
+    let timeout = v.unwrap_or(d::TIMEOUT_S);
+    if timeout == 0 {
+        return Err(invalid(tkey("timeout_s"), 0, "must be at least 1 second"));
+    }
+    Ok(timeout)
+}
+
+fn check_max_batch(tkey: &dyn Fn(&str) -> String, v: Option<usize>) -> Result<usize, ConfigError> {
+    let max_batch = v.unwrap_or(d::MAX_BATCH);
+    if max_batch == 0 {
+        return Err(invalid(tkey("max_batch"), 0, "must be at least 1"));
+    }
+    Ok(max_batch)
+}
+
+/// `max_attempts`, `retry_initial_ms`, `retry_max_ms`, `retry_failed_interval_s`.
+fn check_retry(tkey: &dyn Fn(&str) -> String, t: &RawTarget) -> Result<RetryPolicy, ConfigError> {
+    let max_attempts = t.max_attempts.unwrap_or(d::MAX_ATTEMPTS);
+    if max_attempts == 0 {
+        return Err(invalid(tkey("max_attempts"), 0, "must be at least 1"));
+    }
+    let initial = t.retry_initial_ms.unwrap_or(d::RETRY_INITIAL_MS);
+    let max = t.retry_max_ms.unwrap_or(d::RETRY_MAX_MS);
+    if initial == 0 || max < initial {
+        return Err(invalid(
+            tkey("retry_max_ms"),
+            max,
+            format!("must be at least retry_initial_ms ({initial}), which must be above 0"),
+        ));
+    }
+    Ok(RetryPolicy {
+        max_attempts,
+        initial: Duration::from_millis(initial),
+        max: Duration::from_millis(max),
+        failed_interval: Duration::from_secs(
+            t.retry_failed_interval_s
+                .unwrap_or(d::RETRY_FAILED_INTERVAL_S)
+                .max(1),
+        ),
+    })
+}
+
+/// Roots must not nest: one path would belong to two roots.
+fn check_nesting(roots: &[RootConfig]) -> Result<(), ConfigError> {
+    for (a, ra) in roots.iter().enumerate() {
+        for rb in &roots[a + 1..] {
+            if ra.source.starts_with(&rb.source) || rb.source.starts_with(&ra.source) {
+                return Err(invalid(
+                    "sync.source",
+                    ra.source.display(),
+                    format!(
+                        "overlaps the source of [[sync]] {:?}; roots must not nest",
+                        rb.name
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// syncd's user, like an rsync password file).
+fn check_http(raw: &RawHttp) -> Result<HttpConfig, ConfigError> {
+    let listen = raw.listen.parse().map_err(|_| {
+        invalid(
+            "http.listen",
+            &raw.listen,
+            "not an address:port; for example \"127.0.0.1:9188\" (loopback only) or \"[::1]:9188\"",
+        )
+    })?;
+    let token = match &raw.token_file {
+        None => None,
+        Some(f) => {
+            let key = "http.token_file";
+            let meta = std::fs::metadata(f).map_err(|e| {
+                invalid(
+                    key,
+                    f.display(),
+                    format!("{e}; create it (mode 0600) with the token in it"),
+                )
+            })?;
+            if meta.permissions().mode() & 0o077 != 0 {
+                return Err(invalid(
+                    key,
+                    f.display(),
+                    format!(
+                        "readable by others (mode {:04o}): anyone who reads it controls syncd; run chmod 600 {}",
+                        meta.permissions().mode() & 0o7777,
+                        f.display()
+                    ),
+                ));
+            }
+            let t = std::fs::read_to_string(f)
+                .map_err(|e| invalid(key, f.display(), format!("{e}; fix the path")))?;
+            let t = t.trim().to_string();
+            if t.len() < 16 {
+                return Err(invalid(
+                    key,
+                    f.display(),
+                    "the token must be at least 16 characters; for example: head -c 24 /dev/urandom | base64 > FILE",
+                ));
+            }
+            Some(t)
+        }
+    };
+    Ok(HttpConfig { listen, token })
+}
+
+/// A hook's program and arguments: run directly, so the program must be an absolute path to an
+/// executable file.
+fn hook(
+    key: String,
+    argv: Option<Vec<String>>,
+    timeout: Duration,
+) -> Result<Option<Hook>, ConfigError> {
+    let Some(argv) = argv else {
+        return Ok(None);
+    };
+    let Some(prog) = argv.first() else {
+        return Err(invalid(
+            key,
+            "[]",
+            "empty: give the program's absolute path and its arguments, or remove the key",
+        ));
+    };
+    if !Path::new(prog).is_absolute() {
+        return Err(invalid(
+            key,
+            prog,
+            "not an absolute path: hooks run without a shell or a PATH search; give the program's full path",
+        ));
+    }
+    match std::fs::metadata(prog) {
+        Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => {
+            Ok(Some(Hook { argv, timeout }))
+        }
+        Ok(_) => Err(invalid(
+            key,
+            prog,
+            "not an executable file; chmod +x it or fix the path",
+        )),
+        Err(e) => Err(invalid(key, prog, format!("{e}; fix the path"))),
+    }
+}
+
+/// Make a path absolute against the current directory without touching the file system.
+pub(super) fn absolute(p: PathBuf) -> PathBuf {
+    std::path::absolute(&p).unwrap_or(p)
+}
+
+fn default_root_name(source: &Path) -> String {
+    let base = source
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let clean: String = base
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if clean.is_empty() || clean.starts_with('.') {
+        "root".to_string()
+    } else {
+        clean
+    }
+}
+
+fn check_name(key: &str, name: &str) -> Result<(), ConfigError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            key,
+            name,
+            "names are 1-64 characters of letters, digits, '.', '_' and '-', not starting with '.'",
+        ))
+    }
+}
+
+fn check_password_file(key: &str, path: &Path) -> Result<(), ConfigError> {
+    let meta = std::fs::metadata(path).map_err(|e| {
+        invalid(
+            key,
+            path.display(),
+            format!("{e}; create it with the password on its first line, mode 0600"),
+        )
+    })?;
+    if !meta.is_file() {
+        return Err(invalid(key, path.display(), "not a regular file"));
+    }
+    if meta.permissions().mode() & 0o007 != 0 {
+        return Err(invalid(
+            key,
+            path.display(),
+            format!(
+                "readable by others (mode {:04o}); rsync refuses it: run chmod 600 {}",
+                meta.permissions().mode() & 0o7777,
+                path.display()
+            ),
+        ));
+    }
+    Ok(())
+}
