@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::coalesce::{Coalescer, RootSink};
-use crate::config::Config;
+use crate::config::{Config, RootConfig, TargetConfig};
 use crate::dispatch::{TargetHandle, Worker, WorkerView};
 use crate::fs::{dir_is_empty, RootIdentity};
 use crate::journal::Journal;
@@ -39,7 +39,7 @@ pub struct RootView {
 /// a full sync.
 fn root_identity(
     journal: &Journal,
-    root: &crate::config::RootConfig,
+    root: &RootConfig,
     now: RootIdentity,
 ) -> Result<(RootIdentity, Option<String>, bool), EngineError> {
     let stored = journal
@@ -131,9 +131,154 @@ pub enum EngineError {
     Journal(#[from] crate::journal::JournalError),
 }
 
+/// What starting the targets of a generation shares.
+struct Wiring<'a> {
+    cfg: &'a Config,
+    journal: &'a Journal,
+    tick: Arc<watch::Sender<u64>>,
+    metrics: &'a Arc<Metrics>,
+    events: &'a Events,
+    stop_push: CancellationToken,
+    push_tasks: JoinSet<()>,
+    stop_hooks: CancellationToken,
+    hook_tasks: JoinSet<()>,
+}
+
+/// Where each root stands at start: the identity it must have, why it is lost if it is, and
+/// whether a different directory was adopted (owed a full sync).
+struct RootsAtStart {
+    identities: Vec<RootIdentity>,
+    lost: Vec<Option<String>>,
+    adopted: Vec<bool>,
+}
+
+fn roots_at_start(cfg: &Config, journal: &Journal) -> Result<RootsAtStart, EngineError> {
+    let mut at = RootsAtStart {
+        identities: Vec::new(),
+        lost: Vec::new(),
+        adopted: Vec::new(),
+    };
+    for r in &cfg.roots {
+        let now = RootIdentity::of(&r.source).map_err(|error| EngineError::Root {
+            path: r.source.clone(),
+            error,
+        })?;
+        let (expected, lost, adopt) = root_identity(journal, r, now)?;
+        at.identities.push(expected);
+        at.lost.push(lost);
+        at.adopted.push(adopt);
+    }
+    Ok(at)
+}
+
+impl Wiring<'_> {
+    /// Start the worker (and hooks) of target `t` of root `ri`; `resync`: owe it a full rsync.
+    fn target(
+        &mut self,
+        ri: usize,
+        root: &Arc<RootConfig>,
+        t: &TargetConfig,
+        identity: RootIdentity,
+        resync: bool,
+    ) -> Result<TargetHandle, EngineError> {
+        let r = root.as_ref();
+        let id = format!("{}/{}", r.name, t.name);
+        if resync {
+            self.journal.request_resync(&id, b"")?;
+        }
+        let wake = Arc::new(Notify::new());
+        let (paused_tx, paused_rx) = watch::channel(false);
+        let (view_tx, view_rx) = watch::channel(WorkerView::default());
+        let kick = Arc::new(AtomicBool::new(false));
+        let worker = Worker {
+            id: id.clone(),
+            runner: Runner {
+                root: root.clone(),
+                target: Arc::new(t.clone()),
+            },
+            reporter: Reporter {
+                id: id.clone(),
+                hooks: self.hooks(r, t),
+                metrics: self.metrics.target(&r.name, &t.name),
+                events: self.events.clone(),
+            },
+            journal: self.journal.clone(),
+            identity,
+            wake: wake.clone(),
+            paused: paused_rx,
+            kick: kick.clone(),
+            view: view_tx,
+            tick: self.tick.clone(),
+            grace: self.cfg.grace_period,
+        };
+        self.push_tasks.spawn(worker.run(self.stop_push.clone()));
+        Ok(TargetHandle {
+            id,
+            root: ri,
+            name: t.name.clone(),
+            dest: t.dest.to_string(),
+            wake,
+            paused: Arc::new(paused_tx),
+            kick,
+            view: view_rx,
+        })
+    }
+
+    fn hooks(&mut self, r: &RootConfig, t: &TargetConfig) -> Hooks {
+        let stop = &self.stop_hooks;
+        let tasks = &mut self.hook_tasks;
+        let mut hook = |h: &Option<Hook>, kind| {
+            h.clone()
+                .map(|h| HookQueue::start(h, kind, &r.name, &t.name, tasks, stop.clone()))
+        };
+        Hooks {
+            on_batch: hook(&t.on_batch, "batch"),
+            on_failure: hook(&t.on_failure, "failure"),
+        }
+    }
+
+    /// Start every target of root `ri`: its view, and what the coalescer needs of it.
+    fn root(
+        &mut self,
+        ri: usize,
+        at: &RootsAtStart,
+        resync: &dyn Fn(&str) -> bool,
+        targets: &mut Vec<TargetHandle>,
+    ) -> Result<(RootView, RootSink), EngineError> {
+        let r = &self.cfg.roots[ri];
+        let root = Arc::new(r.clone());
+        let state = Arc::new(watch::Sender::new(RootState::Watching));
+        let mut sink = RootSink {
+            name: r.name.clone(),
+            target_ids: Vec::new(),
+            wakes: Vec::new(),
+            kicks: Vec::new(),
+            delay: r.delay,
+            modify_delay: r.modify_delay,
+            full_resync_interval: r.full_resync_interval,
+            state: state.clone(),
+        };
+        for t in &r.targets {
+            let owed = resync(&format!("{}/{}", r.name, t.name)) || at.adopted[ri];
+            let handle = self.target(ri, &root, t, at.identities[ri], owed)?;
+            sink.target_ids.push(handle.id.clone());
+            sink.wakes.push(handle.wake.clone());
+            sink.kicks.push(handle.kick.clone());
+            targets.push(handle);
+        }
+        let view = RootView {
+            name: r.name.clone(),
+            source: r.source.clone(),
+            state,
+        };
+        Ok((view, sink))
+    }
+}
+
 impl Engine {
-    /// Watch every root, then start the coalescer and one worker per target. `resync_ids` are
-    /// owed a full rsync (every target at startup, new targets after a reload).
+    /// Watch every root, then start the coalescer and one worker per target. Targets for which
+    /// `resync` says so are owed a full rsync (every target at startup, new targets after a
+    /// reload).
     pub async fn start(
         cfg: &Config,
         journal: &Journal,
@@ -142,113 +287,34 @@ impl Engine {
         metrics: &Arc<Metrics>,
         events: &Events,
     ) -> Result<Engine, EngineError> {
-        let stop_push = CancellationToken::new();
-        let mut push_tasks = JoinSet::new();
-        let stop_hooks = CancellationToken::new();
-        let mut hook_tasks = JoinSet::new();
-        let stop_watch = CancellationToken::new();
-        let mut watch_tasks = JoinSet::new();
-        let mut identities = Vec::new();
-        let mut lost_at_start = Vec::new();
-        let mut adopted = Vec::new();
-        for r in &cfg.roots {
-            let now = RootIdentity::of(&r.source).map_err(|error| EngineError::Root {
-                path: r.source.clone(),
-                error,
-            })?;
-            let (expected, lost, adopt) = root_identity(journal, r, now)?;
-            identities.push(expected);
-            lost_at_start.push(lost);
-            adopted.push(adopt);
-        }
+        let at = roots_at_start(cfg, journal)?;
         // Batches of changes; when full, the watcher waits and the kernel queue absorbs the rest
         // (and overflows into a resync rather than into memory).
         let (change_tx, change_rx) = mpsc::channel(64);
         let (watcher, watches) = Watcher::start(
             cfg.roots.clone(),
-            identities.clone(),
-            lost_at_start,
+            at.identities.clone(),
+            at.lost.clone(),
             change_tx,
         )
         .await
         .map_err(EngineError::Inotify)?;
-        let (cmd_tx, cmd_rx) = mpsc::channel(16);
-        let mut targets = Vec::new();
-        let mut sinks = Vec::new();
-        let mut roots = Vec::new();
-        for (ri, r) in cfg.roots.iter().enumerate() {
-            let root = Arc::new(r.clone());
-            let state = Arc::new(watch::Sender::new(RootState::Watching));
-            let mut sink = RootSink {
-                name: r.name.clone(),
-                target_ids: Vec::new(),
-                wakes: Vec::new(),
-                kicks: Vec::new(),
-                delay: r.delay,
-                modify_delay: r.modify_delay,
-                full_resync_interval: r.full_resync_interval,
-                state: state.clone(),
-            };
-            for t in &r.targets {
-                let id = format!("{}/{}", r.name, t.name);
-                if resync(&id) || adopted[ri] {
-                    journal.request_resync(&id, b"")?;
-                }
-                let wake = Arc::new(Notify::new());
-                let (paused_tx, paused_rx) = watch::channel(false);
-                let (view_tx, view_rx) = watch::channel(WorkerView::default());
-                let kick = Arc::new(AtomicBool::new(false));
-                let hook = |h: &Option<Hook>, kind, tasks: &mut JoinSet<()>| {
-                    h.clone().map(|h| {
-                        HookQueue::start(h, kind, &r.name, &t.name, tasks, stop_hooks.clone())
-                    })
-                };
-                let hooks = Hooks {
-                    on_batch: hook(&t.on_batch, "batch", &mut hook_tasks),
-                    on_failure: hook(&t.on_failure, "failure", &mut hook_tasks),
-                };
-                let worker = Worker {
-                    id: id.clone(),
-                    runner: Runner {
-                        root: root.clone(),
-                        target: Arc::new(t.clone()),
-                    },
-                    reporter: Reporter {
-                        id: id.clone(),
-                        hooks,
-                        metrics: metrics.target(&r.name, &t.name),
-                        events: events.clone(),
-                    },
-                    journal: journal.clone(),
-                    identity: identities[ri],
-                    wake: wake.clone(),
-                    paused: paused_rx,
-                    kick: kick.clone(),
-                    view: view_tx,
-                    tick: tick.clone(),
-                    grace: cfg.grace_period,
-                };
-                push_tasks.spawn(worker.run(stop_push.clone()));
-                sink.target_ids.push(id.clone());
-                sink.wakes.push(wake.clone());
-                sink.kicks.push(kick.clone());
-                targets.push(TargetHandle {
-                    id,
-                    root: ri,
-                    name: t.name.clone(),
-                    dest: t.dest.to_string(),
-                    wake,
-                    paused: Arc::new(paused_tx),
-                    kick,
-                    view: view_rx,
-                });
-            }
+        let mut w = Wiring {
+            cfg,
+            journal,
+            tick: tick.clone(),
+            metrics,
+            events,
+            stop_push: CancellationToken::new(),
+            push_tasks: JoinSet::new(),
+            stop_hooks: CancellationToken::new(),
+            hook_tasks: JoinSet::new(),
+        };
+        let (mut targets, mut sinks, mut roots) = (Vec::new(), Vec::new(), Vec::new());
+        for ri in 0..cfg.roots.len() {
+            let (view, sink) = w.root(ri, &at, resync, &mut targets)?;
+            roots.push(view);
             sinks.push(sink);
-            roots.push(RootView {
-                name: r.name.clone(),
-                source: r.source.clone(),
-                state,
-            });
         }
         journal.flush().await?;
         let waiting = Arc::new(watch::Sender::new(0usize));
@@ -260,6 +326,9 @@ impl Engine {
             tick: tick.clone(),
             journal_error: journal_error.clone(),
         };
+        let (cmd_tx, cmd_rx) = mpsc::channel(16);
+        let stop_watch = CancellationToken::new();
+        let mut watch_tasks = JoinSet::new();
         watch_tasks.spawn(coalescer.run(change_rx));
         watch_tasks.spawn(watcher.run(cmd_rx, stop_watch.clone()));
         let view = Arc::new(EngineView {
@@ -280,15 +349,15 @@ impl Engine {
             view,
             stop_watch,
             watch_tasks,
-            stop_push,
-            push_tasks,
-            stop_hooks,
-            hook_tasks,
+            stop_push: w.stop_push,
+            push_tasks: w.push_tasks,
+            stop_hooks: w.stop_hooks,
+            hook_tasks: w.hook_tasks,
         })
     }
 
     /// Stop watching, journal what is waiting, let running rsyncs finish within the grace period.
-    pub async fn stop(mut self) {
+    pub async fn stop(&mut self) {
         // Order matters: every event read is journaled before the workers stop, so nothing seen
         // is only in memory when the process exits.
         self.stop_watch.cancel();

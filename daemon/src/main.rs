@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context;
 use clap::{ArgAction, Parser, Subcommand};
 use syncd::config::{Config, DEFAULT_CONFIG_FILE, DEMO_CONFIG};
-use syncd::process::daemonize::{daemonize, PidFile, Readiness};
+use syncd::process::daemonize::{daemonize, Forked, PidFile, Readiness};
 use tokio_util::sync::CancellationToken;
 
 /// Real-time file replication: inotify, a journal, and rsync.
@@ -96,138 +96,137 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
 }
 
 fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
-    use clap::CommandFactory;
-    match &cli.command {
-        Some(Command::Completions { shell }) => {
-            clap_complete::generate(*shell, &mut Cli::command(), "syncd", &mut std::io::stdout());
-            return Ok(ExitCode::SUCCESS);
-        }
-        Some(Command::Man { config_file: false }) => {
-            clap_mangen::Man::new(Cli::command())
-                .section("8")
-                .render(&mut std::io::stdout())
-                .context("writing the man page")?;
-            return Ok(ExitCode::SUCCESS);
-        }
-        Some(Command::Man { config_file: true }) => {
-            print!("{}", syncd::config::manual::config_man_page());
-            return Ok(ExitCode::SUCCESS);
-        }
-        _ => {}
+    if let Some(done) = print_only(&cli) {
+        return done;
     }
     let config = load_config(&cli)?;
     if let Some(Command::CheckConfig) = cli.command {
-        let targets: usize = config.roots.iter().map(|r| r.targets.len()).sum();
-        println!(
-            "configuration is valid: {} root(s), {} target(s)",
-            config.roots.len(),
-            targets
-        );
-        if config.roots.is_empty() {
-            println!("no [[sync]] section: syncd runs, but replicates nothing until one is added");
-        }
+        check_config(&config);
         return Ok(ExitCode::SUCCESS);
     }
-    let (maj, min, patch) = syncd::rsync::probe_rsync()?;
+    run_daemon(&cli, config)
+}
+
+/// The commands that only print something (completions, man pages).
+fn print_only(cli: &Cli) -> Option<anyhow::Result<ExitCode>> {
+    use clap::CommandFactory;
+    let out = &mut std::io::stdout();
+    match &cli.command {
+        Some(Command::Completions { shell }) => {
+            clap_complete::generate(*shell, &mut Cli::command(), "syncd", out);
+        }
+        Some(Command::Man { config_file: false }) => {
+            let page = clap_mangen::Man::new(Cli::command()).section("8");
+            if let Err(e) = page.render(out) {
+                return Some(Err(e).context("writing the man page"));
+            }
+        }
+        Some(Command::Man { config_file: true }) => {
+            print!("{}", syncd::config::manual::config_man_page());
+        }
+        _ => return None,
+    }
+    Some(Ok(ExitCode::SUCCESS))
+}
+
+/// `syncd check-config`: the configuration validated; say what it holds.
+fn check_config(config: &Config) {
+    let targets: usize = config.roots.iter().map(|r| r.targets.len()).sum();
+    println!(
+        "configuration is valid: {} root(s), {} target(s)",
+        config.roots.len(),
+        targets
+    );
+    if config.roots.is_empty() {
+        println!("no [[sync]] section: syncd runs, but replicates nothing until one is added");
+    }
+}
+
+/// Everything that must hold before the daemon forks: rsync usable, the state directory
+/// writable, the state directory and the pidfile locked (two daemons with different pidfiles
+/// must still never share a journal).
+fn preflight(config: &Config) -> anyhow::Result<((u32, u32, u32), PidFile, PidFile)> {
+    let version = syncd::rsync::probe_rsync()?;
     syncd::journal::check_state_dir(&config.state_dir)?;
-    // The state directory is locked on its own: two daemons with different pidfiles must still
-    // never share a journal.
-    let mut state_lock = PidFile::lock(&config.state_dir.join("syncd.lock"))?;
-    let mut pidfile = PidFile::lock(&config.pidfile)?;
+    let state_lock = PidFile::lock(&config.state_dir.join("syncd.lock"))?;
+    let pidfile = PidFile::lock(&config.pidfile)?;
+    Ok((version, state_lock, pidfile))
+}
+
+fn run_daemon(cli: &Cli, config: Config) -> anyhow::Result<ExitCode> {
+    let ((maj, min, patch), mut state_lock, mut pidfile) = preflight(&config)?;
     let readiness: Option<Readiness> = if cli.foreground {
         None
     } else {
-        Some(daemonize(&config.log_file)?)
+        match daemonize(&config.log_file)? {
+            Forked::Daemon(r) => Some(r),
+            Forked::Exit(code) => return Ok(code),
+        }
     };
     pidfile.write_pid().context("writing the pidfile")?;
     state_lock
         .write_pid()
         .context("writing the state directory's lock file")?;
     init_tracing(cli.verbose, cli.foreground);
-    // systemd's WatchdogSec: ping at half the interval. (rsync and hooks are started without
-    // the variables.)
-    let watchdog = cli
-        .foreground
-        .then(sd_notify::watchdog_enabled)
-        .flatten()
-        .map(|d| d / 2);
     tracing::info!(
         rsync = format!("{maj}.{min}.{patch}"),
         pid = std::process::id(),
         "syncd starting"
     );
-
     let readiness = Arc::new(Mutex::new(readiness));
-    let on_ready = {
-        let readiness = readiness.clone();
-        let foreground = cli.foreground;
-        Box::new(move || {
-            if let Some(r) = readiness.lock().ok().and_then(|mut g| g.take()) {
-                r.ready();
-            }
-            if foreground {
-                let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-            }
-        })
-    };
-    let foreground = cli.foreground;
-    let log_file = config.log_file.clone();
+    let result = serve(cli.foreground, config, on_ready(&readiness, cli.foreground));
+    drop(pidfile);
+    drop(state_lock);
+    result.map(|()| ExitCode::SUCCESS).inspect_err(|e| {
+        tracing::error!("{e:#}");
+        if let Some(r) = readiness.lock().ok().and_then(|mut g| g.take()) {
+            r.failed(&format!("{e:#}"));
+        }
+    })
+}
+
+/// Called once the daemon is ready: the launcher exits 0, systemd hears READY=1.
+fn on_ready(
+    readiness: &Arc<Mutex<Option<Readiness>>>,
+    foreground: bool,
+) -> Box<dyn FnOnce() + Send> {
+    let readiness = readiness.clone();
+    Box::new(move || {
+        if let Some(r) = readiness.lock().ok().and_then(|mut g| g.take()) {
+            r.ready();
+        }
+        if foreground {
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+        }
+    })
+}
+
+/// Build the runtime (after the fork: no thread exists before it) and run the daemon in it.
+fn serve(
+    foreground: bool,
+    config: Config,
+    on_ready: Box<dyn FnOnce() + Send>,
+) -> anyhow::Result<()> {
+    // systemd's WatchdogSec: ping at half the interval. (rsync and hooks are started without
+    // the variables.)
+    let watchdog = foreground
+        .then(sd_notify::watchdog_enabled)
+        .flatten()
+        .map(|d| d / 2);
+    // Logging to a file (forked): SIGHUP reopens it, for logrotate.
+    let reopen_log = (!foreground).then(|| config.log_file.clone());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("building the runtime")?;
-    let result = runtime.block_on(async move {
+    runtime.block_on(async move {
         let shutdown = CancellationToken::new();
-        let s = shutdown.clone();
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-                _ = int.recv() => tracing::info!("SIGINT: shutting down"),
-            }
-            s.cancel();
-        });
+        syncd::process::signals::spawn_terminate(shutdown.clone())?;
         if let Some(every) = watchdog {
-            tracing::info!(
-                interval_ms = every.as_millis() as u64,
-                "systemd watchdog: pinging"
-            );
-            tokio::spawn(async move {
-                let mut t = tokio::time::interval(every);
-                loop {
-                    t.tick().await;
-                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
-                }
-            });
+            syncd::process::signals::spawn_watchdog(every);
         }
-        if !foreground {
-            // logrotate moves the file away and sends SIGHUP (which also reloads the
-            // configuration): output goes on into a new file at the configured path.
-            let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
-            tokio::spawn(async move {
-                while hup.recv().await.is_some() {
-                    match syncd::process::daemonize::redirect_output(&log_file) {
-                        Ok(()) => tracing::info!(file = %log_file.display(), "log file reopened"),
-                        Err(e) => tracing::warn!(error = %e, "cannot reopen the log file; writing on to the old one"),
-                    }
-                }
-            });
-        }
-        syncd::run(config, shutdown, on_ready).await
-    });
-    drop(pidfile);
-    drop(state_lock);
-    match result {
-        Ok(()) => Ok(ExitCode::SUCCESS),
-        Err(e) => {
-            tracing::error!("{e:#}");
-            if let Some(r) = readiness.lock().ok().and_then(|mut g| g.take()) {
-                r.failed(&format!("{e:#}"));
-            }
-            Err(e)
-        }
-    }
+        syncd::run(config, shutdown, on_ready, reopen_log).await
+    })
 }
 
 fn init_tracing(verbose: u8, foreground: bool) {

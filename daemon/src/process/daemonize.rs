@@ -9,6 +9,7 @@ use std::fs::File;
 use std::io::{Read, Seek, Write};
 use std::os::fd::OwnedFd;
 use std::path::Path;
+use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use nix::unistd::{fork, setsid, ForkResult};
@@ -99,8 +100,17 @@ impl Readiness {
     }
 }
 
-/// Fork into the background: returns in the grandchild only. `log` receives stdout and stderr.
-pub fn daemonize(log: &Path) -> anyhow::Result<Readiness> {
+/// Which process [`daemonize`] returned in.
+pub enum Forked {
+    /// The daemon (the grandchild): tell the launcher when it is ready.
+    Daemon(Readiness),
+    /// The launcher or the intermediate child: nothing more to do but exit with this code (the
+    /// launcher has printed why the daemon failed, if it did).
+    Exit(ExitCode),
+}
+
+/// Fork into the background. `log` receives the daemon's stdout and stderr.
+pub fn daemonize(log: &Path) -> anyhow::Result<Forked> {
     let logf = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -116,7 +126,7 @@ pub fn daemonize(log: &Path) -> anyhow::Result<Readiness> {
             let mut msg = Vec::new();
             let _ = r.read_to_end(&mut msg);
             if msg.first() == Some(&0) {
-                std::process::exit(0);
+                return Ok(Forked::Exit(ExitCode::SUCCESS));
             }
             let why = String::from_utf8_lossy(&msg);
             if why.is_empty() {
@@ -127,7 +137,7 @@ pub fn daemonize(log: &Path) -> anyhow::Result<Readiness> {
             } else {
                 eprintln!("syncd: {why}");
             }
-            std::process::exit(1);
+            return Ok(Forked::Exit(ExitCode::FAILURE));
         }
         ForkResult::Child => {}
     }
@@ -135,16 +145,16 @@ pub fn daemonize(log: &Path) -> anyhow::Result<Readiness> {
     setsid().context("setsid")?;
     // SAFETY: still single-threaded.
     match unsafe { fork() }.context("second fork")? {
-        ForkResult::Parent { .. } => std::process::exit(0),
+        ForkResult::Parent { .. } => return Ok(Forked::Exit(ExitCode::SUCCESS)),
         ForkResult::Child => {}
     }
     std::env::set_current_dir("/").context("chdir /")?;
     let null = File::open("/dev/null").context("/dev/null")?;
     nix::unistd::dup2_stdin(&null).context("redirecting stdin")?;
     point_output_at(&logf)?;
-    Ok(Readiness {
+    Ok(Forked::Daemon(Readiness {
         pipe: File::from(w),
-    })
+    }))
 }
 
 fn point_output_at(logf: &File) -> anyhow::Result<()> {

@@ -1,32 +1,41 @@
 //! The process around the pipeline: [`run`] opens the journal, binds the control socket,
 //! starts a generation of the [`crate::engine`] and supervises it until shutdown: SIGHUP and
-//! `syncctl reload` re-read the configuration and restart the generation; `daemonize` forks
-//! into the background before any of it.
+//! `syncctl reload` re-read the configuration and restart the generation (`reload`); signals
+//! and the systemd watchdog (`signals`); `daemonize` forks into the background before any of
+//! it.
 
 pub mod daemonize;
+pub mod reload;
+pub mod signals;
 
-use std::collections::HashSet;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::{mpsc, watch as wch};
+use tokio::sync::{mpsc, oneshot, watch as wch};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::config::Config;
+use crate::control::{self, http, Shared};
+use crate::engine::{Engine, EngineView};
+use crate::journal::Journal;
+use crate::observe::{log::Events, metrics::Metrics};
 
 /// Run the daemon until `shutdown` is cancelled (or a `stop` request arrives). `ready` is called
-/// once every root is watched and the control socket accepts connections.
+/// once every root is watched and the control socket accepts connections. With `reopen_log`
+/// (the daemon logs to that file), SIGHUP reopens it before reloading.
 pub async fn run(
     config: Config,
     shutdown: CancellationToken,
     ready: Box<dyn FnOnce() + Send>,
+    reopen_log: Option<PathBuf>,
 ) -> anyhow::Result<()> {
-    let journal = crate::journal::Journal::open(&config.state_dir.join("journal"))
-        .context("opening the journal")?;
-    let listener = crate::control::bind(&config.socket, config.socket_group.as_deref())?;
+    let journal =
+        Journal::open(&config.state_dir.join("journal")).context("opening the journal")?;
+    let listener = control::bind(&config.socket, config.socket_group.as_deref())?;
     let socket_path = config.socket.clone();
     let flusher_stop = CancellationToken::new();
     let flusher = tokio::spawn(
@@ -34,7 +43,15 @@ pub async fn run(
             .clone()
             .flush_behind(Duration::from_millis(500), flusher_stop.clone()),
     );
-    let result = serve(config, journal.clone(), listener, shutdown, ready).await;
+    let result = serve(
+        config,
+        journal.clone(),
+        listener,
+        shutdown,
+        ready,
+        reopen_log,
+    )
+    .await;
     flusher_stop.cancel();
     let _ = flusher.await;
     if let Err(e) = journal.flush().await {
@@ -44,28 +61,44 @@ pub async fn run(
     result
 }
 
+/// A request to reload, answered once it is done.
+type ReloadReply = oneshot::Sender<Result<String, String>>;
+
+/// The running generation and what outlives it.
+struct Supervisor {
+    config: Config,
+    journal: Journal,
+    engine: Engine,
+    /// What the control socket sees of the running generation (`None` between two).
+    published: wch::Sender<Option<Arc<EngineView>>>,
+    tick: Arc<wch::Sender<u64>>,
+    metrics: Arc<Metrics>,
+    events: Events,
+}
+
 async fn serve(
-    mut config: Config,
-    journal: crate::journal::Journal,
+    config: Config,
+    journal: Journal,
     listener: tokio::net::UnixListener,
     shutdown: CancellationToken,
     ready: Box<dyn FnOnce() + Send>,
+    reopen_log: Option<PathBuf>,
 ) -> anyhow::Result<()> {
-    let tick = Arc::new(wch::Sender::new(0u64));
-    let (engine_tx, engine_rx) = wch::channel(None);
+    // Installed first: from here on SIGHUP never takes the default action (exit).
+    let mut hup = signals::hangup().context("installing the SIGHUP handler")?;
+    let (published, engine_rx) = wch::channel(None);
     let (reload_tx, mut reload_rx) = mpsc::channel(4);
-    let events = crate::observe::log::Events::default();
-    let shared = Arc::new(crate::control::Shared {
+    let events = Events::default();
+    let shared = Arc::new(Shared {
         journal: journal.clone(),
         engine: engine_rx,
         started: std::time::Instant::now(),
         reload: reload_tx,
         shutdown: shutdown.clone(),
-        access: crate::control::Access::new(config.socket_group.as_deref()),
+        access: control::Access::new(config.socket_group.as_deref()),
         events: events.clone(),
     });
-    let startup_resync = config.startup_resync;
-    let metrics = crate::observe::metrics::Metrics::new();
+    let metrics = Metrics::new();
     // Bound before anything starts: a port in use is a clear error at start, not a silent gap.
     let http_listener = match &config.http {
         Some(h) => Some(
@@ -77,7 +110,9 @@ async fn serve(
         ),
         None => None,
     };
-    let mut engine = crate::engine::Engine::start(
+    let tick = Arc::new(wch::Sender::new(0u64));
+    let startup_resync = config.startup_resync;
+    let engine = Engine::start(
         &config,
         &journal,
         &|_| startup_resync,
@@ -86,146 +121,140 @@ async fn serve(
         &events,
     )
     .await?;
-    engine_tx.send_replace(Some(engine.view.clone()));
-    let server_stop = CancellationToken::new();
-    let server = tokio::spawn(crate::control::serve(
-        listener,
-        shared.clone(),
-        server_stop.clone(),
-    ));
-    let http_server = http_listener.map(|l| {
-        info!(listen = %config.http.as_ref().map(|h| h.listen.to_string()).unwrap_or_default(), "HTTP status and metrics served");
-        let state = Arc::new(crate::control::http::HttpState {
-            shared: shared.clone(),
-            metrics: metrics.clone(),
-            token: config.http.as_ref().and_then(|h| h.token.clone()),
-        });
-        tokio::spawn(crate::control::http::serve(l, state, server_stop.clone()))
-    });
-    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let mut sup = Supervisor {
+        config,
+        journal,
+        engine,
+        published,
+        tick,
+        metrics,
+        events,
+    };
+    sup.publish();
+    let servers = Servers::start(listener, http_listener, &shared, &sup);
     ready();
-    info!(socket = %config.socket.display(), "syncd ready");
-    if config.roots.is_empty() {
-        warn!(config = ?config.source_file, "no [[sync]] configured: nothing is replicated; add a [[sync]] with a [[sync.target]] and reload (systemctl reload syncd)");
+    info!(socket = %sup.config.socket.display(), "syncd ready");
+    if sup.config.roots.is_empty() {
+        warn!(config = ?sup.config.source_file, "no [[sync]] configured: nothing is replicated; add a [[sync]] with a [[sync.target]] and reload (systemctl reload syncd)");
     }
     loop {
-        let reply = tokio::select! {
+        let reply: Option<ReloadReply> = tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = hup.recv() => None,
+            _ = hup.recv() => {
+                if let Some(f) = &reopen_log {
+                    signals::reopen_log(f);
+                }
+                None
+            }
             r = reload_rx.recv() => match r { Some(r) => Some(r), None => break },
         };
-        let outcome = match reload_config(&config) {
-            // logrotate's SIGHUP, or a reload with nothing edited: keep everything running. A
-            // root that is unavailable is adopted again by a restart, so that still restarts.
-            Ok(new)
-                if new.source_text == config.source_text
-                    && !engine.view.roots.iter().any(|r| {
-                        matches!(
-                            *r.state.borrow(),
-                            syncd_proto::RootState::Unavailable { .. }
-                        )
-                    }) =>
-            {
-                info!("configuration unchanged; nothing restarted");
-                Ok("configuration unchanged; nothing restarted".to_string())
-            }
-            Err(e) => {
-                warn!(error = %e, "reload refused; the running configuration stays");
-                Err(format!(
-                    "reload refused, the running configuration stays: {e}"
-                ))
-            }
-            Ok(new) => {
-                // Targets of a root that was unavailable start over with a full sync: the
-                // directory now adopted was not watched while it was away.
-                let old_ids: HashSet<String> = engine
-                    .view
-                    .targets
-                    .iter()
-                    .filter(|t| {
-                        !matches!(
-                            *engine.view.roots[t.root].state.borrow(),
-                            syncd_proto::RootState::Unavailable { .. }
-                        )
-                    })
-                    .map(|t| t.id.clone())
-                    .collect();
-                engine_tx.send_replace(None);
-                engine.stop().await;
-                match crate::engine::Engine::start(
-                    &new,
-                    &journal,
-                    &|id| !old_ids.contains(id),
-                    tick.clone(),
-                    &metrics,
-                    &events,
-                )
-                .await
-                {
-                    Ok(e) => {
-                        engine = e;
-                        config = new;
-                        info!("configuration reloaded");
-                        Ok("configuration reloaded".to_string())
-                    }
-                    Err(e) => {
-                        warn!(error = %e, "new configuration failed to start; restarting the old one");
-                        engine = crate::engine::Engine::start(
-                            &config,
-                            &journal,
-                            &|_| false,
-                            tick.clone(),
-                            &metrics,
-                            &events,
-                        )
-                        .await?;
-                        Err(format!(
-                            "new configuration failed to start, the old one runs again: {e}"
-                        ))
-                    }
-                }
-            }
-        };
-        engine_tx.send_replace(Some(engine.view.clone()));
+        let outcome = sup.reload().await?;
+        sup.publish();
         if let Some(r) = reply {
             let _ = r.send(outcome);
         }
     }
     info!("shutting down");
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
-    engine_tx.send_replace(None);
-    engine.stop().await;
-    server_stop.cancel();
-    let _ = server.await;
-    if let Some(h) = http_server {
-        let _ = h.await;
-    }
+    sup.published.send_replace(None);
+    sup.engine.stop().await;
+    servers.stop().await;
     Ok(())
 }
 
-fn reload_config(current: &Config) -> Result<Config, String> {
-    let Some(path) = &current.source_file else {
-        return Err(
-            "syncd was started without a config file (quick mode); there is nothing to reload"
-                .into(),
-        );
-    };
-    let new = Config::from_file(path).map_err(|e| e.to_string())?;
-    if new.state_dir != current.state_dir
-        || new.socket != current.socket
-        || new.pidfile != current.pidfile
-        || new.http != current.http
-    {
-        return Err(
-            "state_dir, socket, pidfile and [http] cannot change on reload; restart syncd to change them"
-                .into(),
-        );
+/// The control socket's and the HTTP interface's tasks: they outlive generations.
+struct Servers {
+    stop: CancellationToken,
+    socket: JoinHandle<()>,
+    http: Option<JoinHandle<()>>,
+}
+
+impl Servers {
+    fn start(
+        listener: tokio::net::UnixListener,
+        http_listener: Option<tokio::net::TcpListener>,
+        shared: &Arc<Shared>,
+        sup: &Supervisor,
+    ) -> Servers {
+        let stop = CancellationToken::new();
+        let socket = tokio::spawn(control::serve(listener, shared.clone(), stop.clone()));
+        let http = http_listener.map(|l| {
+            let cfg = sup.config.http.as_ref();
+            info!(listen = %cfg.map(|h| h.listen.to_string()).unwrap_or_default(), "HTTP status and metrics served");
+            let state = Arc::new(http::HttpState {
+                shared: shared.clone(),
+                metrics: sup.metrics.clone(),
+                token: cfg.and_then(|h| h.token.clone()),
+            });
+            tokio::spawn(http::serve(l, state, stop.clone()))
+        });
+        Servers { stop, socket, http }
     }
-    // Checked before the running generation stops: a root that is missing now would keep the
-    // new generation from starting.
-    for r in &new.roots {
-        crate::fs::RootIdentity::of(&r.source)
-            .map_err(|e| format!("source {}: {e}; restore it first", r.source.display()))?;
+
+    async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.socket.await;
+        if let Some(h) = self.http {
+            let _ = h.await;
+        }
     }
-    Ok(new)
+}
+
+impl Supervisor {
+    fn publish(&self) {
+        self.published.send_replace(Some(self.engine.view.clone()));
+    }
+
+    /// Reload the configuration: what the reload's requester is told. Fails only when neither
+    /// the new nor the old configuration can run again (the daemon then stops with that error).
+    async fn reload(&mut self) -> anyhow::Result<Result<String, String>> {
+        let new = match reload::reload_config(&self.config) {
+            Err(e) => {
+                warn!(error = %e, "reload refused; the running configuration stays");
+                return Ok(Err(format!(
+                    "reload refused, the running configuration stays: {e}"
+                )));
+            }
+            Ok(new) if reload::nothing_to_restart(&new, &self.config, &self.engine.view) => {
+                info!("configuration unchanged; nothing restarted");
+                return Ok(Ok("configuration unchanged; nothing restarted".to_string()));
+            }
+            Ok(new) => new,
+        };
+        let old_ids = reload::carried_over(&self.engine.view);
+        self.published.send_replace(None);
+        self.engine.stop().await;
+        match self.start(&new, &|id| !old_ids.contains(id)).await {
+            Ok(e) => {
+                self.engine = e;
+                self.config = new;
+                info!("configuration reloaded");
+                Ok(Ok("configuration reloaded".to_string()))
+            }
+            Err(e) => {
+                warn!(error = %e, "new configuration failed to start; restarting the old one");
+                let config = self.config.clone();
+                self.engine = self.start(&config, &|_| false).await?;
+                Ok(Err(format!(
+                    "new configuration failed to start, the old one runs again: {e}"
+                )))
+            }
+        }
+    }
+
+    async fn start(
+        &self,
+        config: &Config,
+        resync: &dyn Fn(&str) -> bool,
+    ) -> Result<Engine, crate::engine::EngineError> {
+        Engine::start(
+            config,
+            &self.journal,
+            resync,
+            self.tick.clone(),
+            &self.metrics,
+            &self.events,
+        )
+        .await
+    }
 }
