@@ -19,56 +19,20 @@ use std::sync::Arc;
 
 use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask};
 use tokio::io::unix::AsyncFd;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::config::RootConfig;
 use crate::fs::{abs_path, is_prefix_dir, join_rel, RootIdentity};
 
+mod change;
+
+pub use change::{classify, Action, Change, Urgency, WatchCmd};
+
 /// How often each root's device and inode are compared with the ones syncd started on: catches
 /// a mount on top of a root (no inotify event) and notices when a lost root is back.
 const ROOT_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// How soon a changed path should be journaled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Urgency {
-    /// Finished change (close_write, delete, move, attrib, mkdir): journal now.
-    Now,
-    /// Created, probably about to be written: wait `delay` for its close_write.
-    Created,
-    /// Written without being closed: journal after `modify_delay` at the latest.
-    Modified,
-}
-
-/// What the watcher tells the coalescer.
-#[derive(Debug)]
-pub enum Change {
-    /// `path` (relative to root `root`) changed.
-    Path {
-        root: usize,
-        path: Vec<u8>,
-        urgency: Urgency,
-    },
-    /// Events were lost for `root`: owe every target a full resync.
-    Resync { root: usize, reason: String },
-    /// `root` cannot be fully watched: keep it in sync by scheduled full resyncs.
-    Degraded { root: usize, reason: String },
-    /// `root` itself vanished, moved, was replaced or unmounted: stop pushing it.
-    Lost { root: usize, reason: String },
-    /// `root` is the directory it was again (moved back, remounted): watched anew, and owed a
-    /// full resync for whatever changed while it was away.
-    Back { root: usize },
-    /// Every event read before this one has been handed over.
-    Barrier(oneshot::Sender<()>),
-}
-
-/// Requests to the watcher task.
-#[derive(Debug)]
-pub enum WatchCmd {
-    /// Read every event already queued in the kernel, then pass a [`Change::Barrier`] on.
-    Barrier(oneshot::Sender<()>),
-}
 
 /// Published per root, shown by `status`.
 #[derive(Debug, Default)]
@@ -362,102 +326,109 @@ impl Watcher {
         // the same read they are renames; unmatched they left the tree.
         let mut moved_dirs: HashMap<u32, (usize, Vec<u8>)> = HashMap::new();
         for ev in events {
-            if ev.mask.contains(EventMask::Q_OVERFLOW) {
-                warn!("inotify queue overflowed: events were lost; every root gets a full resync");
-                for r in 0..self.roots.len() {
-                    if self.lost[r] {
-                        continue;
-                    }
-                    self.send(Change::Resync {
-                        root: r,
-                        reason: "inotify queue overflow".into(),
-                    })
-                    .await;
-                    // Directories created during the overflow may be unwatched.
-                    self.watch_tree(r, Vec::new(), false).await;
-                }
-                continue;
-            }
             let id = ev.wd.get_watch_descriptor_id();
-            if ev.mask.contains(EventMask::IGNORED) {
-                if let Some(w) = self.untrack(id) {
-                    if w.rel.is_empty() && self.root_wd[w.root] == Some(id) {
-                        self.root_wd[w.root] = None;
-                        self.lost(w.root, "the source root was removed or unmounted")
-                            .await;
-                    }
+            match classify(ev.mask, ev.name.is_some()) {
+                Action::Overflow => self.overflowed().await,
+                Action::WatchGone => self.watch_gone(id).await,
+                Action::Ignore => {}
+                action => {
+                    let Some(w) = self.by_wd.get(&id) else {
+                        continue;
+                    };
+                    let (root, dir) = (w.root, w.rel.clone());
+                    self.act(action, root, dir, ev, &mut moved_dirs).await;
                 }
+            }
+        }
+        for (_, (root, old)) in moved_dirs {
+            self.drop_prefix(root, &old);
+        }
+        self.flush().await;
+    }
+
+    /// Events were lost: every root is owed a full resync, and directories created meanwhile
+    /// may be unwatched.
+    async fn overflowed(&mut self) {
+        warn!("inotify queue overflowed: events were lost; every root gets a full resync");
+        for r in 0..self.roots.len() {
+            if self.lost[r] {
                 continue;
             }
-            let Some(w) = self.by_wd.get(&id) else {
-                continue;
-            };
-            let (root, dir) = (w.root, w.rel.clone());
-            if ev
-                .mask
-                .intersects(EventMask::DELETE_SELF | EventMask::MOVE_SELF)
-            {
+            self.send(Change::Resync {
+                root: r,
+                reason: "inotify queue overflow".into(),
+            })
+            .await;
+            self.watch_tree(r, Vec::new(), false).await;
+        }
+    }
+
+    /// The kernel dropped watch `id`; if it was a root's, the root is lost.
+    async fn watch_gone(&mut self, id: i32) {
+        if let Some(w) = self.untrack(id) {
+            if w.rel.is_empty() && self.root_wd[w.root] == Some(id) {
+                self.root_wd[w.root] = None;
+                self.lost(w.root, "the source root was removed or unmounted")
+                    .await;
+            }
+        }
+    }
+
+    /// Carry out what an event on directory `dir` of `root` means.
+    async fn act(
+        &mut self,
+        action: Action,
+        root: usize,
+        dir: Vec<u8>,
+        ev: OwnedEvent,
+        moved_dirs: &mut HashMap<u32, (usize, Vec<u8>)>,
+    ) {
+        let now = |path| Change::Path {
+            root,
+            path,
+            urgency: Urgency::Now,
+        };
+        let name = match (action, ev.name) {
+            (Action::DirGone, _) => {
                 if dir.is_empty() {
                     self.lost(root, "the source root was deleted or moved away")
                         .await;
                 }
-                continue;
+                return;
             }
-            let Some(name) = ev.name else {
-                // An event on the directory itself (attrib).
-                if ev.mask.contains(EventMask::ATTRIB) && !dir.is_empty() {
-                    self.send(Change::Path {
-                        root,
-                        path: dir,
-                        urgency: Urgency::Now,
-                    })
-                    .await;
-                }
-                continue;
-            };
-            let path = join_rel(&dir, &name);
-            let is_dir = ev.mask.contains(EventMask::ISDIR);
-            if self.roots[root].excludes.matches(&path, is_dir) {
-                continue;
-            }
-            if is_dir && ev.mask.contains(EventMask::MOVED_FROM) {
+            (Action::DirChanged, _) if !dir.is_empty() => return self.send(now(dir)).await,
+            (_, None) => return,
+            (_, Some(name)) => name,
+        };
+        let path = join_rel(&dir, &name);
+        let is_dir = ev.mask.contains(EventMask::ISDIR);
+        if self.roots[root].excludes.matches(&path, is_dir) {
+            return;
+        }
+        match action {
+            Action::DirMovedAway => {
                 moved_dirs.insert(ev.cookie, (root, path.clone()));
-                self.send(Change::Path {
-                    root,
-                    path,
-                    urgency: Urgency::Now,
-                })
-                .await;
-                continue;
+                self.send(now(path)).await;
             }
-            if is_dir && ev.mask.intersects(EventMask::CREATE | EventMask::MOVED_TO) {
-                if ev.mask.contains(EventMask::MOVED_TO) {
+            Action::DirAppeared { moved_in } => {
+                if moved_in {
                     if let Some((old_root, old)) = moved_dirs.remove(&ev.cookie) {
                         self.rename_prefix(old_root, &old, root, &path);
                     }
                 }
                 // Watch first, then scan; the scan reports every entry and the directory itself.
                 self.watch_tree(root, path, true).await;
-                continue;
             }
-            let urgency = if ev.mask.contains(EventMask::CREATE) {
-                Urgency::Created
-            } else if ev.mask.contains(EventMask::MODIFY) {
-                Urgency::Modified
-            } else {
-                Urgency::Now
-            };
-            self.send(Change::Path {
-                root,
-                path,
-                urgency,
-            })
-            .await;
+            Action::Changed(urgency) => {
+                self.send(Change::Path {
+                    root,
+                    path,
+                    urgency,
+                })
+                .await
+            }
+            _ => {}
         }
-        for (_, (root, old)) in moved_dirs {
-            self.drop_prefix(root, &old);
-        }
-        self.flush().await;
     }
 
     /// A directory was renamed inside the watched roots: rewrite the cached path of every watch
