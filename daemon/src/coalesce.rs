@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use syncd_proto::RootState;
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::time::{sleep_until, Instant};
 use tracing::{debug, warn};
 
@@ -48,91 +48,187 @@ pub struct Coalescer {
 
 type Key = (usize, Vec<u8>);
 
+/// Most changes taken from the channel before one journal write: a huge backlog still streams.
+const TAKE_AT_ONCE: usize = 16_384;
+
+/// What the coalescer holds between journal writes, per root where it says so.
+struct Held {
+    /// When each waiting path's window ends.
+    deadlines: HashMap<Key, Instant>,
+    /// The same, sorted by deadline.
+    timers: BTreeSet<(Instant, usize, Vec<u8>)>,
+    /// The next scheduled full resync of a root that cannot be fully watched.
+    degraded_next: Vec<Option<Instant>>,
+    /// Paths to journal now.
+    ready: Vec<Vec<Vec<u8>>>,
+    /// A full resync to journal now.
+    resync: Vec<bool>,
+    /// `wait-idle` barriers, answered after the next commit.
+    barriers: Vec<oneshot::Sender<()>>,
+}
+
+impl Held {
+    fn new(roots: usize) -> Held {
+        Held {
+            deadlines: HashMap::new(),
+            timers: BTreeSet::new(),
+            degraded_next: vec![None; roots],
+            ready: vec![Vec::new(); roots],
+            resync: vec![false; roots],
+            barriers: Vec::new(),
+        }
+    }
+
+    /// Whether a journal write is owed (a failed one is retried on its own, not only when the
+    /// next event comes).
+    fn owes_write(&self) -> bool {
+        self.ready.iter().any(|r| !r.is_empty()) || self.resync.iter().any(|r| *r)
+    }
+
+    /// When to look again without an event: the first window's end, the next scheduled
+    /// resync, or a second from `now` to retry an owed write.
+    fn next_wake(&self, now: Instant) -> Instant {
+        let far = now + Duration::from_secs(86_400);
+        let retry = self.owes_write().then(|| now + Duration::from_secs(1));
+        [
+            self.timers.first().map(|t| t.0),
+            self.degraded_next.iter().flatten().min().copied(),
+            retry,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(far)
+    }
+
+    /// Take one change from the watcher.
+    fn take(&mut self, c: Change, roots: &[RootSink], now: Instant) {
+        match c {
+            Change::Path {
+                root,
+                path,
+                urgency,
+            } => self.path(root, path, urgency, &roots[root], now),
+            Change::Resync { root, reason } => {
+                warn!(root = %roots[root].name, %reason, "full resync requested");
+                self.resync[root] = true;
+            }
+            Change::Degraded { root, reason } => {
+                roots[root]
+                    .state
+                    .send_replace(RootState::ScheduledResync { reason });
+                self.resync[root] = true;
+                self.degraded_next[root] = Some(now + roots[root].full_resync_interval);
+            }
+            Change::Lost { root, reason } => {
+                roots[root]
+                    .state
+                    .send_replace(RootState::Unavailable { reason });
+            }
+            Change::Back { root } => {
+                roots[root].state.send_replace(RootState::Watching);
+                for k in &roots[root].kicks {
+                    k.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                self.resync[root] = true;
+            }
+            Change::Barrier(reply) => self.barriers.push(reply),
+        }
+    }
+
+    /// A path changed: ready now, or waiting for its window (fixed from the first event, never
+    /// extended).
+    fn path(
+        &mut self,
+        root: usize,
+        path: Vec<u8>,
+        urgency: Urgency,
+        sink: &RootSink,
+        now: Instant,
+    ) {
+        let wait = match urgency {
+            Urgency::Now => None,
+            Urgency::Created => Some(sink.delay),
+            Urgency::Modified => Some(sink.modify_delay),
+        };
+        let key = (root, path);
+        match wait {
+            None => {
+                if let Some(at) = self.deadlines.remove(&key) {
+                    self.timers.remove(&(at, key.0, key.1.clone()));
+                }
+                self.ready[key.0].push(key.1);
+            }
+            Some(_) if self.deadlines.contains_key(&key) => {}
+            Some(w) => {
+                let at = now + w;
+                self.timers.insert((at, key.0, key.1.clone()));
+                self.deadlines.insert(key, at);
+            }
+        }
+    }
+
+    /// Windows over and scheduled resyncs due at `now` become ready.
+    fn expire(&mut self, now: Instant, roots: &[RootSink]) {
+        while self.timers.first().is_some_and(|t| t.0 <= now) {
+            let (_, root, path) = self.timers.pop_first().expect("checked non-empty");
+            self.deadlines.remove(&(root, path.clone()));
+            debug!(root = %roots[root].name, path = %String::from_utf8_lossy(&path), "coalescing window over");
+            self.ready[root].push(path);
+        }
+        for (r, next) in self.degraded_next.iter_mut().enumerate() {
+            if next.is_some_and(|n| n <= now) {
+                self.resync[r] = true;
+                *next = Some(now + roots[r].full_resync_interval);
+            }
+        }
+    }
+
+    /// At shutdown nothing waits in memory: every window ends now.
+    fn end_all_windows(&mut self) {
+        for (_, root, path) in std::mem::take(&mut self.timers) {
+            self.ready[root].push(path);
+        }
+        self.deadlines.clear();
+    }
+
+    /// Paths only in memory: waiting windows, or changes a failed journal write kept back.
+    fn waiting(&self) -> usize {
+        self.deadlines.len()
+            + self.ready.iter().map(Vec::len).sum::<usize>()
+            + self.resync.iter().filter(|r| **r).count()
+    }
+}
+
 impl Coalescer {
     /// Run until the watcher closes the channel, then journal everything still waiting.
     pub async fn run(self, mut rx: mpsc::Receiver<Vec<Change>>) {
-        let mut deadlines: HashMap<Key, Instant> = HashMap::new();
-        let mut timers: BTreeSet<(Instant, usize, Vec<u8>)> = BTreeSet::new();
-        let mut degraded_next: Vec<Option<Instant>> = vec![None; self.roots.len()];
-        let mut ready: Vec<Vec<Vec<u8>>> = vec![Vec::new(); self.roots.len()];
-        let mut resync: Vec<bool> = vec![false; self.roots.len()];
-        let mut barriers = Vec::new();
+        let mut held = Held::new(self.roots.len());
         loop {
-            let far = Instant::now() + Duration::from_secs(86_400);
-            let next_timer = timers.first().map(|t| t.0).unwrap_or(far);
-            let next_degraded = degraded_next.iter().flatten().min().copied().unwrap_or(far);
-            // A failed journal write is retried on its own, not only when the next event comes.
-            let next_retry = if ready.iter().any(|r| !r.is_empty()) || resync.iter().any(|r| *r) {
-                Instant::now() + Duration::from_secs(1)
-            } else {
-                far
-            };
+            let wake = held.next_wake(Instant::now());
             let mut closing = false;
             tokio::select! {
                 biased;
                 msg = rx.recv() => match msg {
-                    Some(m) => {
-                        let mut m = Some(m);
-                        // Take whatever else is queued: one journal write for all of it.
-                        let mut taken = 0;
-                        while let Some(batch) = m.take() {
-                            taken += batch.len();
-                            for c in batch {
-                                self.take(c, &mut deadlines, &mut timers, &mut ready, &mut resync, &mut degraded_next, &mut barriers);
-                            }
-                            if taken < 16_384 {
-                                m = rx.try_recv().ok();
-                            }
-                        }
-                    }
+                    Some(m) => self.take_queued(m, &mut rx, &mut held),
                     None => closing = true,
                 },
-                _ = sleep_until(next_timer) => {}
-                _ = sleep_until(next_degraded) => {}
-                _ = sleep_until(next_retry) => {}
+                _ = sleep_until(wake) => {}
             }
             // Expired windows are handled on every pass, not only when their timer branch wins:
             // under a steady stream of events the biased select would otherwise starve them.
-            let now = Instant::now();
-            while timers.first().is_some_and(|t| t.0 <= now) {
-                let (_, root, path) = timers.pop_first().expect("checked non-empty");
-                deadlines.remove(&(root, path.clone()));
-                debug!(root = %self.roots[root].name, path = %String::from_utf8_lossy(&path), "coalescing window over");
-                ready[root].push(path);
-            }
-            for (r, next) in degraded_next.iter_mut().enumerate() {
-                if next.is_some_and(|n| n <= now) {
-                    resync[r] = true;
-                    *next = Some(now + self.roots[r].full_resync_interval);
-                }
-            }
+            held.expire(Instant::now(), &self.roots);
             if closing {
-                // Nothing waits in memory past shutdown: it goes to the journal now.
                 while let Ok(batch) = rx.try_recv() {
                     for c in batch {
-                        self.take(
-                            c,
-                            &mut deadlines,
-                            &mut timers,
-                            &mut ready,
-                            &mut resync,
-                            &mut degraded_next,
-                            &mut barriers,
-                        );
+                        held.take(c, &self.roots, Instant::now());
                     }
                 }
-                for (_, root, path) in std::mem::take(&mut timers) {
-                    ready[root].push(path);
-                }
-                deadlines.clear();
+                held.end_all_windows();
             }
-            self.commit(&mut ready, &mut resync).await;
-            // Not idle while anything is only in memory: waiting windows, or changes a failed
-            // journal write kept back.
-            let held =
-                ready.iter().map(Vec::len).sum::<usize>() + resync.iter().filter(|r| **r).count();
-            self.waiting.send_replace(deadlines.len() + held);
-            for b in barriers.drain(..) {
+            self.commit(&mut held.ready, &mut held.resync).await;
+            self.waiting.send_replace(held.waiting());
+            for b in held.barriers.drain(..) {
                 let _ = b.send(());
             }
             if closing {
@@ -141,68 +237,24 @@ impl Coalescer {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn take(
+    /// Take `first` and whatever else is queued: one journal write for all of it.
+    fn take_queued(
         &self,
-        c: Change,
-        deadlines: &mut HashMap<Key, Instant>,
-        timers: &mut BTreeSet<(Instant, usize, Vec<u8>)>,
-        ready: &mut [Vec<Vec<u8>>],
-        resync: &mut [bool],
-        degraded_next: &mut [Option<Instant>],
-        barriers: &mut Vec<tokio::sync::oneshot::Sender<()>>,
+        first: Vec<Change>,
+        rx: &mut mpsc::Receiver<Vec<Change>>,
+        held: &mut Held,
     ) {
-        match c {
-            Change::Path {
-                root,
-                path,
-                urgency,
-            } => {
-                let wait = match urgency {
-                    Urgency::Now => None,
-                    Urgency::Created => Some(self.roots[root].delay),
-                    Urgency::Modified => Some(self.roots[root].modify_delay),
-                };
-                let key = (root, path);
-                match wait {
-                    None => {
-                        if let Some(at) = deadlines.remove(&key) {
-                            timers.remove(&(at, key.0, key.1.clone()));
-                        }
-                        ready[key.0].push(key.1);
-                    }
-                    Some(_) if deadlines.contains_key(&key) => {}
-                    Some(w) => {
-                        let at = Instant::now() + w;
-                        timers.insert((at, key.0, key.1.clone()));
-                        deadlines.insert(key, at);
-                    }
-                }
+        let mut m = Some(first);
+        let mut taken = 0;
+        while let Some(batch) = m.take() {
+            taken += batch.len();
+            let now = Instant::now();
+            for c in batch {
+                held.take(c, &self.roots, now);
             }
-            Change::Resync { root, reason } => {
-                warn!(root = %self.roots[root].name, %reason, "full resync requested");
-                resync[root] = true;
+            if taken < TAKE_AT_ONCE {
+                m = rx.try_recv().ok();
             }
-            Change::Degraded { root, reason } => {
-                self.roots[root]
-                    .state
-                    .send_replace(RootState::ScheduledResync { reason });
-                resync[root] = true;
-                degraded_next[root] = Some(Instant::now() + self.roots[root].full_resync_interval);
-            }
-            Change::Lost { root, reason } => {
-                self.roots[root]
-                    .state
-                    .send_replace(RootState::Unavailable { reason });
-            }
-            Change::Back { root } => {
-                self.roots[root].state.send_replace(RootState::Watching);
-                for k in &self.roots[root].kicks {
-                    k.store(true, std::sync::atomic::Ordering::Relaxed);
-                }
-                resync[root] = true;
-            }
-            Change::Barrier(reply) => barriers.push(reply),
         }
     }
 
@@ -262,5 +314,159 @@ impl Coalescer {
             }
         }
         self.tick.send_modify(|n| *n += 1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sink() -> RootSink {
+        RootSink {
+            name: "r".into(),
+            target_ids: vec!["r/t".into()],
+            wakes: vec![Arc::new(Notify::new())],
+            kicks: vec![Arc::default()],
+            delay: Duration::from_millis(100),
+            modify_delay: Duration::from_millis(1000),
+            full_resync_interval: Duration::from_secs(300),
+            state: Arc::new(watch::Sender::new(RootState::Watching)),
+        }
+    }
+
+    fn path(p: &str, urgency: Urgency) -> Change {
+        Change::Path {
+            root: 0,
+            path: p.as_bytes().to_vec(),
+            urgency,
+        }
+    }
+
+    /// Feed `events` (milliseconds from the start, change) and return, for each of `looks`
+    /// (milliseconds), the paths that were ready to journal by then, in order.
+    fn run(events: &[(u64, Change)], looks: &[u64]) -> Vec<Vec<String>> {
+        let roots = [sink()];
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut held = Held::new(1);
+        let mut events = events.iter().peekable();
+        let mut out = Vec::new();
+        for &look in looks {
+            while let Some((ms, c)) = events.next_if(|(ms, _)| *ms <= look) {
+                held.expire(at(*ms), &roots);
+                let c = match c {
+                    Change::Path {
+                        root,
+                        path,
+                        urgency,
+                    } => Change::Path {
+                        root: *root,
+                        path: path.clone(),
+                        urgency: *urgency,
+                    },
+                    _ => unreachable!("paths only"),
+                };
+                held.take(c, &roots, at(*ms));
+            }
+            held.expire(at(look), &roots);
+            out.push(
+                held.ready[0]
+                    .iter()
+                    .map(|p| String::from_utf8_lossy(p).into_owned())
+                    .collect(),
+            );
+        }
+        out
+    }
+
+    /// What happens, the changes at their times, when to look, and what is ready at each look.
+    type Case = (&'static str, Vec<(u64, Change)>, Vec<u64>, Vec<Vec<String>>);
+
+    #[test]
+    fn coalescing_windows() {
+        use Urgency::*;
+        let s = |v: &[&str]| v.iter().map(|p| p.to_string()).collect::<Vec<_>>();
+        // (events, looks, what is ready at each look)
+        let cases: Vec<Case> = vec![
+            (
+                "a finished change is ready at once",
+                vec![(0, path("f", Now))],
+                vec![0],
+                vec![s(&["f"])],
+            ),
+            (
+                "a create waits delay_ms",
+                vec![(0, path("f", Created))],
+                vec![99, 100],
+                vec![s(&[]), s(&["f"])],
+            ),
+            (
+                "its close_write ends the wait early",
+                vec![(0, path("f", Created)), (30, path("f", Now))],
+                vec![29, 30, 200],
+                vec![s(&[]), s(&["f"]), s(&["f"])],
+            ),
+            (
+                "an unclosed write waits modify_delay_ms from the first event, never extended",
+                vec![
+                    (0, path("log", Modified)),
+                    (500, path("log", Modified)),
+                    (999, path("log", Modified)),
+                ],
+                vec![999, 1000, 1999],
+                vec![s(&[]), s(&["log"]), s(&["log"])],
+            ),
+            (
+                "paths wait side by side, each for its own window",
+                vec![
+                    (0, path("a", Created)),
+                    (50, path("b", Created)),
+                    (60, path("c", Now)),
+                ],
+                vec![60, 100, 150],
+                vec![s(&["c"]), s(&["c", "a"]), s(&["c", "a", "b"])],
+            ),
+        ];
+        for (what, events, looks, want) in cases {
+            assert_eq!(run(&events, &looks), want, "{what}");
+        }
+    }
+
+    #[test]
+    fn at_shutdown_every_window_ends() {
+        let roots = [sink()];
+        let now = Instant::now();
+        let mut held = Held::new(1);
+        held.take(path("a", Urgency::Created), &roots, now);
+        held.take(path("b", Urgency::Modified), &roots, now);
+        assert_eq!(held.waiting(), 2);
+        assert_eq!(held.next_wake(now), now + Duration::from_millis(100));
+        held.end_all_windows();
+        assert_eq!(held.ready[0].len(), 2);
+        assert!(held.deadlines.is_empty() && held.timers.is_empty());
+        // Ready but not yet journaled still counts as waiting, and owes a write within a second.
+        assert_eq!(held.waiting(), 2);
+        assert_eq!(held.next_wake(now), now + Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_degraded_root_is_resynced_on_schedule() {
+        let roots = [sink()];
+        let now = Instant::now();
+        let mut held = Held::new(1);
+        let reason = "watch limit".to_string();
+        held.take(Change::Degraded { root: 0, reason }, &roots, now);
+        assert!(held.resync[0]);
+        assert!(matches!(
+            *roots[0].state.borrow(),
+            RootState::ScheduledResync { .. }
+        ));
+        held.resync[0] = false;
+        let next = now + Duration::from_secs(300);
+        assert_eq!(held.next_wake(now), next);
+        held.expire(next - Duration::from_millis(1), &roots);
+        assert!(!held.resync[0]);
+        held.expire(next, &roots);
+        assert!(held.resync[0]);
     }
 }
