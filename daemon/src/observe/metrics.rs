@@ -38,115 +38,107 @@ pub struct Metrics {
 
 const TARGET: &[&str] = &["root", "target"];
 
+/// Registers metrics; names and label sets are constants, so registering cannot fail.
+struct Reg(Registry);
+
+impl Reg {
+    fn add<C: prometheus::core::Collector + Clone + 'static>(&self, c: C) -> C {
+        self.0
+            .register(Box::new(c.clone()))
+            .expect("metric registered once");
+        c
+    }
+
+    fn counter(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+        self.add(IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"))
+    }
+
+    fn gauge(&self, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+        self.add(IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"))
+    }
+
+    fn float_gauge(&self, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+        self.add(GaugeVec::new(Opts::new(name, help), labels).expect("valid metric"))
+    }
+
+    fn histogram(
+        &self,
+        name: &str,
+        help: &str,
+        buckets: Vec<f64>,
+        labels: &[&str],
+    ) -> HistogramVec {
+        let opts = HistogramOpts::new(name, help).buckets(buckets);
+        self.add(HistogramVec::new(opts, labels).expect("valid metric"))
+    }
+}
+
 impl Metrics {
     pub fn new() -> Arc<Metrics> {
-        let registry = Registry::new();
-        // Names and label sets are constants: registering them cannot fail.
-        fn reg<C: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: C) -> C {
-            r.register(Box::new(c.clone()))
-                .expect("metric registered once");
-            c
-        }
-        let counter = |name: &str, help: &str, labels: &[&str]| {
-            reg(
-                &registry,
-                IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"),
-            )
-        };
-        let gauge = |name: &str, help: &str, labels: &[&str]| {
-            reg(
-                &registry,
-                IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"),
-            )
-        };
-        let rsync_runs = counter(
-            "syncd_rsync_runs_total",
-            "rsync runs that ended, by kind (batch, full) and exit status",
-            &["root", "target", "kind", "exit"],
-        );
-        let bytes_sent = counter(
-            "syncd_sent_bytes_total",
-            "Bytes rsync transferred for the files it sent",
-            TARGET,
-        );
-        let delivered = counter(
-            "syncd_delivered_paths_total",
-            "Paths the target confirmed",
-            TARGET,
-        );
-        let lag = reg(
-            &registry,
-            HistogramVec::new(
-                HistogramOpts::new(
-                    "syncd_replication_lag_seconds",
-                    "From a path's first unconfirmed change to its confirmation by the target",
-                )
-                // 5 ms to about 2.7 minutes.
-                .buckets(exponential_buckets(0.005, 2.0, 16).expect("valid buckets")),
-                TARGET,
-            )
-            .expect("valid metric"),
-        );
-        let last_success = reg(
-            &registry,
-            GaugeVec::new(
-                Opts::new(
-                    "syncd_last_success_timestamp_seconds",
-                    "When the target last confirmed a push (Unix time)",
-                ),
-                TARGET,
-            )
-            .expect("valid metric"),
-        );
-        let pending = gauge(
-            "syncd_pending_paths",
-            "Paths journaled and not yet confirmed by the target",
-            TARGET,
-        );
-        let in_flight = gauge(
-            "syncd_in_flight_paths",
-            "Paths in rsyncs running now",
-            TARGET,
-        );
-        let failed = gauge(
-            "syncd_failed_paths",
-            "Paths parked after exhausting their attempts (syncctl failed)",
-            TARGET,
-        );
-        let watches = gauge(
-            "syncd_watches",
-            "Directories under inotify watch",
-            &["root"],
-        );
-        let full_checked = gauge(
-            "syncd_full_sync_checked_entries",
-            "Entries the running full sync has checked (present while one runs)",
-            TARGET,
-        );
-        let full_total = gauge(
-            "syncd_full_sync_total_entries",
-            "Entries in the directory the running full sync covers (once counted)",
-            TARGET,
-        );
-        let journal_bytes = reg(
-            &registry,
-            IntGauge::new("syncd_journal_size_bytes", "Size of the journal on disk")
-                .expect("valid metric"),
-        );
+        let r = Reg(Registry::new());
         Arc::new(Metrics {
-            registry,
-            rsync_runs,
-            bytes_sent,
-            delivered,
-            lag,
-            last_success,
-            pending,
-            in_flight,
-            failed,
-            watches,
-            journal_bytes,
-            full_checked,
-            full_total,
+            rsync_runs: r.counter(
+                "syncd_rsync_runs_total",
+                "rsync runs that ended, by kind (batch, full) and exit status",
+                &["root", "target", "kind", "exit"],
+            ),
+            bytes_sent: r.counter(
+                "syncd_sent_bytes_total",
+                "Bytes rsync transferred for the files it sent",
+                TARGET,
+            ),
+            delivered: r.counter(
+                "syncd_delivered_paths_total",
+                "Paths the target confirmed",
+                TARGET,
+            ),
+            lag: r.histogram(
+                "syncd_replication_lag_seconds",
+                "From a path's first unconfirmed change to its confirmation by the target",
+                // 5 ms to about 2.7 minutes.
+                exponential_buckets(0.005, 2.0, 16).expect("valid buckets"),
+                TARGET,
+            ),
+            last_success: r.float_gauge(
+                "syncd_last_success_timestamp_seconds",
+                "When the target last confirmed a push (Unix time)",
+                TARGET,
+            ),
+            pending: r.gauge(
+                "syncd_pending_paths",
+                "Paths journaled and not yet confirmed by the target",
+                TARGET,
+            ),
+            in_flight: r.gauge(
+                "syncd_in_flight_paths",
+                "Paths in rsyncs running now",
+                TARGET,
+            ),
+            failed: r.gauge(
+                "syncd_failed_paths",
+                "Paths parked after exhausting their attempts (syncctl failed)",
+                TARGET,
+            ),
+            watches: r.gauge(
+                "syncd_watches",
+                "Directories under inotify watch",
+                &["root"],
+            ),
+            full_checked: r.gauge(
+                "syncd_full_sync_checked_entries",
+                "Entries the running full sync has checked (present while one runs)",
+                TARGET,
+            ),
+            full_total: r.gauge(
+                "syncd_full_sync_total_entries",
+                "Entries in the directory the running full sync covers (once counted)",
+                TARGET,
+            ),
+            journal_bytes: r.add(
+                IntGauge::new("syncd_journal_size_bytes", "Size of the journal on disk")
+                    .expect("valid metric"),
+            ),
+            registry: r.0,
             scrape: std::sync::Mutex::new(()),
         })
     }

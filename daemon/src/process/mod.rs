@@ -99,17 +99,7 @@ async fn serve(
         events: events.clone(),
     });
     let metrics = Metrics::new();
-    // Bound before anything starts: a port in use is a clear error at start, not a silent gap.
-    let http_listener = match &config.http {
-        Some(h) => Some(
-            tokio::net::TcpListener::bind(h.listen)
-                .await
-                .with_context(|| {
-                    format!("[http] listen = \"{}\": cannot listen there", h.listen)
-                })?,
-        ),
-        None => None,
-    };
+    let http_listener = bind_http(&config).await?;
     let tick = Arc::new(wch::Sender::new(0u64));
     let startup_resync = config.startup_resync;
     let engine = Engine::start(
@@ -160,6 +150,17 @@ async fn serve(
     sup.engine.stop().await;
     servers.stop().await;
     Ok(())
+}
+
+/// Bound before anything starts: a port in use is a clear error at start, not a silent gap.
+async fn bind_http(config: &Config) -> anyhow::Result<Option<tokio::net::TcpListener>> {
+    let Some(h) = &config.http else {
+        return Ok(None);
+    };
+    let l = tokio::net::TcpListener::bind(h.listen)
+        .await
+        .with_context(|| format!("[http] listen = \"{}\": cannot listen there", h.listen))?;
+    Ok(Some(l))
 }
 
 /// The control socket's and the HTTP interface's tasks: they outlive generations.

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::process::Command;
+use tokio::process::{ChildStderr, ChildStdin, ChildStdout, Command};
 
 use super::exit::{classify, Outcome};
 use super::progress::{FullProgress, OutLine};
@@ -57,41 +57,9 @@ pub(super) async fn run(
             );
         }
     };
-    let stdin = child.stdin.take();
-    let stdout = child.stdout.take();
-    let mut stderr = child.stderr.take();
-    let feed = async move {
-        if let (Some(mut s), Some(data)) = (stdin, input) {
-            // rsync closing its stdin early (it failed) shows in its exit status.
-            let _ = s.write_all(&data).await;
-            let _ = s.shutdown().await;
-        }
-    };
-    // One `%i %l %b` line per entry.
-    let count = async move {
-        let mut bytes = 0u64;
-        if let Some(out) = stdout {
-            let mut lines = BufReader::new(out).split(b'\n');
-            while let Ok(Some(line)) = lines.next_segment().await {
-                let Some(line) = OutLine::parse(&line) else {
-                    continue;
-                };
-                bytes += line.bytes;
-                if let Some(p) = progress {
-                    p.record(&line);
-                }
-            }
-        }
-        bytes
-    };
-    let errs = async move {
-        let mut buf = Vec::new();
-        if let Some(e) = stderr.as_mut() {
-            let _ = e.take(STDERR_KEPT).read_to_end(&mut buf).await;
-            let _ = tokio::io::copy(e, &mut tokio::io::sink()).await;
-        }
-        buf
-    };
+    let feed = feed(child.stdin.take(), input);
+    let count = count(child.stdout.take(), progress);
+    let errs = errs(child.stderr.take());
     let work = async {
         let (_, bytes, err, status) = tokio::join!(feed, count, errs, child.wait());
         (bytes, err, status)
@@ -121,4 +89,41 @@ pub(super) async fn run(
             "deadline",
         ),
     }
+}
+
+/// Write the list to rsync's stdin and close it.
+async fn feed(stdin: Option<ChildStdin>, input: Option<Vec<u8>>) {
+    if let (Some(mut s), Some(data)) = (stdin, input) {
+        // rsync closing its stdin early (it failed) shows in its exit status.
+        let _ = s.write_all(&data).await;
+        let _ = s.shutdown().await;
+    }
+}
+
+/// Count rsync's `%i %l %b` lines (one per entry): the bytes sent, and a full sync's progress.
+async fn count(stdout: Option<ChildStdout>, progress: Option<&FullProgress>) -> u64 {
+    let mut bytes = 0u64;
+    if let Some(out) = stdout {
+        let mut lines = BufReader::new(out).split(b'\n');
+        while let Ok(Some(line)) = lines.next_segment().await {
+            let Some(line) = OutLine::parse(&line) else {
+                continue;
+            };
+            bytes += line.bytes;
+            if let Some(p) = progress {
+                p.record(&line);
+            }
+        }
+    }
+    bytes
+}
+
+/// rsync's stderr: the first [`STDERR_KEPT`] bytes kept, the rest read and dropped.
+async fn errs(mut stderr: Option<ChildStderr>) -> Vec<u8> {
+    let mut buf = Vec::new();
+    if let Some(e) = stderr.as_mut() {
+        let _ = e.take(STDERR_KEPT).read_to_end(&mut buf).await;
+        let _ = tokio::io::copy(e, &mut tokio::io::sink()).await;
+    }
+    buf
 }
