@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
-use serde_json::json;
+use syncd_proto::json::{FailedView, IdleView, LogEventView, Outcome};
 use syncd_proto::{
     decode_payload, encode_frame, frame_len, ByteBuf, ErrorKind, IdleOutcome, LogKind, Request,
     Response, RootState, StatusReport, SyncProgress, HEADER_LEN, MAX_REQUEST_FRAME,
@@ -209,21 +209,11 @@ fn log(conn: &mut Conn, follow: bool, as_json: bool) -> anyhow::Result<ExitCode>
             Err(_) if follow => bail!("syncd closed the connection (it stopped?)"),
             Err(e) => return Err(e),
         };
-        let paths: Vec<String> = ev.sample.iter().map(|p| lossy(p)).collect();
         if as_json {
-            println!(
-                "{}",
-                json!({
-                    "time_ms": ev.time_ms,
-                    "target": ev.target,
-                    "kind": ev.kind.as_str(),
-                    "paths": ev.paths,
-                    "sample": paths,
-                    "error": ev.error,
-                })
-            );
+            print_json(&LogEventView::of(&ev));
             continue;
         }
+        let paths: Vec<String> = ev.sample.iter().map(|p| lossy(p)).collect();
         let when = humantime::format_rfc3339_millis(
             std::time::UNIX_EPOCH + std::time::Duration::from_millis(ev.time_ms),
         );
@@ -248,6 +238,14 @@ fn log(conn: &mut Conn, follow: bool, as_json: bool) -> anyhow::Result<ExitCode>
     }
 }
 
+/// One JSON document on a line of its own.
+fn print_json(v: &impl serde::Serialize) {
+    println!(
+        "{}",
+        serde_json::to_string(v).expect("a view of plain data serializes")
+    );
+}
+
 fn refused(kind: ErrorKind, message: String) -> anyhow::Error {
     match kind {
         ErrorKind::Denied | ErrorKind::ProtocolMismatch => anyhow::anyhow!("{message}"),
@@ -259,7 +257,7 @@ fn simple(conn: &mut Conn, req: Request, as_json: bool) -> anyhow::Result<ExitCo
     match conn.call(&req)? {
         Response::Done { message } => {
             if as_json {
-                println!("{}", json!({ "ok": true, "message": message }));
+                print_json(&Outcome::done(&message));
             } else {
                 println!("{message}");
             }
@@ -318,7 +316,7 @@ fn status(
     let tty = std::io::stdout().is_terminal();
     let show = |s: &StatusReport| {
         if as_json {
-            syncd_proto::status_json(s).to_string() + "\n"
+            syncd_proto::status_json(s) + "\n"
         } else {
             render_status(s, tty)
         }
@@ -475,12 +473,7 @@ fn failed(
         other => bail!("unexpected answer: {other:?}"),
     };
     if as_json {
-        let entries: Vec<_> = list
-            .entries
-            .iter()
-            .map(|e| json!({"target": e.target, "path": lossy(&e.path), "attempts": e.attempts, "last_error": e.last_error}))
-            .collect();
-        println!("{}", json!({"failed": entries, "more": list.more}));
+        print_json(&FailedView::of(&list));
     } else {
         if list.entries.is_empty() {
             println!("no failed paths");
@@ -515,7 +508,7 @@ fn wait_idle(
     match conn.call(&Request::WaitIdle { target, timeout_ms })? {
         Response::WaitIdle(IdleOutcome::Idle { failed: 0 }) => {
             if as_json {
-                println!("{}", json!({"idle": true, "failed": 0}));
+                print_json(&IdleView::of(&IdleOutcome::Idle { failed: 0 }));
             } else {
                 println!("idle");
             }
@@ -523,7 +516,7 @@ fn wait_idle(
         }
         Response::WaitIdle(IdleOutcome::Idle { failed }) => {
             if as_json {
-                println!("{}", json!({"idle": true, "failed": failed}));
+                print_json(&IdleView::of(&IdleOutcome::Idle { failed }));
             } else {
                 println!("idle, with {failed} failed path(s): see syncctl failed");
             }
@@ -531,7 +524,7 @@ fn wait_idle(
         }
         Response::WaitIdle(IdleOutcome::TimedOut { pending }) => {
             if as_json {
-                println!("{}", json!({"idle": false, "pending": pending}));
+                print_json(&IdleView::of(&IdleOutcome::TimedOut { pending }));
             } else {
                 println!("timed out with {pending} path(s) pending");
             }

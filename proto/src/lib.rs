@@ -13,6 +13,8 @@
 //!   hostile inner length can never make the reader allocate more than the limit.
 //! - Paths are bytes ([`ByteBuf`]): Linux file names need not be UTF-8.
 
+pub mod json;
+
 use bincode::Options;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -374,67 +376,8 @@ pub fn split_frame(buf: &[u8], max: usize) -> Result<Option<(&[u8], usize)>, Cod
 
 /// The JSON of `syncctl --json status` and of `GET /status`: one object per root with its
 /// targets, and the targets again as a flat list (`targets`, each with its `id`).
-pub fn status_json(s: &StatusReport) -> serde_json::Value {
-    let mut flat = Vec::new();
-    let roots: Vec<_> = s
-        .roots
-        .iter()
-        .map(|r| {
-            let (state, reason) = match &r.state {
-                RootState::Watching => ("watching", None),
-                RootState::ScheduledResync { reason } => ("scheduled-resync", Some(reason.clone())),
-                RootState::Unavailable { reason } => ("unavailable", Some(reason.clone())),
-            };
-            let targets: Vec<_> = r
-                .targets
-                .iter()
-                .map(|t| {
-                    let v = serde_json::json!({
-                        "id": format!("{}/{}", r.name, t.name),
-                        "root": r.name,
-                        "name": t.name,
-                        "dest": t.dest,
-                        "state": t.state.as_str(),
-                        "pending": t.pending,
-                        "in_flight": t.in_flight,
-                        "failed": t.failed,
-                        "delivered": t.delivered,
-                        "oldest_pending_ms": t.oldest_pending_ms,
-                        "last_error": t.last_error,
-                        "next_retry_ms": t.next_retry_ms,
-                        "full_sync": t.full_sync.as_ref().map(progress_json),
-                    });
-                    flat.push(v.clone());
-                    v
-                })
-                .collect();
-            serde_json::json!({
-                "name": r.name,
-                "source": String::from_utf8_lossy(&r.source),
-                "state": state,
-                "reason": reason,
-                "watches": r.watches,
-                "targets": targets,
-            })
-        })
-        .collect();
-    serde_json::json!({ "version": s.version, "pid": s.pid, "uptime_ms": s.uptime_ms, "roots": roots, "targets": flat })
-}
-
-/// The JSON of a running full sync, inside `status_json`.
-fn progress_json(p: &SyncProgress) -> serde_json::Value {
-    serde_json::json!({
-        "elapsed_ms": p.elapsed_ms,
-        "path": String::from_utf8_lossy(&p.path),
-        "queued": p.queued,
-        "files": p.files,
-        "deleted": p.deleted,
-        "bytes_sent": p.bytes_sent,
-        "checked": p.checked,
-        "checked_bytes": p.checked_bytes,
-        "total": p.total.map(|t| serde_json::json!({"entries": t.entries, "bytes": t.bytes})),
-        "fraction": p.fraction(),
-    })
+pub fn status_json(s: &StatusReport) -> String {
+    serde_json::to_string(&json::StatusView::of(s)).expect("a view of plain data serializes")
 }
 
 #[cfg(test)]

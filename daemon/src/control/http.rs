@@ -17,6 +17,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
+use syncd_proto::json::{Outcome, StatusView};
 use syncd_proto::{ByteBuf, ErrorKind, Request, Response};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
@@ -57,9 +58,7 @@ pub async fn serve(
 /// A control-socket answer as an HTTP response.
 fn reply(resp: Response) -> HttpResponse {
     match resp {
-        Response::Done { message } => {
-            Json(serde_json::json!({ "ok": true, "message": message })).into_response()
-        }
+        Response::Done { message } => Json(Outcome::done(&message)).into_response(),
         Response::Error { kind, message } => {
             let code = match kind {
                 ErrorKind::UnknownTarget | ErrorKind::UnknownPath => StatusCode::NOT_FOUND,
@@ -69,11 +68,7 @@ fn reply(resp: Response) -> HttpResponse {
                 ErrorKind::Denied => StatusCode::FORBIDDEN,
                 _ => StatusCode::SERVICE_UNAVAILABLE,
             };
-            (
-                code,
-                Json(serde_json::json!({ "ok": false, "error": message })),
-            )
-                .into_response()
+            (code, Json(Outcome::failed(&message))).into_response()
         }
         other => (
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -85,7 +80,7 @@ fn reply(resp: Response) -> HttpResponse {
 
 async fn status(State(st): State<Arc<HttpState>>) -> HttpResponse {
     match answer(Request::Status, &st.shared).await {
-        Response::Status(s) => Json(syncd_proto::status_json(&s)).into_response(),
+        Response::Status(s) => Json(StatusView::of(&s)).into_response(),
         other => reply(other),
     }
 }
@@ -110,7 +105,9 @@ fn refused(st: &HttpState, headers: &HeaderMap) -> Option<HttpResponse> {
         return Some(
             (
                 StatusCode::FORBIDDEN,
-                Json(serde_json::json!({ "ok": false, "error": "control over HTTP is off: set token_file in [http] to allow it" })),
+                Json(Outcome::failed(
+                    "control over HTTP is off: set token_file in [http] to allow it",
+                )),
             )
                 .into_response(),
         );
@@ -126,7 +123,9 @@ fn refused(st: &HttpState, headers: &HeaderMap) -> Option<HttpResponse> {
             (
                 StatusCode::UNAUTHORIZED,
                 [(header::WWW_AUTHENTICATE, "Bearer")],
-                Json(serde_json::json!({ "ok": false, "error": "missing or wrong token (Authorization: Bearer TOKEN)" })),
+                Json(Outcome::failed(
+                    "missing or wrong token (Authorization: Bearer TOKEN)",
+                )),
             )
                 .into_response(),
         )

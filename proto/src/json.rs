@@ -1,0 +1,259 @@
+//! The JSON views of the wire types, for `syncctl --json` and `GET /status`: derived
+//! `Serialize` structs over borrowed data. Fields are declared in alphabetical order, the order
+//! these documents have always had (`tests/json.rs` pins the bytes).
+
+use std::borrow::Cow;
+
+use serde::Serialize;
+
+use crate::{RootState, StatusReport, SyncProgress, TargetStatus, TreeSize};
+
+/// `syncctl --json status`: every root with its targets, and the targets again as a flat list.
+#[derive(Serialize)]
+pub struct StatusView<'a> {
+    pub pid: u32,
+    pub roots: Vec<RootView<'a>>,
+    pub targets: Vec<TargetView<'a>>,
+    pub uptime_ms: u64,
+    pub version: &'a str,
+}
+
+#[derive(Serialize)]
+pub struct RootView<'a> {
+    pub name: &'a str,
+    pub reason: Option<&'a str>,
+    pub source: Cow<'a, str>,
+    pub state: &'static str,
+    pub targets: Vec<TargetView<'a>>,
+    pub watches: u64,
+}
+
+#[derive(Serialize, Clone)]
+pub struct TargetView<'a> {
+    pub delivered: u64,
+    pub dest: &'a str,
+    pub failed: u64,
+    pub full_sync: Option<ProgressView<'a>>,
+    /// `root/target`.
+    pub id: String,
+    pub in_flight: u64,
+    pub last_error: Option<&'a str>,
+    pub name: &'a str,
+    pub next_retry_ms: Option<u64>,
+    pub oldest_pending_ms: Option<u64>,
+    pub pending: u64,
+    pub root: &'a str,
+    pub state: &'static str,
+}
+
+/// A running full sync.
+#[derive(Serialize, Clone)]
+pub struct ProgressView<'a> {
+    pub bytes_sent: u64,
+    pub checked: u64,
+    pub checked_bytes: u64,
+    pub deleted: u64,
+    pub elapsed_ms: u64,
+    pub files: u64,
+    pub fraction: Option<f64>,
+    pub path: Cow<'a, str>,
+    pub queued: u64,
+    pub total: Option<TotalView>,
+}
+
+#[derive(Serialize, Clone, Copy)]
+pub struct TotalView {
+    pub bytes: u64,
+    pub entries: u64,
+}
+
+impl<'a> StatusView<'a> {
+    pub fn of(s: &'a StatusReport) -> StatusView<'a> {
+        let roots: Vec<RootView> = s.roots.iter().map(RootView::of).collect();
+        let targets = roots.iter().flat_map(|r| r.targets.clone()).collect();
+        StatusView {
+            pid: s.pid,
+            roots,
+            targets,
+            uptime_ms: s.uptime_ms,
+            version: &s.version,
+        }
+    }
+}
+
+impl<'a> RootView<'a> {
+    fn of(r: &'a crate::RootStatus) -> RootView<'a> {
+        let (state, reason) = match &r.state {
+            RootState::Watching => ("watching", None),
+            RootState::ScheduledResync { reason } => ("scheduled-resync", Some(reason.as_str())),
+            RootState::Unavailable { reason } => ("unavailable", Some(reason.as_str())),
+        };
+        RootView {
+            name: &r.name,
+            reason,
+            source: String::from_utf8_lossy(&r.source),
+            state,
+            targets: r
+                .targets
+                .iter()
+                .map(|t| TargetView::of(&r.name, t))
+                .collect(),
+            watches: r.watches,
+        }
+    }
+}
+
+impl<'a> TargetView<'a> {
+    fn of(root: &'a str, t: &'a TargetStatus) -> TargetView<'a> {
+        TargetView {
+            delivered: t.delivered,
+            dest: &t.dest,
+            failed: t.failed,
+            full_sync: t.full_sync.as_ref().map(ProgressView::of),
+            id: format!("{root}/{}", t.name),
+            in_flight: t.in_flight,
+            last_error: t.last_error.as_deref(),
+            name: &t.name,
+            next_retry_ms: t.next_retry_ms,
+            oldest_pending_ms: t.oldest_pending_ms,
+            pending: t.pending,
+            root,
+            state: t.state.as_str(),
+        }
+    }
+}
+
+impl<'a> ProgressView<'a> {
+    fn of(p: &'a SyncProgress) -> ProgressView<'a> {
+        ProgressView {
+            bytes_sent: p.bytes_sent,
+            checked: p.checked,
+            checked_bytes: p.checked_bytes,
+            deleted: p.deleted,
+            elapsed_ms: p.elapsed_ms,
+            files: p.files,
+            fraction: p.fraction(),
+            path: String::from_utf8_lossy(&p.path),
+            queued: p.queued,
+            total: p
+                .total
+                .map(|TreeSize { entries, bytes }| TotalView { bytes, entries }),
+        }
+    }
+}
+
+/// `{"ok": true, "message": …}` or `{"ok": false, "error": …}`: the answer to a control action.
+#[derive(Serialize)]
+pub struct Outcome<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<&'a str>,
+    pub ok: bool,
+}
+
+impl<'a> Outcome<'a> {
+    pub fn done(message: &'a str) -> Outcome<'a> {
+        Outcome {
+            error: None,
+            message: Some(message),
+            ok: true,
+        }
+    }
+
+    pub fn failed(error: &'a str) -> Outcome<'a> {
+        Outcome {
+            error: Some(error),
+            message: None,
+            ok: false,
+        }
+    }
+}
+
+/// One event of `syncctl --json log`.
+#[derive(Serialize)]
+pub struct LogEventView<'a> {
+    pub error: Option<&'a str>,
+    pub kind: &'static str,
+    pub paths: u64,
+    pub sample: Vec<Cow<'a, str>>,
+    pub target: &'a str,
+    pub time_ms: u64,
+}
+
+impl<'a> LogEventView<'a> {
+    pub fn of(ev: &'a crate::LogEvent) -> LogEventView<'a> {
+        LogEventView {
+            error: ev.error.as_deref(),
+            kind: ev.kind.as_str(),
+            paths: ev.paths,
+            sample: ev
+                .sample
+                .iter()
+                .map(|p| String::from_utf8_lossy(p))
+                .collect(),
+            target: &ev.target,
+            time_ms: ev.time_ms,
+        }
+    }
+}
+
+/// `syncctl --json failed`.
+#[derive(Serialize)]
+pub struct FailedView<'a> {
+    pub failed: Vec<FailedPathView<'a>>,
+    pub more: u64,
+}
+
+#[derive(Serialize)]
+pub struct FailedPathView<'a> {
+    pub attempts: u32,
+    pub last_error: &'a str,
+    pub path: Cow<'a, str>,
+    pub target: &'a str,
+}
+
+impl<'a> FailedView<'a> {
+    pub fn of(list: &'a crate::FailedList) -> FailedView<'a> {
+        FailedView {
+            failed: list
+                .entries
+                .iter()
+                .map(|e| FailedPathView {
+                    attempts: e.attempts,
+                    last_error: &e.last_error,
+                    path: String::from_utf8_lossy(&e.path),
+                    target: &e.target,
+                })
+                .collect(),
+            more: list.more,
+        }
+    }
+}
+
+/// `syncctl --json wait-idle`: `{"failed":N,"idle":true}` or `{"idle":false,"pending":N}`.
+#[derive(Serialize)]
+pub struct IdleView {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failed: Option<u64>,
+    pub idle: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending: Option<u64>,
+}
+
+impl IdleView {
+    pub fn of(o: &crate::IdleOutcome) -> IdleView {
+        match *o {
+            crate::IdleOutcome::Idle { failed } => IdleView {
+                failed: Some(failed),
+                idle: true,
+                pending: None,
+            },
+            crate::IdleOutcome::TimedOut { pending } => IdleView {
+                failed: None,
+                idle: false,
+                pending: Some(pending),
+            },
+        }
+    }
+}
