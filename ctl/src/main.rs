@@ -14,7 +14,7 @@ use clap::{Parser, Subcommand};
 use syncd_proto::json::{FailedView, IdleView, LogEventView, Outcome};
 use syncd_proto::{
     decode_payload, encode_frame, frame_len, ByteBuf, ErrorKind, IdleOutcome, LogKind, Request,
-    Response, RootState, StatusReport, SyncProgress, HEADER_LEN, MAX_REQUEST_FRAME,
+    Response, RootState, StatusReport, SyncProgress, TargetStatus, HEADER_LEN, MAX_REQUEST_FRAME,
     MAX_RESPONSE_FRAME, PROTOCOL_VERSION,
 };
 
@@ -352,8 +352,8 @@ fn status(
     }
 }
 
-/// The human status: a table per root, a running full sync's progress (with a bar when `bar`)
-/// and the last error under its target.
+/// The human status: a table of targets per root, then under the table what a target is doing
+/// or why it fails: a running full sync's progress (with a bar when `bar`), the last error.
 fn render_status(s: &StatusReport, bar: bool) -> String {
     use std::fmt::Write as _;
     let mut o = String::new();
@@ -367,48 +367,85 @@ fn render_status(s: &StatusReport, bar: bool) -> String {
     );
     for r in &s.roots {
         let state = match &r.state {
-            RootState::Watching => format!("watching ({} directories)", r.watches),
+            RootState::Watching => format!("watching ({} directories)", count(r.watches)),
             RootState::ScheduledResync { reason } => format!("scheduled resyncs: {reason}"),
             RootState::Unavailable { reason } => format!("UNAVAILABLE: {reason}"),
         };
         let _ = writeln!(o, "\n{}  {}  {}", r.name, lossy(&r.source), state);
-        let _ = writeln!(
-            o,
-            "  {:<14} {:<13} {:>8} {:>9} {:>7} {:>10} {:>9}  dest",
-            "target", "state", "pending", "in-flight", "failed", "delivered", "oldest"
-        );
+        for line in target_table(&r.targets).lines() {
+            let _ = writeln!(o, " {}", line.trim_end());
+        }
         for t in &r.targets {
-            let oldest = t
-                .oldest_pending_ms
-                .map(|ms| format!("{:.1}s", ms as f64 / 1000.0))
-                .unwrap_or_else(|| "-".into());
-            let _ = writeln!(
-                o,
-                "  {:<14} {:<13} {:>8} {:>9} {:>7} {:>10} {:>9}  {}",
-                t.name,
-                t.state.as_str(),
-                t.pending,
-                t.in_flight,
-                t.failed,
-                t.delivered,
-                oldest,
-                t.dest
-            );
-            if let Some(p) = &t.full_sync {
-                for line in progress_lines(p, bar).lines() {
+            let details = target_details(t, bar);
+            if !details.is_empty() {
+                let _ = writeln!(o, "  {}:", t.name);
+                for line in details.lines() {
                     let _ = writeln!(o, "    {line}");
                 }
-            }
-            if let Some(e) = &t.last_error {
-                let retry = t
-                    .next_retry_ms
-                    .map(|ms| format!(" (next try in {:.1}s)", ms as f64 / 1000.0))
-                    .unwrap_or_default();
-                let _ = writeln!(o, "    last error: {e}{retry}");
             }
         }
     }
     o
+}
+
+/// A count with thousands separators.
+fn count(n: u64) -> String {
+    use num_format::{Locale, ToFormattedString};
+    n.to_formatted_string(&Locale::en)
+}
+
+/// One row per target: names of any length, counts right-aligned with thousands separators.
+fn target_table(targets: &[TargetStatus]) -> String {
+    use comfy_table::{presets::NOTHING, CellAlignment, Table};
+    let mut table = Table::new();
+    table.load_preset(NOTHING).set_header([
+        "target",
+        "state",
+        "pending",
+        "in-flight",
+        "failed",
+        "delivered",
+        "oldest",
+        "dest",
+    ]);
+    for t in targets {
+        let oldest = t
+            .oldest_pending_ms
+            .map(|ms| format!("{:.1}s", ms as f64 / 1000.0))
+            .unwrap_or_else(|| "-".into());
+        table.add_row([
+            t.name.clone(),
+            t.state.as_str().to_string(),
+            count(t.pending),
+            count(t.in_flight),
+            count(t.failed),
+            count(t.delivered),
+            oldest,
+            t.dest.clone(),
+        ]);
+    }
+    for c in 2..=6 {
+        if let Some(col) = table.column_mut(c) {
+            col.set_cell_alignment(CellAlignment::Right);
+        }
+    }
+    table.to_string()
+}
+
+/// What a target is doing beyond its row: a running full sync, the last error.
+fn target_details(t: &TargetStatus, bar: bool) -> String {
+    let mut lines = Vec::new();
+    if let Some(p) = &t.full_sync {
+        lines.push(progress_lines(p, bar));
+    }
+    if let Some(e) = &t.last_error {
+        let retry = t
+            .next_retry_ms
+            .map(|ms| format!(" (next try in {:.1}s)", ms as f64 / 1000.0))
+            .unwrap_or_default();
+        lines.push(format!("last error: {e}{retry}"));
+    }
+    lines.join("\n")
 }
 
 /// Two lines on a running full sync: how much is checked (of the total, once the daemon has
@@ -552,6 +589,77 @@ mod tests {
             bytes_sent: 1536,
             total,
         }
+    }
+
+    fn target(name: &str, pending: u64) -> TargetStatus {
+        TargetStatus {
+            name: name.into(),
+            dest: "u@127.0.0.1::m".into(),
+            state: syncd_proto::TargetState::Running,
+            pending,
+            in_flight: 0,
+            failed: 0,
+            delivered: 1_234_567,
+            oldest_pending_ms: Some(1500),
+            last_error: None,
+            next_retry_ms: None,
+            full_sync: None,
+        }
+    }
+
+    #[test]
+    fn the_status_table_fits_long_names_and_separates_thousands() {
+        // 64 characters, the longest name allowed.
+        let long = &format!("a-very-long-target-name-{}", "x".repeat(40));
+        assert_eq!(long.len(), 64);
+        let table = target_table(&[target("b1", 7), target(long, 12_345)]);
+        let lines: Vec<&str> = table.lines().map(str::trim_end).collect();
+        assert_eq!(lines.len(), 3, "{table}");
+        // Every column starts at the same place on every line, however long the name.
+        let col = |l: &str, what: &str| l.find(what).unwrap_or_else(|| panic!("{what} in {l}"));
+        let dest = col(lines[0], " dest") + 1;
+        assert_eq!(col(lines[1], "u@127.0.0.1::m"), dest, "{table}");
+        assert_eq!(col(lines[2], "u@127.0.0.1::m"), dest, "{table}");
+        assert!(col(lines[2], long) < col(lines[2], "running"), "{table}");
+        // Counts are right-aligned, with thousands separators.
+        assert!(lines[2].contains("12,345"), "{table}");
+        assert!(lines[1].contains("1,234,567"), "{table}");
+        // Right-aligned: the pending counts end where their header ends.
+        let state = col(lines[0], "state");
+        let end = |l: &str, what: &str| state + l[state..].find(what).unwrap() + what.len();
+        let pending = end(lines[0], "pending");
+        assert_eq!(end(lines[1], "7"), pending, "{table}");
+        assert_eq!(end(lines[2], "12,345"), pending, "{table}");
+    }
+
+    #[test]
+    fn what_a_target_is_doing_goes_under_the_table() {
+        let mut t = target("b1", 1);
+        assert_eq!(target_details(&t, false), "");
+        t.last_error = Some("rsync exit 10: connection failed".into());
+        t.next_retry_ms = Some(2500);
+        assert_eq!(
+            target_details(&t, false),
+            "last error: rsync exit 10: connection failed (next try in 2.5s)"
+        );
+        let s = StatusReport {
+            version: "0".into(),
+            pid: 1,
+            uptime_ms: 0,
+            roots: vec![syncd_proto::RootStatus {
+                name: "data".into(),
+                source: ByteBuf::from(b"/data".to_vec()),
+                state: RootState::Watching,
+                watches: 12_000,
+                targets: vec![t],
+            }],
+        };
+        let text = render_status(&s, false);
+        assert!(text.contains("watching (12,000 directories)"), "{text}");
+        assert!(
+            text.contains("\n  b1:\n    last error: rsync exit 10"),
+            "{text}"
+        );
     }
 
     #[test]
