@@ -21,7 +21,7 @@ use std::time::Instant;
 use syncd_proto::{ByteBuf, SyncProgress, TreeSize};
 
 use crate::config::RootConfig;
-use crate::fs::{abs_path, join_rel};
+use crate::fs::abs_path;
 
 /// One line of rsync's `--out-format='%i %l %b'` output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -245,38 +245,49 @@ pub fn count_tree(
     sub: &[u8],
     keep_going: impl Fn() -> bool,
 ) -> Option<TreeSize> {
+    let base = abs_path(&root.source, sub);
     let mut size = TreeSize {
-        entries: 1,
+        entries: 0,
         bytes: 0,
     };
-    let mut stack = vec![sub.to_vec()];
-    while let Some(dir) = stack.pop() {
-        if !keep_going() {
+    // Excluded directories are not entered, as rsync does not enter them.
+    let walk = walkdir::WalkDir::new(&base).into_iter().filter_entry(|e| {
+        e.depth() == 0
+            || !root
+                .excludes
+                .matches(&rel_path(&root.source, e.path()), e.file_type().is_dir())
+    });
+    for (i, e) in walk.enumerate() {
+        // A tree (or one directory) of millions of entries is no reason to outlive the sync.
+        if i % 4096 == 0 && !keep_going() {
             return None;
         }
-        let Ok(rd) = std::fs::read_dir(abs_path(&root.source, &dir)) else {
+        let Ok(e) = e else {
+            // An unreadable directory still counts itself, as rsync lists it.
+            if i == 0 {
+                size.entries += 1;
+            }
             continue;
         };
-        for (i, e) in rd.flatten().enumerate() {
-            // A directory of millions of entries is no reason to outlive the sync.
-            if i % 4096 == 4095 && !keep_going() {
-                return None;
-            }
-            let rel = join_rel(&dir, e.file_name().as_bytes());
-            let is_dir = e.file_type().map(|t| t.is_dir()).unwrap_or(false);
-            if root.excludes.matches(&rel, is_dir) {
-                continue;
-            }
-            size.entries += 1;
-            if is_dir {
-                stack.push(rel);
-            } else if let Ok(m) = e.metadata() {
-                // DirEntry::metadata is an lstat: a symlink counts its own length, as rsync's %l.
+        size.entries += 1;
+        if !e.file_type().is_dir() {
+            // walkdir's metadata is an lstat: a symlink counts its own length, as rsync's %l.
+            if let Ok(m) = e.metadata() {
                 size.bytes += m.size();
             }
         }
     }
+    if !keep_going() {
+        return None;
+    }
     Some(size)
+}
+
+/// `path` (below `root`) relative to `root`, as bytes.
+fn rel_path(root: &std::path::Path, path: &std::path::Path) -> Vec<u8> {
+    path.strip_prefix(root)
+        .map(|r| r.as_os_str().as_bytes().to_vec())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -532,17 +532,9 @@ fn read_owned(inotify: &mut Inotify, buf: &mut [u8]) -> io::Result<Vec<OwnedEven
 
 /// Count directories under `root` (for the watch-limit message).
 fn count_dirs(root: &Path) -> u64 {
-    let mut n = 0;
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        n += 1;
-        if let Ok(rd) = std::fs::read_dir(&d) {
-            for e in rd.flatten() {
-                if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                    stack.push(e.path());
-                }
-            }
-        }
-    }
-    n
+    walkdir::WalkDir::new(root)
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_type().is_dir())
+        .count() as u64
 }
