@@ -19,10 +19,11 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::time::Instant;
-use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
+use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::frame::FrameDecoder;
 use super::{answer, err, log, Shared};
 
 /// Most clients held at once (each costs a task and at most one request frame of memory).
@@ -105,7 +106,7 @@ pub(super) async fn send(w: &mut OwnedWriteHalf, resp: &Response) -> std::io::Re
 }
 
 /// The request frames of one connection.
-pub(super) type Frames = FramedRead<OwnedReadHalf, LengthDelimitedCodec>;
+pub(super) type Frames = FramedRead<OwnedReadHalf, FrameDecoder>;
 
 /// When a connection last sent a request, for the accept loop's choice of whom to drop.
 struct Quiet<'a> {
@@ -152,11 +153,9 @@ async fn handle(
         );
         return send(&mut w, &denied).await;
     }
-    let codec = LengthDelimitedCodec::builder()
-        .big_endian()
-        .length_field_length(4)
-        .max_frame_length(MAX_REQUEST_FRAME)
-        .new_codec();
+    let codec = FrameDecoder {
+        max: MAX_REQUEST_FRAME,
+    };
     let mut frames = FramedRead::new(r, codec);
     match next(&mut frames, &mut w).await {
         Next::Request(hello) => {

@@ -2,7 +2,8 @@
 //! HTTP), answers out. One file per request, named after the `syncctl` command.
 //!
 //! - `socket`: binding the socket privately, and who may connect;
-//! - `connection`: the accept loop and one connection's frames;
+//! - `connection`: the accept loop and one connection's frames (`frame`: proto's framing as a
+//!   tokio decoder);
 //! - `status`, `pause` (and resume), `resync`, `retry_failed`, `failed`, `wait_idle`, `reload`,
 //!   `stop`, `log`: the requests;
 //! - `http`: the optional HTTP face of the same requests.
@@ -16,6 +17,7 @@
 
 mod connection;
 mod failed;
+mod frame;
 pub mod http;
 mod log;
 mod pause;
