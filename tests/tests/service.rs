@@ -197,12 +197,12 @@ fn the_systemd_watchdog_is_pinged_and_hidden_from_rsync() {
     let mut buf = [0u8; 256];
     let mut got = Vec::new();
     let started = Instant::now();
-    while got
-        .iter()
-        .filter(|m: &&String| m.contains("WATCHDOG=1"))
-        .count()
-        < 3
-    {
+    // Until READY=1 and three pings have come (a slow start sends pings before READY=1).
+    let done = |got: &[String]| {
+        got.iter().any(|m| m.contains("READY=1"))
+            && got.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 3
+    };
+    while !done(&got) {
         assert!(
             started.elapsed() < Duration::from_secs(10),
             "watchdog pings: {got:?}"
