@@ -370,3 +370,64 @@ impl Engine {
         while self.hook_tasks.join_next().await.is_some() {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn root_at(source: &std::path::Path) -> RootConfig {
+        RootConfig {
+            name: "data".into(),
+            source: source.to_path_buf(),
+            excludes: Default::default(),
+            delay: Duration::ZERO,
+            modify_delay: Duration::ZERO,
+            full_resync_interval: Duration::ZERO,
+            targets: Vec::new(),
+        }
+    }
+
+    /// `root_identity` for the directory now at `source`: (lost reason, adopted, identity
+    /// the journal keeps).
+    fn decide(journal: &Journal, source: &std::path::Path) -> (Option<String>, bool, RootIdentity) {
+        let now = RootIdentity::of(source).unwrap();
+        let (id, lost, adopted) = root_identity(journal, &root_at(source), now).unwrap();
+        let stored = journal.root_identity("data").unwrap().unwrap();
+        assert_eq!(
+            (stored.0, stored.1),
+            (id.dev, id.ino),
+            "what is awaited is what is kept"
+        );
+        (lost, adopted, id)
+    }
+
+    #[test]
+    fn the_directory_first_replicated_is_remembered_and_a_different_one_adopted_only_with_content()
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(&dir.path().join("state")).unwrap();
+        let src = dir.path().join("src");
+        std::fs::create_dir(&src).unwrap();
+        std::fs::write(src.join("f"), b"x").unwrap();
+        let first = RootIdentity::of(&src).unwrap();
+        // First sight: remembered, nothing to adopt.
+        assert_eq!(decide(&journal, &src), (None, false, first));
+        // The same directory again.
+        assert_eq!(decide(&journal, &src), (None, false, first));
+        // An empty directory in its place (an unmounted filesystem): not adopted, the old one
+        // is awaited.
+        std::fs::rename(&src, dir.path().join("away")).unwrap();
+        std::fs::create_dir(&src).unwrap();
+        let (lost, adopted, awaited) = decide(&journal, &src);
+        assert!(lost.unwrap().contains("an unmounted filesystem?"));
+        assert!(!adopted);
+        assert_eq!(awaited, first);
+        // A different directory with content (restored from a backup): adopted.
+        std::fs::write(src.join("restored"), b"y").unwrap();
+        let now = RootIdentity::of(&src).unwrap();
+        assert_ne!(now, first);
+        assert_eq!(decide(&journal, &src), (None, true, now));
+        assert_eq!(decide(&journal, &src), (None, false, now), "adopted once");
+    }
+}

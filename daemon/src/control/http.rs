@@ -188,3 +188,79 @@ async fn retry_failed(
 ) -> HttpResponse {
     guarded(&st, &headers, Request::RetryFailed { target: q.target }).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::engine::EngineView;
+
+    /// The HTTP face of a running generation; the temp dir holds its journal.
+    fn state(token: Option<&str>) -> (HttpState, Arc<EngineView>, tempfile::TempDir) {
+        let (f, v) = crate::control::tests::running();
+        let st = HttpState {
+            shared: Arc::new(f.shared),
+            metrics: Metrics::new(),
+            token: token.map(str::to_string),
+        };
+        (st, v, f.dir)
+    }
+
+    fn bearer(token: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::AUTHORIZATION,
+            format!("Bearer {token}").parse().unwrap(),
+        );
+        h
+    }
+
+    #[test]
+    fn refusals_map_to_http_status_codes() {
+        let code = |kind| {
+            reply(Response::Error {
+                kind,
+                message: "m".into(),
+            })
+            .status()
+        };
+        assert_eq!(code(ErrorKind::UnknownTarget), StatusCode::NOT_FOUND);
+        assert_eq!(code(ErrorKind::UnknownPath), StatusCode::NOT_FOUND);
+        assert_eq!(code(ErrorKind::BadRequest), StatusCode::BAD_REQUEST);
+        assert_eq!(code(ErrorKind::Config), StatusCode::BAD_REQUEST);
+        assert_eq!(code(ErrorKind::Denied), StatusCode::FORBIDDEN);
+        assert_eq!(code(ErrorKind::Internal), StatusCode::SERVICE_UNAVAILABLE);
+        let ok = reply(Response::Done {
+            message: "paused".into(),
+        });
+        assert_eq!(ok.status(), StatusCode::OK);
+    }
+
+    #[test]
+    fn control_actions_need_the_configured_token() {
+        let (off, _, _dir) = state(None);
+        let r = refused(&off, &bearer("anything")).expect("refused without a token file");
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+        let (on, _, _dir) = state(Some("s3cret"));
+        for headers in [HeaderMap::new(), bearer("s3cre"), bearer("s3cret2")] {
+            let r = refused(&on, &headers).expect("refused");
+            assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+            assert_eq!(r.headers()[header::WWW_AUTHENTICATE], "Bearer");
+        }
+        assert!(refused(&on, &bearer("s3cret")).is_none());
+    }
+
+    #[tokio::test]
+    async fn an_authorized_action_is_answered_by_the_control_code() {
+        let (st, v, _dir) = state(Some("t"));
+        let pause = || Request::Pause {
+            target: Some("b2".into()),
+        };
+        let r = guarded(&st, &bearer("wrong"), pause()).await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        assert!(!*v.targets[1].paused.borrow(), "nothing done when refused");
+        let r = guarded(&st, &bearer("t"), pause()).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        assert!(*v.targets[1].paused.borrow());
+    }
+}

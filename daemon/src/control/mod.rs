@@ -27,6 +27,8 @@ mod retry_failed;
 mod socket;
 mod status;
 mod stop;
+#[cfg(test)]
+mod tests;
 mod wait_idle;
 
 use std::sync::Arc;

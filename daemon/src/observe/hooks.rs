@@ -231,3 +231,101 @@ impl Hooks {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// A queue whose task is not started: runs are driven by the test.
+    fn queue(argv: &[&str], timeout: Duration) -> HookQueue {
+        HookQueue {
+            inner: Arc::new(Inner {
+                hook: Hook {
+                    argv: argv.iter().map(|s| s.to_string()).collect(),
+                    timeout,
+                },
+                kind: "failure",
+                root: "data".into(),
+                target: "b1".into(),
+                pending: Mutex::default(),
+                more: Notify::new(),
+            }),
+        }
+    }
+
+    fn take(q: &HookQueue) -> Pending {
+        std::mem::take(&mut *q.inner.pending.lock().unwrap())
+    }
+
+    #[test]
+    fn paths_accumulate_up_to_the_cap_and_the_rest_are_counted() {
+        let q = queue(&["/bin/true"], Duration::from_secs(1));
+        let big = vec![b'x'; MAX_PENDING_BYTES / 2 - 1];
+        q.push([&b"a"[..]], Some("first reason"));
+        q.push([&big[..], &big[..], &b"b"[..]], Some("second reason"));
+        let p = take(&q);
+        // "a", one big path, then the second big one does not fit; "b" still does.
+        assert_eq!(p.paths.len(), 3);
+        assert_eq!(p.paths[2], b"b");
+        assert_eq!(p.dropped, 1);
+        assert!(p.bytes <= MAX_PENDING_BYTES);
+        assert_eq!(
+            p.error.as_deref(),
+            Some("first reason"),
+            "the first reason is kept"
+        );
+        assert_eq!(take(&q).paths.len(), 0, "taken once");
+    }
+
+    #[tokio::test]
+    async fn a_run_gets_the_paths_nul_separated_on_stdin_and_says_what_they_are() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        let script = format!(
+            "cat > {o}.in; echo \"$SYNCD_HOOK $SYNCD_ROOT $SYNCD_TARGET $SYNCD_PATHS $SYNCD_DROPPED $SYNCD_ERROR ${{NOTIFY_SOCKET-unset}}\" > {o}",
+            o = out.display()
+        );
+        let q = queue(&["/bin/sh", "-c", &script], Duration::from_secs(30));
+        q.push([&b"a b"[..], &b"c\nd"[..]], Some("rsync exit 23"));
+        let mut batch = take(&q);
+        batch.dropped = 2;
+        std::env::set_var("NOTIFY_SOCKET", "/run/systemd/notify");
+        q.run_once(&batch).await;
+        assert_eq!(
+            std::fs::read(dir.path().join("out.in")).unwrap(),
+            b"a b\0c\nd\0"
+        );
+        assert_eq!(
+            std::fs::read_to_string(&out).unwrap(),
+            "failure data b1 2 2 rsync exit 23 unset\n",
+            "systemd's notify socket is not the hook's"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_run_that_outlives_its_timeout_is_killed() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid = dir.path().join("pid");
+        let script = format!("echo $$ > {}; exec sleep 600", pid.display());
+        let q = queue(&["/bin/sh", "-c", &script], Duration::from_millis(300));
+        q.push([&b"slow"[..]], None);
+        let batch = take(&q);
+        tokio::time::timeout(Duration::from_secs(60), q.run_once(&batch))
+            .await
+            .expect("the run ends at its timeout, not with the program");
+        let pid = std::fs::read_to_string(&pid).unwrap();
+        // Killed: gone, or dead and not yet reaped (tokio reaps a dropped child in the
+        // background).
+        let dead = || {
+            std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).map_or(true, |st| {
+                st.rsplit(") ").next().is_some_and(|r| r.starts_with('Z'))
+            })
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !dead() && std::time::Instant::now() < deadline {
+            tokio::task::yield_now().await;
+        }
+        assert!(dead(), "the hook (pid {}) still runs", pid.trim());
+    }
+}

@@ -1,0 +1,247 @@
+//! The requests answered against a generation built by hand: two roots, three targets, a real
+//! journal in a temp dir, no workers.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use syncd_proto::{ByteBuf, ErrorKind, Request, Response, RootState};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio_util::sync::CancellationToken;
+
+use super::{answer, Access, Shared};
+use crate::dispatch::{TargetHandle, WorkerView};
+use crate::engine::{EngineView, RootView};
+use crate::journal::Journal;
+use crate::watch::WatchCounts;
+
+type ReloadRx = mpsc::Receiver<oneshot::Sender<Result<String, String>>>;
+
+pub(super) struct Fixture {
+    pub shared: Shared,
+    engine: watch::Sender<Option<Arc<EngineView>>>,
+    reload: ReloadRx,
+    pub dir: tempfile::TempDir,
+}
+
+fn target(id: &str, root: usize) -> TargetHandle {
+    let (_, name) = id.split_once('/').unwrap();
+    TargetHandle {
+        id: id.into(),
+        root,
+        name: name.into(),
+        dest: format!("/backup/{id}"),
+        wake: Arc::new(Notify::new()),
+        paused: Arc::new(watch::channel(false).0),
+        kick: Arc::new(AtomicBool::new(false)),
+        view: watch::channel(WorkerView::default()).1,
+    }
+}
+
+fn root(name: &str, source: &str) -> RootView {
+    RootView {
+        name: name.into(),
+        source: PathBuf::from(source),
+        state: Arc::new(watch::channel(RootState::Watching).0),
+    }
+}
+
+fn view() -> EngineView {
+    EngineView {
+        roots: vec![root("data", "/srv/data"), root("home", "/home")],
+        targets: vec![
+            target("data/b1", 0),
+            target("data/b2", 0),
+            target("home/b1", 1),
+        ],
+        watches: Arc::new(WatchCounts {
+            watches: vec![Default::default(), Default::default()],
+        }),
+        watch_cmd: mpsc::channel(1).0,
+        waiting: watch::channel(0).1,
+        tick: Arc::new(watch::channel(0).0),
+        journal_error: watch::channel(None).1,
+    }
+}
+
+/// A control face with no generation running yet.
+pub(super) fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, rx) = watch::channel(None);
+    let (reload_tx, reload) = mpsc::channel(1);
+    let shared = Shared {
+        journal: Journal::open(dir.path()).unwrap(),
+        engine: rx,
+        started: std::time::Instant::now(),
+        reload: reload_tx,
+        shutdown: CancellationToken::new(),
+        access: Access::new(None),
+        events: Default::default(),
+    };
+    Fixture {
+        shared,
+        engine,
+        reload,
+        dir,
+    }
+}
+
+/// A control face with [`view`] running.
+pub(super) fn running() -> (Fixture, Arc<EngineView>) {
+    let f = fixture();
+    let v = Arc::new(view());
+    f.engine.send_replace(Some(v.clone()));
+    (f, v)
+}
+
+fn done(r: Response) -> String {
+    match r {
+        Response::Done { message } => message,
+        other => panic!("expected done, got {other:?}"),
+    }
+}
+
+fn refusal(r: Response) -> (ErrorKind, String) {
+    match r {
+        Response::Error { kind, message } => (kind, message),
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
+
+fn path(p: &str) -> Option<ByteBuf> {
+    Some(ByteBuf::from(p.as_bytes().to_vec()))
+}
+
+#[tokio::test]
+async fn requests_before_the_first_generation_runs_are_told_to_wait() {
+    let f = fixture();
+    let (kind, message) = refusal(answer(Request::Status, &f.shared).await);
+    assert_eq!(kind, ErrorKind::Internal);
+    assert_eq!(message, "syncd is starting");
+}
+
+#[tokio::test]
+async fn a_target_is_chosen_by_name_in_every_root_or_by_its_full_id() {
+    let (f, v) = running();
+    let pause = |t: &str| Request::Pause {
+        target: Some(t.into()),
+    };
+    assert_eq!(
+        done(answer(pause("b1"), &f.shared).await),
+        "paused data/b1, home/b1"
+    );
+    assert!(*v.targets[2].paused.borrow());
+    assert!(!*v.targets[1].paused.borrow());
+    assert_eq!(
+        done(
+            answer(
+                Request::Resume {
+                    target: Some("home/b1".into())
+                },
+                &f.shared
+            )
+            .await
+        ),
+        "resumed home/b1"
+    );
+    assert!(*v.targets[0].paused.borrow(), "only home/b1 resumed");
+    assert!(!*v.targets[2].paused.borrow());
+    let (kind, message) = refusal(answer(pause("b3"), &f.shared).await);
+    assert_eq!(kind, ErrorKind::UnknownTarget);
+    assert_eq!(
+        message,
+        "no target named \"b3\"; known targets: data/b1, data/b2, home/b1"
+    );
+}
+
+#[tokio::test]
+async fn a_resync_is_owed_in_the_journal_to_the_targets_of_the_root_holding_the_path() {
+    let (f, v) = running();
+    let req = Request::Resync {
+        target: None,
+        path: path("/srv/data/photos/2026"),
+    };
+    assert_eq!(
+        done(answer(req, &f.shared).await),
+        "full resync queued for 2 target(s)"
+    );
+    for (t, owed) in [("data/b1", true), ("data/b2", true), ("home/b1", false)] {
+        let subs: Vec<Vec<u8>> = f
+            .shared
+            .journal
+            .resyncs(t)
+            .unwrap()
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect();
+        let want: Vec<Vec<u8>> = if owed {
+            vec![b"photos/2026".to_vec()]
+        } else {
+            vec![]
+        };
+        assert_eq!(subs, want, "{t}");
+    }
+    assert!(
+        v.targets[0].kick.load(Ordering::Relaxed),
+        "leaves backoff at once"
+    );
+    assert!(!v.targets[2].kick.load(Ordering::Relaxed));
+}
+
+#[tokio::test]
+async fn a_resync_of_a_path_no_root_or_target_holds_is_refused_and_owes_nothing() {
+    let (f, _) = running();
+    let outside = Request::Resync {
+        target: None,
+        path: path("/etc"),
+    };
+    let (kind, message) = refusal(answer(outside, &f.shared).await);
+    assert_eq!(kind, ErrorKind::UnknownPath);
+    assert_eq!(message, "/etc is not inside any watched root");
+    let other_root = Request::Resync {
+        target: Some("data/b2".into()),
+        path: path("/home/ann"),
+    };
+    let (kind, _) = refusal(answer(other_root, &f.shared).await);
+    assert_eq!(kind, ErrorKind::UnknownTarget);
+    for t in ["data/b1", "data/b2", "home/b1"] {
+        assert!(f.shared.journal.resyncs(t).unwrap().is_empty(), "{t}");
+    }
+}
+
+#[tokio::test]
+async fn stop_starts_the_shutdown_and_answers_first() {
+    let (f, _) = running();
+    assert!(!f.shared.shutdown.is_cancelled());
+    assert_eq!(
+        done(answer(Request::Shutdown, &f.shared).await),
+        "syncd is shutting down"
+    );
+    assert!(f.shared.shutdown.is_cancelled());
+}
+
+#[tokio::test]
+async fn reload_answers_what_the_supervisor_says() {
+    let (mut f, _) = running();
+    let mut asked = std::mem::replace(&mut f.reload, mpsc::channel(1).1);
+    let supervisor = tokio::spawn(async move {
+        let ok = asked.recv().await.unwrap();
+        ok.send(Ok("configuration reloaded".into())).unwrap();
+        let bad = asked.recv().await.unwrap();
+        bad.send(Err("line 3: unknown key".into())).unwrap();
+    });
+    assert_eq!(
+        done(answer(Request::Reload, &f.shared).await),
+        "configuration reloaded"
+    );
+    assert_eq!(
+        refusal(answer(Request::Reload, &f.shared).await),
+        (ErrorKind::Config, "line 3: unknown key".to_string())
+    );
+    supervisor.await.unwrap();
+    // No supervisor any more: shutting down.
+    assert_eq!(
+        refusal(answer(Request::Reload, &f.shared).await),
+        (ErrorKind::Internal, "syncd is shutting down".to_string())
+    );
+}
