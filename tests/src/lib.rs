@@ -3,11 +3,13 @@
 //!
 //! Every fixture kills and reaps its process on drop. Readiness is awaited by reading the
 //! process's own log line ("syncd ready", rsync's "listening on port", sshd's "Server listening")
-//! with a deadline, never by sleeping.
+//! with a deadline, never by sleeping. Past readiness, tests wait on syncd's typed signals
+//! (`signals`: its status and its event log), not on its log wording.
 //!
 //! By role: `bins` (the binaries, spawning, reaping), `syncd`, `rsyncd`, `sshd` and `tmpfs`
 //! (fixtures), `config` (config builders), `wait` (waits with deadlines), `asserts` (trees
-//! compared exactly), `metrics` (HTTP and Prometheus), `procfs`, `log` (a child's lines).
+//! compared exactly), `metrics` (HTTP and Prometheus), `procfs`, `log` (a child's lines),
+//! `signals` (waits on status and events).
 
 mod asserts;
 mod bins;
@@ -16,6 +18,7 @@ mod log;
 mod metrics;
 mod procfs;
 mod rsyncd;
+mod signals;
 pub mod soak;
 mod sshd;
 mod syncd;
@@ -29,6 +32,7 @@ pub use log::*;
 pub use metrics::*;
 pub use procfs::*;
 pub use rsyncd::*;
+pub use signals::*;
 pub use sshd::*;
 pub use syncd::*;
 pub use tmpfs::*;

@@ -38,11 +38,22 @@ impl Log {
 
     /// Wait until a line containing `needle` appears (counting from line `from`); returns its index.
     pub fn wait_for(&self, needle: &str, from: usize, timeout: Duration) -> Option<usize> {
+        self.wait_until(from, timeout, |l| l.contains(needle))
+    }
+
+    /// Wait until a line from index `from` on satisfies `pred`; returns its index. None after
+    /// `timeout`, or once the stream ended without one.
+    pub fn wait_until(
+        &self,
+        from: usize,
+        timeout: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> Option<usize> {
         let deadline = Instant::now() + timeout;
         let (m, c) = &*self.inner;
         let mut lines = m.lock().unwrap();
         loop {
-            if let Some(i) = lines.iter().skip(from).position(|l| l.contains(needle)) {
+            if let Some(i) = lines.iter().skip(from).position(|l| pred(l)) {
                 return Some(from + i);
             }
             let now = Instant::now();
@@ -51,6 +62,16 @@ impl Log {
             }
             lines = c.wait_timeout(lines, deadline - now).unwrap().0;
         }
+    }
+
+    /// Line `i`, if collected.
+    pub fn line(&self, i: usize) -> Option<String> {
+        self.inner.0.lock().unwrap().get(i).cloned()
+    }
+
+    /// Whether the stream ended (no more lines will come).
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Number of lines so far.
