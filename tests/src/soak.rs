@@ -8,7 +8,7 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::{assert_same_tree, snapshot, Env, Syncd};
+use crate::{assert_same_tree, now_ms, snapshot, Env, Statuses, Stream, Syncd};
 
 /// A small deterministic generator (xorshift64*), so a failing seed replays.
 pub struct Rng(pub u64);
@@ -149,7 +149,7 @@ pub struct SoakReport {
 
 /// Run `cycles` kill-9/restart cycles on `cfg` with a writer in `env.src`. Each kill comes at a
 /// random point of syncd's own work: right after it is ready (journal replay, startup sync), just
-/// after the k-th batch push started (an rsync running or finishing, its paths still journaled),
+/// after the k-th batch push was seen running (an rsync running or finishing, its paths still journaled),
 /// or just after a full sync finished. Finally the writer stops, syncd settles and the trees are
 /// compared with `dst` (the target's directory): `lost` counts entries that differ.
 pub fn kill9_cycles(env: &Env, cfg: &Path, dst: &Path, cycles: u32, seed: u64) -> SoakReport {
@@ -158,22 +158,15 @@ pub fn kill9_cycles(env: &Env, cfg: &Path, dst: &Path, cycles: u32, seed: u64) -
     let mut peak = 0;
     for c in 0..cycles {
         let d = Syncd::start(cfg, &env.socket);
-        let from = d.log.len();
+        let since = now_ms();
         match rng.below(3) {
             0 => {}
-            1 => {
-                let mut at = from;
-                for _ in 0..=rng.below(4) {
-                    match d.log.wait_for("push batch", at, Duration::from_secs(5)) {
-                        Some(i) => at = i + 1,
-                        None => break,
-                    }
-                }
-            }
+            1 => pushes_started(&d, 1 + rng.below(4) as usize, Duration::from_secs(5)),
             _ => {
-                let _ = d
-                    .log
-                    .wait_for("full sync done", from, Duration::from_secs(5));
+                let events = Stream::events(&d.socket);
+                let _ = events.next(0, Duration::from_secs(5), |e| {
+                    e["kind"] == "full-sync" && e["time_ms"].as_u64() >= Some(since)
+                });
             }
         }
         assert!(
@@ -202,5 +195,29 @@ pub fn kill9_cycles(env: &Env, cfg: &Path, dst: &Path, cycles: u32, seed: u64) -
         ops,
         lost,
         peak_rss_kib: peak,
+    }
+}
+
+/// Return once `k` pushes were seen running (paths in flight, each at another delivered
+/// count of all targets together), or after `timeout`.
+fn pushes_started(d: &Syncd, k: usize, timeout: Duration) {
+    let mut status = Statuses::new(&d.socket);
+    let sum = |v: &serde_json::Value, key: &str| -> u64 {
+        v["targets"]
+            .as_array()
+            .map(|ts| ts.iter().filter_map(|t| t[key].as_u64()).sum())
+            .unwrap_or(0)
+    };
+    let deadline = std::time::Instant::now() + timeout;
+    let (mut seen, mut last) = (0, None);
+    while seen < k {
+        let Some(v) = status.find(deadline, |v| sum(v, "in_flight") > 0) else {
+            return;
+        };
+        let delivered = sum(&v, "delivered");
+        if last != Some(delivered) {
+            seen += 1;
+            last = Some(delivered);
+        }
     }
 }

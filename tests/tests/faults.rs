@@ -103,16 +103,8 @@ fn hung_rsync_is_killed_at_the_deadline_and_the_batch_retried() {
     let fake = Fake::new(env.dir.path());
     let d = start(&env, &fake, "push_deadline_s = 1");
     fake.set_to("hang", true, "1000");
-    let from = d.log.len();
     write(&env.src.join("h.txt"), b"hang");
-    assert!(
-        d.log
-            .wait_for("backing off", from, Duration::from_secs(20))
-            .is_some(),
-        "{}",
-        d.log.text()
-    );
-    let st = d.target_status("local");
+    let st = d.wait_backoff("local");
     assert!(
         st["last_error"]
             .as_str()
@@ -123,14 +115,7 @@ fn hung_rsync_is_killed_at_the_deadline_and_the_batch_retried() {
     assert_eq!(st["pending"], 1);
     // After several deadline kills, rsyncs (here: their sleep) do not pile up: at most the one
     // in flight exists.
-    let again = d
-        .log
-        .wait_for("backing off", from, Duration::from_secs(20))
-        .unwrap();
-    assert!(d
-        .log
-        .wait_for("backing off", again + 1, Duration::from_secs(20))
-        .is_some());
+    d.wait_backoffs("local", 2);
     let parent = d.child.id().to_string();
     let procs = std::process::Command::new("pgrep")
         .args(["-P", &parent, "-f", "sleep 1000"])
@@ -152,13 +137,8 @@ fn rsync_killed_by_a_signal_is_never_counted_as_delivered() {
     let fake = Fake::new(env.dir.path());
     let d = start(&env, &fake, "");
     fake.set("die", true);
-    let from = d.log.len();
     write(&env.src.join("k.txt"), b"killed");
-    assert!(d
-        .log
-        .wait_for("backing off", from, Duration::from_secs(20))
-        .is_some());
-    let st = d.target_status("local");
+    let st = d.wait_backoff("local");
     assert!(
         st["last_error"].as_str().unwrap().contains("signal 9"),
         "{st}"
@@ -176,12 +156,8 @@ fn sigterm_lets_a_running_push_finish_within_the_grace_period() {
     let fake = Fake::new(env.dir.path());
     let d = start(&env, &fake, "");
     fake.set("slow", true);
-    let from = d.log.len();
     write(&env.src.join("slow.txt"), b"slow push");
-    assert!(d
-        .log
-        .wait_for("push batch", from, Duration::from_secs(20))
-        .is_some());
+    d.wait_push("local");
     // The push takes two seconds; the grace period (5 s in the fixture) covers it.
     stop_within(d, Duration::from_secs(5));
     assert_same_tree(&env.src, &env.dst);
@@ -198,12 +174,8 @@ fn sigterm_kills_a_push_that_outlives_the_grace_period_and_keeps_its_paths() {
         "",
     );
     fake.set_to("hang", true, "1001");
-    let from = d.log.len();
     write(&env.src.join("stuck.txt"), b"stuck");
-    assert!(d
-        .log
-        .wait_for("push batch", from, Duration::from_secs(20))
-        .is_some());
+    d.wait_push("local");
     stop_within(d, Duration::from_secs(4));
     assert!(snapshot(&env.dst).is_empty());
     fake.set("hang", false);
@@ -258,10 +230,7 @@ fn kill_9_after_rsync_finished_but_before_its_paths_left_the_journal_loses_nothi
     fake.set("die", true);
     let path = fake.path_env();
     let d = Syncd::start_with_env(&cfg, &env.socket, &[("PATH", &path)]);
-    assert!(d
-        .log
-        .wait_for("backing off", 0, Duration::from_secs(20))
-        .is_some());
+    d.wait_backoff("local");
     assert_eq!(
         d.target_status("local")["pending"],
         51,
@@ -284,17 +253,13 @@ fn sigterm_under_load_exits_within_the_grace_period_and_keeps_everything_unconfi
     );
     // Every push takes two seconds or more: at SIGTERM some are running, most are waiting.
     fake.set("slow", true);
-    let from = d.log.len();
     for i in 0..3000 {
         write(
             &env.src.join(format!("load/{}/{i}.bin", i % 30)),
             &vec![b'x'; 1000 + i % 5000],
         );
     }
-    assert!(d
-        .log
-        .wait_for("push batch", from, Duration::from_secs(20))
-        .is_some());
+    d.wait_push("local");
     let took = stop_within(d, Duration::from_secs(4));
     println!(
         "SIGTERM under load: exited in {} ms (grace period 2 s)",
@@ -325,10 +290,7 @@ fn an_interrupted_push_owes_its_directory_a_full_sync_even_across_kill_9() {
     // The push is killed by a signal: interrupted, so `d` is owed a full sync.
     fake.set("die", true);
     assert!(d.ctl(&["resume"]).status.success());
-    assert!(d
-        .log
-        .wait_for("backing off", 0, Duration::from_secs(20))
-        .is_some());
+    d.wait_backoff("local");
     // Killed as soon as the worker acted on the result: the owed sync must already be on disk.
     d.kill9();
     fake.set("die", false);

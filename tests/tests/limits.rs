@@ -64,19 +64,14 @@ fn queue_overflow_resyncs_the_root_and_converges() {
     let calm_inodes = inodes(&dst2);
     // A stalled daemon (SIGSTOP) cannot read: the kernel queue of 32 events overflows.
     let pid = nix::unistd::Pid::from_raw(d.child.id() as i32);
+    let stopped = now_ms();
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
-    let from = d.log.len();
     for i in 0..300 {
         write(&env.src.join(format!("o{}/{i}.txt", i % 40)), b"overflow");
     }
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
-    assert!(
-        d.log
-            .wait_for("inotify queue overflowed", from, Duration::from_secs(30))
-            .is_some(),
-        "no overflow seen:\n{}",
-        d.log.text()
-    );
+    // The overflow is answered by a full sync (of both roots: they share the kernel queue).
+    d.wait_event_of("full-sync", stopped);
     d.settle();
     assert_same_tree(&env.src, &env.dst);
     // Watching still works afterwards, including in directories created during the overflow.
@@ -120,16 +115,10 @@ fn watch_limit_is_reported_and_the_root_converges_by_scheduled_resyncs() {
     .expect("root is needed to lower the watch limit");
     let d = Syncd::start(&cfg, &env.socket);
     drop(limit);
-    assert!(
-        d.log
-            .wait_for("fs.inotify.max_user_watches", 0, Duration::from_secs(10))
-            .is_some(),
-        "{}",
-        d.log.text()
-    );
-    let st = d.status();
+    let st = d.wait_status(Duration::from_secs(10), |s| {
+        s["roots"][0]["state"] == "scheduled-resync"
+    });
     let root = &st["roots"][0];
-    assert_eq!(root["state"], "scheduled-resync", "{st}");
     let reason = root["reason"].as_str().unwrap();
     assert!(
         reason.contains("fs.inotify.max_user_watches") && reason.contains("121 directories"),
@@ -138,19 +127,27 @@ fn watch_limit_is_reported_and_the_root_converges_by_scheduled_resyncs() {
     d.settle();
     assert_same_tree(&env.src, &env.dst);
     // A change deep in the unwatched part still arrives, through the scheduled full resync.
-    let from = d.log.len();
+    // Two full syncs end after the writes: the second began after them.
+    let written = now_ms();
     for i in 0..60 {
         write(&env.src.join(format!("dir{i}/sub/g.txt")), b"later");
     }
-    assert!(d
-        .log
-        .wait_for("full sync done", from, Duration::from_secs(20))
-        .is_some());
-    let from = d.log.len();
-    assert!(d
-        .log
-        .wait_for("full sync done", from, Duration::from_secs(20))
-        .is_some());
+    let events = Stream::events(&d.socket);
+    let full_sync_since = |t: u64| {
+        move |e: &serde_json::Value| {
+            e["kind"] == "full-sync" && e["time_ms"].as_u64().is_some_and(|at| at >= t)
+        }
+    };
+    let (first, _) = events
+        .next(0, Duration::from_secs(20), full_sync_since(written))
+        .expect("a full sync after the writes");
+    assert!(
+        events
+            .next(first + 1, Duration::from_secs(20), full_sync_since(written))
+            .is_some(),
+        "a second full sync after the writes\n{}",
+        events.text()
+    );
     d.settle();
     assert_same_tree(&env.src, &env.dst);
 }
@@ -190,10 +187,14 @@ fn full_state_filesystem_is_reported_and_recovered_from_without_restart() {
     for i in 0..50 {
         write(&env.src.join(format!("while-full/{i}.txt")), b"x");
     }
-    assert!(d
-        .log
-        .wait_for("journal", from, Duration::from_secs(20))
-        .is_some());
+    // Status reports it: the cause ("No space left on device") or, while an old handle
+    // drains, the reopen attempt.
+    d.wait_target("local", Duration::from_secs(20), |t| {
+        t["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("journal"))
+    });
+    // And the log names the cause.
     assert!(
         d.log
             .wait_for("No space left on device", from, Duration::from_secs(20))
@@ -201,33 +202,18 @@ fn full_state_filesystem_is_reported_and_recovered_from_without_restart() {
         "{}",
         d.log.text()
     );
-    let err = d.target_status("local")["last_error"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    // The cause ("No space left on device") or, while an old handle drains, the reopen attempt.
-    assert!(err.contains("journal"), "status reports it: {err}");
     assert_eq!(
         d.wait_idle(1),
         4,
         "not idle while changes cannot be journaled"
     );
     // Space comes back: the journal is reopened and everything converges, no restart.
+    let freed = now_ms();
     std::fs::remove_file(&filler).unwrap();
     d.settle();
     assert_same_tree(&env.src, &env.dst);
-    let reopened = d
-        .log
-        .wait_for("journal reopened", 0, Duration::from_secs(10))
-        .expect("journal reopened");
     // Changes may have been missed while nothing could be journaled: the root is resynced.
-    assert!(
-        d.log
-            .wait_for("full sync done", reopened, Duration::from_secs(10))
-            .is_some(),
-        "{}",
-        d.log.text()
-    );
+    d.wait_event_of("full-sync", freed);
     assert!(d.target_status("local")["last_error"].is_null());
 }
 

@@ -357,11 +357,9 @@ fn kill_9_during_a_burst_then_restart_loses_nothing() {
         }
     });
     // Kill once the daemon has delivered part of the burst.
-    let from = d.log.len();
-    assert!(d
-        .log
-        .wait_for("push batch", from, std::time::Duration::from_secs(20))
-        .is_some());
+    d.wait_target("local", std::time::Duration::from_secs(20), |t| {
+        t["delivered"].as_u64().unwrap_or(0) > 0
+    });
     d.kill9();
     writer.join().unwrap();
     // Changes made after the kill produced no events for anyone: the restart runs with the
@@ -560,21 +558,14 @@ fn reload_applies_a_good_config_and_refuses_a_bad_one() {
     assert_same_tree(&env.src, &dst2);
     // SIGHUP does the same: remove the second target again.
     std::fs::write(&cfg, &good).unwrap();
-    let from = d.log.len();
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(d.child.id() as i32),
         nix::sys::signal::Signal::SIGHUP,
     )
     .unwrap();
-    assert!(d
-        .log
-        .wait_for(
-            "configuration reloaded",
-            from,
-            std::time::Duration::from_secs(20)
-        )
-        .is_some());
-    assert_eq!(d.status()["targets"].as_array().unwrap().len(), 1);
+    d.wait_status(std::time::Duration::from_secs(20), |s| {
+        s["targets"].as_array().is_some_and(|t| t.len() == 1)
+    });
 }
 
 #[test]
@@ -619,20 +610,21 @@ fn journal_replay_runs_before_the_startup_full_sync() {
     let d = Syncd::start(&cfg, &env.socket);
     d.settle();
     assert_same_tree(&env.src, &env.dst);
-    // The exact paths cross first; the full sync then finds them in place. (The log is read
-    // from syncd's stderr by another thread: its last lines may still be on their way.)
-    let batch = d
-        .log
-        .wait_for("push batch", 0, std::time::Duration::from_secs(10))
+    // The exact paths cross first; the full sync then finds them in place: in the event
+    // log (which keeps the order they happened in), the batch comes before the full sync.
+    let events = Stream::events(&d.socket);
+    let kind = |k: &'static str| move |e: &serde_json::Value| e["kind"] == k;
+    let timeout = std::time::Duration::from_secs(10);
+    let (batch, _) = events
+        .next(0, timeout, kind("delivered"))
         .expect("a replay batch");
-    let full = d
-        .log
-        .wait_for("full sync done", 0, std::time::Duration::from_secs(10))
+    let (full, _) = events
+        .next(0, timeout, kind("full-sync"))
         .expect("a startup full sync");
     assert!(
         batch < full,
-        "replay batch at line {batch}, full sync at line {full}:\n{}",
-        d.log.text()
+        "replay batch at event {batch}, full sync at event {full}:\n{}",
+        events.text()
     );
 }
 
@@ -655,16 +647,16 @@ fn unclosed_writes_are_journaled_even_under_a_steady_stream_of_events() {
     let mut log = std::fs::File::create(env.src.join("open.log")).unwrap();
     log.write_all(b"written, never closed during the stream\n")
         .unwrap();
-    // The 200 ms window of the open file must end while events keep arriving.
-    let found = d
-        .log
-        .wait_for("open.log", 0, std::time::Duration::from_secs(20));
+    // The 200 ms window of the open file must end while events keep arriving: it reaches
+    // the target before the stream stops.
+    let found = wait_for_entry(
+        &env.dst,
+        |n| n == "open.log",
+        std::time::Duration::from_secs(20),
+    );
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     stream.join().unwrap();
-    assert!(
-        found.is_some(),
-        "the open file's window never ended under load"
-    );
+    assert!(found, "the open file's window never ended under load");
     drop(log);
     d.settle();
     assert_same_tree(&env.src, &env.dst);
@@ -727,15 +719,10 @@ fn directory_moved_between_two_roots_reaches_both_targets() {
 
 /// Do `lose` to the root and wait until syncd reports it gone.
 fn lose_root(d: &Syncd, lose: impl FnOnce()) {
-    let from = d.log.len();
     lose();
-    assert!(
-        d.log
-            .wait_for("source root", from, std::time::Duration::from_secs(20))
-            .is_some(),
-        "{}",
-        d.log.text()
-    );
+    d.wait_status(std::time::Duration::from_secs(20), |s| {
+        s["roots"][0]["state"] == "unavailable"
+    });
 }
 
 /// While the root is away nothing reaches the target, not even on an explicit resync, and
@@ -751,19 +738,10 @@ fn assert_held_back(d: &Syncd, env: &Env, before: &BTreeMap<Vec<u8>, Node>) {
 /// Do `restore`, wait until syncd sees the root back, then a live change and everything made
 /// while it was away must arrive.
 fn restore_root(d: &Syncd, env: &Env, restore: impl FnOnce()) {
-    let from = d.log.len();
     restore();
-    assert!(
-        d.log
-            .wait_for(
-                "source root is back",
-                from,
-                std::time::Duration::from_secs(20)
-            )
-            .is_some(),
-        "{}",
-        d.log.text()
-    );
+    d.wait_status(std::time::Duration::from_secs(20), |s| {
+        s["roots"][0]["state"] == "watching"
+    });
     write(&env.src.join("after-the-return.txt"), b"live again");
     d.settle();
     assert_eq!(d.status()["roots"][0]["state"], "watching");

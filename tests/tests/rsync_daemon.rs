@@ -73,13 +73,9 @@ fn a_stream_of_changes_costs_one_rsync_per_pace_not_one_per_file() {
     let module = module_dir(&env);
     let rd = RsyncDaemon::start(env.dir.path(), &module, "");
     let cfg = env.config("", &rd.target("d1", ""));
-    let d = Syncd::start_with_env(
-        &cfg,
-        &env.socket,
-        &[("SYNCD_LOG", std::ffi::OsStr::new("syncd=debug"))],
-    );
+    let d = Syncd::start(&cfg, &env.socket);
     d.settle();
-    let before = d.log.text().matches("push batch").count();
+    let since = now_ms();
     // One file every 5 ms for a second: a push to this daemon takes about 10 ms, so one rsync
     // per file (or per two) is what an unpaced worker would run.
     let started = std::time::Instant::now();
@@ -92,7 +88,12 @@ fn a_stream_of_changes_costs_one_rsync_per_pace_not_one_per_file() {
     let took = started.elapsed();
     d.settle();
     assert_same_tree(&env.src, &module);
-    let batches = d.log.text().matches("push batch").count() - before;
+    // Every batch delivered is one event of the log.
+    let batches = d
+        .events()
+        .iter()
+        .filter(|e| e["kind"] == "delivered" && e["time_ms"].as_u64() >= Some(since))
+        .count();
     // At most one batch start per 50 ms while the stream lasts, then the rest.
     let most = (took.as_millis() / 50) as usize + 3;
     assert!(
@@ -153,22 +154,13 @@ fn daemon_outage_means_backoff_then_everything_is_delivered() {
     let d = Syncd::start(&cfg, &env.socket);
     d.settle();
     rd.stop();
-    let from = d.log.len();
     for i in 0..100 {
         write(
             &env.src.join(format!("during-outage/{i}.txt")),
             format!("{i}").as_bytes(),
         );
     }
-    assert!(
-        d.log
-            .wait_for("backing off", from, Duration::from_secs(20))
-            .is_some(),
-        "{}",
-        d.log.text()
-    );
-    let st = d.target_status("d1");
-    assert_eq!(st["state"], "backoff", "{st}");
+    let st = d.wait_backoff("d1");
     let err = st["last_error"].as_str().unwrap_or_default();
     assert!(
         err.contains("rsync exit 10"),
@@ -292,12 +284,7 @@ fn wrong_password_is_reported_not_retried_fast() {
     std::fs::write(&rd.password_file, "wrong-password\n").unwrap();
     let cfg = env.config("", &rd.target("d1", "retry_max_ms = 60000"));
     let d = Syncd::start(&cfg, &env.socket);
-    assert!(d
-        .log
-        .wait_for("backing off", 0, Duration::from_secs(20))
-        .is_some());
-    let st = d.target_status("d1");
-    assert_eq!(st["state"], "backoff");
+    let st = d.wait_backoff("d1");
     let err = st["last_error"].as_str().unwrap();
     assert!(err.contains("auth failed"), "{err}");
     assert!(!err.contains("wrong-password") && !d.log.text().contains("wrong-password"));
@@ -362,24 +349,10 @@ fn parked_paths_are_retried_on_schedule() {
         &rd.target("d1", "max_attempts = 1\nretry_failed_interval = 1"),
     );
     let d = Syncd::start(&cfg, &env.socket);
-    assert!(
-        d.log
-            .wait_for("parked as failed", 0, Duration::from_secs(30))
-            .is_some(),
-        "{}",
-        d.log.text()
-    );
-    let from = d.log.len();
+    d.wait_event_of("failed", 0);
     fix();
-    // No retry-failed command: the schedule alone must deliver it.
-    assert!(d
-        .log
-        .wait_for(
-            "scheduled retry of failed paths",
-            from,
-            Duration::from_secs(30)
-        )
-        .is_some());
+    // No retry-failed command: the schedule alone queues it again.
+    d.wait_target("d1", Duration::from_secs(30), |t| t["failed"] == 0);
     d.settle();
     assert_same_tree(&env.src, &module);
 }
@@ -410,13 +383,10 @@ fn paused_target_with_a_retrying_path_does_not_spin() {
         ),
     );
     let d = Syncd::start(&cfg, &env.socket);
-    assert!(
-        d.log
-            .wait_for("path failed; will retry", 0, Duration::from_secs(20))
-            .is_some(),
-        "{}",
-        d.log.text()
-    );
+    // The path failed and waits for its retry (exit 23: the target does not back off).
+    d.wait_target("d1", Duration::from_secs(20), |t| {
+        t["last_error"].is_string()
+    });
     assert!(d.ctl(&["pause"]).status.success());
     let before = cpu_seconds(d.child.id());
     // Two seconds in which the path's retry time passes many times over, while paused.
@@ -457,16 +427,9 @@ fn daemon_killed_in_the_middle_of_a_large_transfer_then_restarted() {
         "the transfer never started:\n{}",
         d.log.text()
     );
-    let from = d.log.len();
     rd.crash();
-    assert!(
-        d.log
-            .wait_for("backing off", from, Duration::from_secs(30))
-            .is_some(),
-        "{}",
-        d.log.text()
-    );
-    assert!(d.target_status("d1")["last_error"].is_string());
+    let st = d.wait_backoff("d1");
+    assert!(st["last_error"].is_string(), "{st}");
     assert_eq!(d.wait_idle(1), 4, "not idle while the server is down");
     rd.restart();
     d.settle();
@@ -509,16 +472,10 @@ fn target_that_accepts_and_never_speaks_is_cut_off_by_the_deadline_without_pile_
         write(&env.src.join(format!("f{i}.txt")), b"x");
     }
     // Several failures in a row; never more rsyncs than workers.
-    let mut at = d.log.len();
     let mut most = 0;
-    for _ in 0..4 {
-        at = d
-            .log
-            .wait_for("backing off", at, Duration::from_secs(30))
-            .unwrap_or_else(|| panic!("no failure:\n{}", d.log.text()))
-            + 1;
+    d.each_backoff("silent", 4, |_| {
         most = most.max(children_named(d.child.id(), "rsync"));
-    }
+    });
     assert!(
         d.log
             .text()
@@ -593,21 +550,13 @@ fn target_disk_full_is_reported_retried_and_delivered_once_space_is_freed() {
     for i in 0..20 {
         write(&env.src.join(format!("data/{i}.bin")), &vec![b'd'; 100_000]);
     }
-    let from = d.log.len();
-    assert!(
-        d.log
-            .wait_for("No space left on device", from, Duration::from_secs(30))
-            .is_some(),
-        "{}",
-        d.log.text()
-    );
+    // Status names the cause.
+    d.wait_target("d1", Duration::from_secs(30), |t| {
+        t["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("No space left on device"))
+    });
     assert_eq!(d.wait_idle(1), 4, "not idle while the target is full");
-    let st = d.target_status("d1");
-    let err = st["last_error"].as_str().unwrap_or_default().to_string();
-    assert!(
-        err.contains("No space left on device"),
-        "status names the cause: {st}"
-    );
     // Retried with backoff, not in a loop: a handful of attempts per second at most.
     let attempts_before = d.log.text().matches("No space left on device").count();
     std::fs::remove_file(&filler).unwrap();

@@ -42,11 +42,7 @@ fn ssh_key_rejected_is_reported() {
     std::fs::create_dir(&remote).unwrap();
     let cfg = env.config("", &sshd.target("s1", &remote));
     let d = Syncd::start(&cfg, &env.socket);
-    assert!(d
-        .log
-        .wait_for("backing off", 0, std::time::Duration::from_secs(30))
-        .is_some());
-    let st = d.target_status("s1");
+    let st = d.wait_backoff("s1");
     assert_eq!(st["state"], "backoff");
     assert!(
         st["last_error"]
