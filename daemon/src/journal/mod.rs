@@ -8,7 +8,10 @@
 //! - tree `failed`: same key → [`Entry`] of a path that exhausted its attempts (parked).
 //! - tree `meta`: `resync 0x00 target_id 0x00 subpath` → generation: a full rsync of the root
 //!   (or of `subpath`) is owed to the target; `root 0x00 root_name` → (device, inode) of the
-//!   directory last replicated for that root; `schema` → version.
+//!   directory last replicated for that root; `schema` → version; `index 0x00 root_name` →
+//!   [`IndexSum`] (see `index`).
+//! - tree `index`: `root_name 0x00 path-with-NUL-for-/` → [`IndexEntry`]: the source's last
+//!   `lstat` of every path, in walk order (see `index`).
 //!
 //! Durability: writes that decide delivery (new changes) are flushed by their writer before any
 //! push; every other write is flushed by [`Journal::flush_behind`] within half a second.
@@ -25,6 +28,9 @@ use serde::{Deserialize, Serialize};
 use sled::transaction::{TransactionError, TransactionResult};
 use sled::{IVec, Transactional};
 use tokio_util::sync::CancellationToken;
+
+mod index;
+pub use index::{IndexEntry, IndexSum, IndexTally};
 
 const SCHEMA_VERSION: u32 = 1;
 
@@ -149,6 +155,7 @@ struct Trees {
     pending: sled::Tree,
     failed: sled::Tree,
     meta: sled::Tree,
+    index: sled::Tree,
 }
 
 /// Handle to the journal; cheap to clone, shared by every task.
@@ -198,6 +205,7 @@ impl Trees {
             epoch: 0,
             pending: db.open_tree("pending")?,
             failed: db.open_tree("failed")?,
+            index: db.open_tree("index")?,
             meta,
             db,
         })
