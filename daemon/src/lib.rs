@@ -17,6 +17,7 @@
 //! `watch` channels for published state and `Notify` for wake-ups. No lock is held across an
 //! `.await`.
 
+pub mod catchup;
 pub mod coalesce;
 pub mod config;
 pub mod control;

@@ -58,6 +58,14 @@ pub fn common_dir<'a>(mut paths: impl Iterator<Item = &'a [u8]>) -> Vec<u8> {
     common.to_vec()
 }
 
+/// `path` (below `root`) relative to `root`, as bytes (empty for the root itself).
+pub fn rel_path(root: &Path, path: &Path) -> Vec<u8> {
+    use std::os::unix::ffi::OsStrExt;
+    path.strip_prefix(root)
+        .map(|r| r.as_os_str().as_bytes().to_vec())
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,7 +12,6 @@
 //! - One [`FullProgress`] serves a whole full-sync job; [`FullProgress::begin`] starts the next
 //!   directory of it and resets the counters.
 
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,7 +20,7 @@ use std::time::Instant;
 use syncd_proto::{ByteBuf, SyncProgress, TreeSize};
 
 use crate::config::RootConfig;
-use crate::fs::abs_path;
+use crate::fs::{abs_path, rel_path};
 
 /// One line of rsync's `--out-format='%i %l %b'` output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -281,13 +280,6 @@ pub fn count_tree(
         return None;
     }
     Some(size)
-}
-
-/// `path` (below `root`) relative to `root`, as bytes.
-fn rel_path(root: &std::path::Path, path: &std::path::Path) -> Vec<u8> {
-    path.strip_prefix(root)
-        .map(|r| r.as_os_str().as_bytes().to_vec())
-        .unwrap_or_default()
 }
 
 #[cfg(test)]
