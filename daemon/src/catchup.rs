@@ -6,13 +6,15 @@
 //! `journal::index`), so both are read side by side and neither is held in memory: only what
 //! differs is collected.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::cmp::Ordering;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::time::Duration;
 
-use crate::config::Excludes;
+use crate::config::{Excludes, RootConfig};
 use crate::fs::{is_prefix_dir, rel_path, Stat};
+use crate::journal::{Journal, JournalError};
 
 /// How a path differs from what the index remembers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -165,6 +167,66 @@ pub fn diff(
     }
 }
 
+/// How much earlier than the index's last write a recorded change may be and still be followed
+/// by one whose event was lost, beyond the root's `modify_delay` (an unclosed write waits that
+/// long in memory): the coarsest timestamp tick (2 s on some filesystems) and the way from the
+/// kernel to the journal.
+const RACY_MARGIN: Duration = Duration::from_secs(3);
+
+/// Whether an entry was recorded so close to the index's last write (`written_ns`) that a
+/// later change in the same timestamp tick, whose event was lost, would look the same: its
+/// ctime is within `window_ns` of that write (git's "racy index" rule).
+fn racy(s: &Stat, written_ns: i64, window_ns: i64) -> bool {
+    s.ctime_ns.saturating_add(window_ns) >= written_ns
+}
+
+/// What a catch-up of one root found.
+#[derive(Debug)]
+pub struct CatchUp {
+    pub found: Vec<Found>,
+    /// The index exists and every entry the sum counts was read back unaltered. When false,
+    /// `found` means nothing: a full sync is owed instead.
+    pub trusted: bool,
+    /// Entries walked at the source.
+    pub walked: u64,
+}
+
+/// Walk `root` and diff it against its index in `journal`.
+pub fn catch_up(journal: &Journal, root: &RootConfig) -> Result<CatchUp, JournalError> {
+    let Some(sum) = journal.index_sum(&root.name)? else {
+        return Ok(CatchUp {
+            found: Vec::new(),
+            trusted: false,
+            walked: 0,
+        });
+    };
+    let window = (root.modify_delay + RACY_MARGIN).as_nanos() as i64;
+    let racy = |s: &Stat| racy(s, sum.written_ns, window);
+    let walk = Walk::new(&root.source, &root.excludes);
+    let unreadable = walk.unreadable();
+    let walked = Cell::new(0u64);
+    let walk = walk.inspect(|_| walked.set(walked.get() + 1));
+    let mut scan = journal.index_scan(&root.name)?;
+    let mut error = None;
+    let index = scan.by_ref().map_while(|e| match e {
+        Ok((p, e)) => Some((p, e.stat)),
+        Err(e) => {
+            error = Some(e);
+            None
+        }
+    });
+    let found = diff(walk, index, racy, |p| {
+        unreadable.borrow().iter().any(|d| is_prefix_dir(d, p))
+    });
+    // An entry that cannot be read is an index not to trust, not an error of the catch-up.
+    let trusted = error.is_none() && scan.tally.matches(&sum);
+    Ok(CatchUp {
+        found,
+        trusted,
+        walked: walked.get(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,6 +254,22 @@ mod tests {
         f.iter()
             .map(|f| (String::from_utf8_lossy(&f.path).into_owned(), f.delta))
             .collect()
+    }
+
+    #[test]
+    fn an_entry_changed_within_the_window_of_the_last_write_is_racy() {
+        let s = |ctime_ns| Stat {
+            ctime_ns,
+            ..st(1, Kind::File, 1)
+        };
+        let (written, window) = (10_000, 3_000);
+        assert!(racy(&s(9_999), written, window));
+        assert!(racy(&s(7_000), written, window));
+        assert!(!racy(&s(6_999), written, window));
+        assert!(
+            racy(&s(12_000), written, window),
+            "changed after the write: racy too"
+        );
     }
 
     #[test]
@@ -283,7 +361,7 @@ mod tests {
         j.index_update("r", &all).unwrap();
     }
 
-    fn catch_up(j: &crate::journal::Journal, src: &Path) -> (Vec<(String, Delta)>, bool) {
+    fn diff_index(j: &crate::journal::Journal, src: &Path) -> (Vec<(String, Delta)>, bool) {
         let mut scan = j.index_scan("r").unwrap();
         let index = scan.by_ref().map(|e| {
             let (p, e) = e.unwrap();
@@ -328,7 +406,7 @@ mod tests {
         std::os::unix::fs::symlink("same", src.join("link")).unwrap();
         let j = crate::journal::Journal::open(&state).unwrap();
         index_all(&j, &src);
-        assert_eq!(catch_up(&j, &src), (vec![], true), "nothing changed yet");
+        assert_eq!(diff_index(&j, &src), (vec![], true), "nothing changed yet");
 
         let mut f = std::fs::OpenOptions::new()
             .append(true)
@@ -364,7 +442,7 @@ mod tests {
         std::fs::rename(src.join("olddir"), src.join("newdir")).unwrap();
         w("tree/a/b", b"b");
 
-        let (got, trusted) = catch_up(&j, &src);
+        let (got, trusted) = diff_index(&j, &src);
         assert!(trusted);
         let want: Vec<(String, Delta)> = vec![
             ("append".into(), Changed),
@@ -384,5 +462,41 @@ mod tests {
             ("truncate".into(), Changed),
         ];
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn a_catch_up_trusts_only_an_index_that_adds_up_and_takes_recent_entries_for_changed() {
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(src.join("old"), b"o").unwrap();
+        let root = RootConfig {
+            name: "r".into(),
+            source: src.clone(),
+            excludes: Excludes::default(),
+            delay: Duration::ZERO,
+            modify_delay: Duration::ZERO,
+            full_resync_interval: Duration::ZERO,
+            targets: Vec::new(),
+        };
+        let j = crate::journal::Journal::open(&d.path().join("state")).unwrap();
+        // No index yet: nothing to trust (a full sync is owed).
+        assert!(!catch_up(&j, &root).unwrap().trusted);
+        // Recorded just now: within the racy window of the index's last write, so "old" is
+        // pushed again, unchanged as it looks.
+        index_all(&j, &src);
+        let c = catch_up(&j, &root).unwrap();
+        assert!(c.trusted);
+        assert_eq!(c.walked, 1);
+        assert_eq!(found(&c.found), [("old".to_string(), Delta::Changed)]);
+        // The index read back altered (as a corrupted log would leave it): not trusted.
+        j.index_update("r", &[(b"old".to_vec(), None)]).unwrap();
+        let sum = j.index_sum("r").unwrap().unwrap();
+        j.index_update("r", &[(b"ghost".to_vec(), Stat::lstat(&src).ok())])
+            .unwrap();
+        let mut forged = j.index_sum("r").unwrap().unwrap();
+        forged.count = sum.count;
+        j.index_forge_sum("r", forged);
+        assert!(!catch_up(&j, &root).unwrap().trusted);
     }
 }

@@ -8,7 +8,9 @@
 //!   from the first event, never extended, so a file written forever is still pushed) — a
 //!   close_write ends the wait early;
 //! - at shutdown every waiting path is journaled before the task ends;
-//! - a lost event stream (overflow) or an unwatchable root becomes a persisted resync request.
+//! - a lost event stream (overflow) or an unwatchable root becomes a persisted resync request;
+//! - the index (`journal::index`) gets a path's `lstat` only after the path is journaled for
+//!   every target: an index behind the journal costs a push too many, never a change missed.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -19,12 +21,15 @@ use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::time::{sleep_until, Instant};
 use tracing::{debug, warn};
 
+use crate::fs::{abs_path, Stat};
 use crate::journal::Journal;
 use crate::watch::{Change, Urgency};
 
 /// Per root: what the coalescer needs to know.
 pub struct RootSink {
     pub name: String,
+    /// The root's source directory (its paths are `lstat`ed for the index).
+    pub source: std::path::PathBuf,
     pub target_ids: Vec<String>,
     pub wakes: Vec<Arc<Notify>>,
     /// Set to cut a target's backoff short (the root is back).
@@ -278,6 +283,9 @@ impl Coalescer {
                 paths.sort_unstable();
                 paths.dedup();
                 res = res.and_then(|_| self.journal.record(&sink.target_ids, paths));
+                if res.is_ok() {
+                    self.index(sink, paths);
+                }
             }
             match res {
                 Ok(()) => {
@@ -315,6 +323,20 @@ impl Coalescer {
         }
         self.tick.send_modify(|n| *n += 1);
     }
+
+    /// Record in the index what the journaled `paths` of `sink`'s root are now (gone ones are
+    /// removed, with what was below them). A failure only leaves the index behind the journal.
+    fn index(&self, sink: &RootSink, paths: &[Vec<u8>]) {
+        // The root itself is not an entry of its walk.
+        let changes: Vec<(Vec<u8>, Option<Stat>)> = paths
+            .iter()
+            .filter(|p| !p.is_empty())
+            .map(|p| (p.clone(), Stat::lstat(&abs_path(&sink.source, p)).ok()))
+            .collect();
+        if let Err(e) = self.journal.index_update(&sink.name, &changes) {
+            warn!(root = %sink.name, error = %e, "index write failed; the next catch-up pushes these paths again");
+        }
+    }
 }
 
 #[cfg(test)]
@@ -324,6 +346,7 @@ mod tests {
     fn sink() -> RootSink {
         RootSink {
             name: "r".into(),
+            source: "/nonexistent".into(),
             target_ids: vec!["r/t".into()],
             wakes: vec![Arc::new(Notify::new())],
             kicks: vec![Arc::default()],
@@ -468,5 +491,46 @@ mod tests {
         assert!(!held.resync[0]);
         held.expire(next, &roots);
         assert!(held.resync[0]);
+    }
+
+    #[tokio::test]
+    async fn a_journaled_path_is_indexed_after_its_entries_and_a_gone_one_leaves_the_index() {
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("src");
+        std::fs::create_dir_all(src.join("dir")).unwrap();
+        std::fs::write(src.join("dir/f"), b"12345").unwrap();
+        let journal = Journal::open(&d.path().join("state")).unwrap();
+        let c = Coalescer {
+            journal: journal.clone(),
+            roots: vec![RootSink {
+                source: src.clone(),
+                ..sink()
+            }],
+            waiting: Arc::new(watch::Sender::new(0)),
+            tick: Arc::new(watch::Sender::new(0)),
+            journal_error: Arc::new(watch::Sender::new(None)),
+        };
+        let indexed = || -> Vec<(String, u64)> {
+            journal
+                .index_scan("r")
+                .unwrap()
+                .map(|e| {
+                    let (p, e) = e.unwrap();
+                    (String::from_utf8(p).unwrap(), e.stat.size)
+                })
+                .collect()
+        };
+        let paths = |v: &[&str]| vec![v.iter().map(|p| p.as_bytes().to_vec()).collect()];
+        c.commit(&mut paths(&["", "dir", "dir/f"]), &mut [false])
+            .await;
+        assert!(journal.has_pending("r/t").unwrap());
+        let dir_size = std::fs::symlink_metadata(src.join("dir")).unwrap().len();
+        assert_eq!(
+            indexed(),
+            [("dir".to_string(), dir_size), ("dir/f".to_string(), 5)]
+        );
+        std::fs::remove_dir_all(src.join("dir")).unwrap();
+        c.commit(&mut paths(&["dir"]), &mut [false]).await;
+        assert_eq!(indexed(), []);
     }
 }

@@ -250,6 +250,7 @@ impl Wiring<'_> {
         let state = Arc::new(watch::Sender::new(RootState::Watching));
         let mut sink = RootSink {
             name: r.name.clone(),
+            source: r.source.clone(),
             target_ids: Vec::new(),
             wakes: Vec::new(),
             kicks: Vec::new(),

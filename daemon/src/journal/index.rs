@@ -12,13 +12,11 @@
 //! the old state, or the new one and what it owes.
 //!
 //! Integrity: sled drops the tail of a corrupted log without a word. Every write keeps, in the
-//! same transaction, a count and an order-independent hash (the wrapping sum of each entry's
+//! same atomic batch, a count and an order-independent hash (the wrapping sum of each entry's
 //! xxh3) per root; the catch-up walk, which reads every entry anyway, recomputes both and
 //! distrusts the index on a mismatch.
 
 use serde::{Deserialize, Serialize};
-use sled::transaction::{ConflictableTransactionError, TransactionError};
-use sled::Transactional;
 
 use super::{opts, Journal, JournalError, Trees};
 use crate::fs::Stat;
@@ -84,8 +82,10 @@ fn key_path(prefix_len: usize, key: &[u8]) -> Vec<u8> {
         .collect()
 }
 
+/// The sum's key, in the index tree itself so one batch writes entries and sum together:
+/// `0xff root`, which no entry key has (a root name is UTF-8, where 0xff never occurs).
 fn sum_key(root: &str) -> Vec<u8> {
-    let mut k = b"index\0".to_vec();
+    let mut k = vec![0xff];
     k.extend_from_slice(root.as_bytes());
     k
 }
@@ -99,69 +99,72 @@ fn now_ns() -> i64 {
 
 impl Trees {
     fn index_sum(&self, root: &str) -> Result<Option<IndexSum>, JournalError> {
-        match self.meta.get(sum_key(root))? {
+        match self.index.get(sum_key(root))? {
             Some(v) => Ok(Some(opts().deserialize(&v)?)),
             None => Ok(None),
         }
     }
 
-    /// Set (Some) or remove (None, with everything below it) each path, and the sum with them.
+    /// Set (Some) or remove (None, with everything below it) each path, and the sum with them,
+    /// in one atomic batch (a transaction would hold a copy of every write in memory).
     fn index_update(
         &self,
         root: &str,
         changes: &[(Vec<u8>, Option<Stat>)],
     ) -> Result<(), JournalError> {
-        let mut puts: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-        let mut removes: Vec<Vec<u8>> = Vec::new();
+        let sk = sum_key(root);
+        let mut sum = self.index_sum(root)?.unwrap_or_default();
+        let mut batch = sled::Batch::default();
+        // What this batch already set or removed, as the tree will have it: a path can come
+        // twice (a directory removed, then one of its old names set again).
+        let mut now: std::collections::HashMap<Vec<u8>, Option<Vec<u8>>> = Default::default();
+        let current = |now: &std::collections::HashMap<Vec<u8>, Option<Vec<u8>>>,
+                       k: &[u8]|
+         -> Result<Option<Vec<u8>>, JournalError> {
+            match now.get(k) {
+                Some(v) => Ok(v.clone()),
+                None => Ok(self.index.get(k)?.map(|v| v.to_vec())),
+            }
+        };
         for (path, stat) in changes {
             let k = index_key(root, path);
-            match stat {
-                Some(stat) => puts.push((k, opts().serialize(&IndexEntry { stat: *stat })?)),
+            let mut gone = Vec::new();
+            let value = match stat {
+                Some(stat) => Some(opts().serialize(&IndexEntry { stat: *stat })?),
                 None => {
-                    // Below a removed directory: its entries go too (read outside the
-                    // transaction; the index has one writer at a time).
+                    // Below a removed directory: its entries go too (the index has one writer
+                    // at a time, so what is read here is what the batch replaces).
                     let mut below = k.clone();
                     below.push(0);
                     for kv in self.index.scan_prefix(&below) {
-                        removes.push(kv?.0.to_vec());
+                        gone.push(kv?.0.to_vec());
                     }
-                    removes.push(k);
+                    None
                 }
-            }
-        }
-        let sk = sum_key(root);
-        let res = (&self.index, &self.meta).transaction(|(index, meta)| {
-            let mut sum: IndexSum = match meta.get(&sk)? {
-                Some(v) => opts()
-                    .deserialize(&v)
-                    .map_err(ConflictableTransactionError::Abort)?,
-                None => IndexSum::default(),
             };
-            for k in &removes {
-                if let Some(old) = index.remove(k.as_slice())? {
+            gone.push(k.clone());
+            for g in gone.iter().filter(|g| **g != k || value.is_none()) {
+                if let Some(old) = current(&now, g)? {
                     sum.count -= 1;
-                    sum.hash = sum.hash.wrapping_sub(entry_hash(k, &old));
+                    sum.hash = sum.hash.wrapping_sub(entry_hash(g, &old));
                 }
+                batch.remove(g.as_slice());
+                now.insert(g.clone(), None);
             }
-            for (k, v) in &puts {
-                match index.insert(k.as_slice(), v.as_slice())? {
-                    Some(old) => sum.hash = sum.hash.wrapping_sub(entry_hash(k, &old)),
+            if let Some(v) = value {
+                match current(&now, &k)? {
+                    Some(old) => sum.hash = sum.hash.wrapping_sub(entry_hash(&k, &old)),
                     None => sum.count += 1,
                 }
-                sum.hash = sum.hash.wrapping_add(entry_hash(k, v));
+                sum.hash = sum.hash.wrapping_add(entry_hash(&k, &v));
+                batch.insert(k.as_slice(), v.as_slice());
+                now.insert(k, Some(v));
             }
-            sum.written_ns = now_ns();
-            let v = opts()
-                .serialize(&sum)
-                .map_err(ConflictableTransactionError::Abort)?;
-            meta.insert(sk.as_slice(), v)?;
-            Ok(())
-        });
-        match res {
-            Ok(()) => Ok(()),
-            Err(TransactionError::Storage(e)) => Err(JournalError::Io(e)),
-            Err(TransactionError::Abort(e)) => Err(JournalError::Corrupt(e)),
         }
+        sum.written_ns = now_ns();
+        batch.insert(sk.as_slice(), opts().serialize(&sum)?);
+        self.index.apply_batch(batch)?;
+        Ok(())
     }
 
     /// Forget the root's index (and its sum): the next catch-up cannot trust what is not there.
@@ -170,7 +173,7 @@ impl Trees {
         for kv in self.index.scan_prefix(&prefix) {
             self.index.remove(kv?.0)?;
         }
-        self.meta.remove(sum_key(root))?;
+        self.index.remove(sum_key(root))?;
         Ok(())
     }
 }
@@ -222,6 +225,15 @@ impl Journal {
                 tally: IndexTally::default(),
             })
         })
+    }
+
+    /// Overwrite the root's sum (tests: an index that does not add up).
+    #[cfg(test)]
+    pub fn index_forge_sum(&self, root: &str, sum: IndexSum) {
+        let t = self.trees().unwrap();
+        t.index
+            .insert(sum_key(root), opts().serialize(&sum).unwrap())
+            .unwrap();
     }
 
     /// Forget the root's index.

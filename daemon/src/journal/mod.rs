@@ -8,10 +8,9 @@
 //! - tree `failed`: same key → [`Entry`] of a path that exhausted its attempts (parked).
 //! - tree `meta`: `resync 0x00 target_id 0x00 subpath` → generation: a full rsync of the root
 //!   (or of `subpath`) is owed to the target; `root 0x00 root_name` → (device, inode) of the
-//!   directory last replicated for that root; `schema` → version; `index 0x00 root_name` →
-//!   [`IndexSum`] (see `index`).
+//!   directory last replicated for that root; `schema` → version.
 //! - tree `index`: `root_name 0x00 path-with-NUL-for-/` → [`IndexEntry`]: the source's last
-//!   `lstat` of every path, in walk order (see `index`).
+//!   `lstat` of every path, in walk order; `0xff root_name` → [`IndexSum`] (see `index`).
 //!
 //! Durability: writes that decide delivery (new changes) are flushed by their writer before any
 //! push; every other write is flushed by [`Journal::flush_behind`] within half a second.
