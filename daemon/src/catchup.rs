@@ -180,26 +180,45 @@ fn racy(s: &Stat, written_ns: i64, window_ns: i64) -> bool {
     s.ctime_ns.saturating_add(window_ns) >= written_ns
 }
 
+/// Why a root's index cannot be trusted: a full sync is owed instead of the catch-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Untrusted {
+    #[error("the root has no index yet")]
+    NoIndex,
+    #[error("the journal lost writes the index saw (a damaged or replaced journal)")]
+    JournalBehind,
+    #[error("the index does not add up to its sum (entries lost or altered)")]
+    SumMismatch,
+    #[error("an index entry cannot be read")]
+    Unreadable,
+}
+
 /// What a catch-up of one root found.
 #[derive(Debug)]
 pub struct CatchUp {
     pub found: Vec<Found>,
-    /// The index exists and every entry the sum counts was read back unaltered. When false,
-    /// `found` means nothing: a full sync is owed instead.
-    pub trusted: bool,
+    /// None: the index exists and every entry the sum counts was read back unaltered. Some:
+    /// `found` means nothing, a full sync is owed instead.
+    pub untrusted: Option<Untrusted>,
     /// Entries walked at the source.
     pub walked: u64,
 }
 
 /// Walk `root` and diff it against its index in `journal`.
 pub fn catch_up(journal: &Journal, root: &RootConfig) -> Result<CatchUp, JournalError> {
-    let Some(sum) = journal.index_sum(&root.name)? else {
-        return Ok(CatchUp {
+    let refuse = |why| {
+        Ok(CatchUp {
             found: Vec::new(),
-            trusted: false,
+            untrusted: Some(why),
             walked: 0,
-        });
+        })
     };
+    let Some(sum) = journal.index_sum(&root.name)? else {
+        return refuse(Untrusted::NoIndex);
+    };
+    if journal.index_ahead_of_journal()? {
+        return refuse(Untrusted::JournalBehind);
+    }
     let window = (root.modify_delay + RACY_MARGIN).as_nanos() as i64;
     let racy = |s: &Stat| racy(s, sum.written_ns, window);
     let walk = Walk::new(&root.source, &root.excludes);
@@ -219,10 +238,16 @@ pub fn catch_up(journal: &Journal, root: &RootConfig) -> Result<CatchUp, Journal
         unreadable.borrow().iter().any(|d| is_prefix_dir(d, p))
     });
     // An entry that cannot be read is an index not to trust, not an error of the catch-up.
-    let trusted = error.is_none() && scan.tally.matches(&sum);
+    let untrusted = if error.is_some() {
+        Some(Untrusted::Unreadable)
+    } else if !scan.tally.matches(&sum) {
+        Some(Untrusted::SumMismatch)
+    } else {
+        None
+    };
     Ok(CatchUp {
         found,
-        trusted,
+        untrusted,
         walked: walked.get(),
     })
 }
@@ -481,12 +506,15 @@ mod tests {
         };
         let j = crate::journal::Journal::open(&d.path().join("state")).unwrap();
         // No index yet: nothing to trust (a full sync is owed).
-        assert!(!catch_up(&j, &root).unwrap().trusted);
+        assert_eq!(
+            catch_up(&j, &root).unwrap().untrusted,
+            Some(Untrusted::NoIndex)
+        );
         // Recorded just now: within the racy window of the index's last write, so "old" is
         // pushed again, unchanged as it looks.
         index_all(&j, &src);
         let c = catch_up(&j, &root).unwrap();
-        assert!(c.trusted);
+        assert_eq!(c.untrusted, None);
         assert_eq!(c.walked, 1);
         assert_eq!(found(&c.found), [("old".to_string(), Delta::Changed)]);
         // The index read back altered (as a corrupted log would leave it): not trusted.
@@ -497,6 +525,9 @@ mod tests {
         let mut forged = j.index_sum("r").unwrap().unwrap();
         forged.count = sum.count;
         j.index_forge_sum("r", forged);
-        assert!(!catch_up(&j, &root).unwrap().trusted);
+        assert_eq!(
+            catch_up(&j, &root).unwrap().untrusted,
+            Some(Untrusted::SumMismatch)
+        );
     }
 }

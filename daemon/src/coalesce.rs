@@ -283,9 +283,6 @@ impl Coalescer {
                 paths.sort_unstable();
                 paths.dedup();
                 res = res.and_then(|_| self.journal.record(&sink.target_ids, paths));
-                if res.is_ok() {
-                    self.index(sink, paths);
-                }
             }
             match res {
                 Ok(()) => {
@@ -315,6 +312,12 @@ impl Coalescer {
             }
         }
         self.journal_error.send_replace(error);
+        // Strictly after the flush: the index never records a change the journal could lose.
+        for (r, paths) in &written {
+            if !paths.is_empty() {
+                self.index(&self.roots[*r], paths);
+            }
+        }
         // Only the targets of roots that got new work; `written` is empty if the flush failed.
         for (r, _) in &written {
             for w in &self.roots[*r].wakes {

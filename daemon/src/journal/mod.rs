@@ -9,8 +9,9 @@
 //! - tree `meta`: `resync 0x00 target_id 0x00 subpath` → generation: a full rsync of the root
 //!   (or of `subpath`) is owed to the target; `root 0x00 root_name` → (device, inode) of the
 //!   directory last replicated for that root; `schema` → version.
-//! - tree `index`: `root_name 0x00 path-with-NUL-for-/` → [`IndexEntry`]: the source's last
-//!   `lstat` of every path, in walk order; `0xff root_name` → [`IndexSum`] (see `index`).
+//!   `seq` → how many times changes were recorded (the index checks it is not ahead).
+//! - beside it, `index.redb`: the source's last `lstat` of every path, in walk order (see
+//!   `index`).
 //!
 //! Durability: writes that decide delivery (new changes) are flushed by their writer before any
 //! push; every other write is flushed by [`Journal::flush_behind`] within half a second.
@@ -29,9 +30,13 @@ use sled::{IVec, Transactional};
 use tokio_util::sync::CancellationToken;
 
 mod index;
-pub use index::{IndexEntry, IndexSum, IndexTally};
+pub use index::{IndexEntry, IndexError, IndexScan, IndexSum, IndexTally};
 
 const SCHEMA_VERSION: u32 = 1;
+/// In `meta`: how many times changes were recorded.
+const SEQ: &str = "seq";
+/// The index file, in the journal's directory.
+const INDEX_FILE: &str = "index.redb";
 
 /// Journal failures are fatal for the affected operation and reported, never ignored.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +49,8 @@ pub enum JournalError {
     Io(#[from] sled::Error),
     #[error("journal entry is corrupt: {0}")]
     Corrupt(#[from] bincode::Error),
+    #[error("index: {0}")]
+    Index(#[from] IndexError),
 }
 
 /// The state directory cannot hold the journal.
@@ -154,7 +161,6 @@ struct Trees {
     pending: sled::Tree,
     failed: sled::Tree,
     meta: sled::Tree,
-    index: sled::Tree,
 }
 
 /// Handle to the journal; cheap to clone, shared by every task.
@@ -171,6 +177,7 @@ pub struct Journal {
     epochs: Arc<std::sync::atomic::AtomicU64>,
     /// Notified by every write; [`Journal::flush_behind`] flushes what nobody flushed.
     written: Arc<tokio::sync::Notify>,
+    index: Arc<index::Index>,
 }
 
 impl Trees {
@@ -204,7 +211,6 @@ impl Trees {
             epoch: 0,
             pending: db.open_tree("pending")?,
             failed: db.open_tree("failed")?,
-            index: db.open_tree("index")?,
             meta,
             db,
         })
@@ -237,7 +243,17 @@ impl Trees {
                 self.failed.remove(k)?;
             }
         }
+        // After the entries, in the same log: a journal whose tail was lost has a lower seq.
+        let seq = self.seq()? + 1;
+        self.meta.insert(SEQ, &seq.to_be_bytes())?;
         Ok(())
+    }
+
+    fn seq(&self) -> Result<u64, JournalError> {
+        Ok(match self.meta.get(SEQ)? {
+            Some(v) => u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8])),
+            None => 0,
+        })
     }
 
     fn due(
@@ -441,7 +457,13 @@ impl Journal {
             trees: Arc::new(RwLock::new(Some(trees))),
             epochs: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             written: Arc::default(),
+            index: Arc::new(index::Index::open(dir.join(INDEX_FILE))),
         })
+    }
+
+    /// How many times changes were recorded (see [`Journal::index_ahead_of_journal`]).
+    fn seq(&self) -> Result<u64, JournalError> {
+        self.with(|t| t.seq())
     }
 
     /// The current trees, reopening the database if an I/O error closed it.
@@ -516,6 +538,10 @@ impl Journal {
             }
             if let Err(e) = self.flush().await {
                 tracing::warn!(error = %e, "journal flush failed");
+            }
+            let index = self.index.clone();
+            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || index.persist()).await {
+                tracing::warn!(error = %e, "index commit failed; the next catch-up pushes its latest paths again");
             }
         }
     }
