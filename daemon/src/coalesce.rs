@@ -13,6 +13,7 @@
 //!   every target: an index behind the journal costs a push too many, never a change missed.
 
 use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,7 +30,7 @@ use crate::watch::{Change, Urgency};
 pub struct RootSink {
     pub name: String,
     /// The root's source directory (its paths are `lstat`ed for the index).
-    pub source: std::path::PathBuf,
+    pub source: PathBuf,
     pub target_ids: Vec<String>,
     pub wakes: Vec<Arc<Notify>>,
     /// Set to cut a target's backoff short (the root is back).
@@ -312,33 +313,56 @@ impl Coalescer {
             }
         }
         self.journal_error.send_replace(error);
-        // Strictly after the flush: the index never records a change the journal could lose.
-        for (r, paths) in &written {
-            if !paths.is_empty() {
-                self.index(&self.roots[*r], paths);
-            }
-        }
         // Only the targets of roots that got new work; `written` is empty if the flush failed.
         for (r, _) in &written {
             for w in &self.roots[*r].wakes {
                 w.notify_one();
             }
         }
+        // Strictly after the flush: the index never records a change the journal could lose.
+        self.index(written).await;
         self.tick.send_modify(|n| *n += 1);
     }
 
-    /// Record in the index what the journaled `paths` of `sink`'s root are now (gone ones are
-    /// removed, with what was below them). A failure only leaves the index behind the journal.
-    fn index(&self, sink: &RootSink, paths: &[Vec<u8>]) {
-        // The root itself is not an entry of its walk.
-        let changes: Vec<(Vec<u8>, Option<Stat>)> = paths
-            .iter()
-            .filter(|p| !p.is_empty())
-            .map(|p| (p.clone(), Stat::lstat(&abs_path(&sink.source, p)).ok()))
+    /// Record in the index what the journaled paths of each root are now (gone ones are
+    /// removed, with what was below them), on the blocking pool: an `lstat` per path and a
+    /// commit. A failure only leaves the index behind the journal.
+    async fn index(&self, written: Vec<(usize, Vec<Vec<u8>>)>) {
+        let work: Vec<(String, PathBuf, Vec<Vec<u8>>)> = written
+            .into_iter()
+            .filter(|(_, paths)| !paths.is_empty())
+            .map(|(r, paths)| {
+                (
+                    self.roots[r].name.clone(),
+                    self.roots[r].source.clone(),
+                    paths,
+                )
+            })
             .collect();
-        if let Err(e) = self.journal.index_update(&sink.name, &changes) {
-            warn!(root = %sink.name, error = %e, "index write failed; the next catch-up pushes these paths again");
+        if work.is_empty() {
+            return;
         }
+        let journal = self.journal.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            for (name, source, paths) in work {
+                index_paths(&journal, &name, &source, &paths);
+            }
+        });
+        if let Err(e) = done.await {
+            warn!(error = %e, "index write failed; the next catch-up pushes these paths again");
+        }
+    }
+}
+
+fn index_paths(journal: &Journal, root: &str, source: &Path, paths: &[Vec<u8>]) {
+    // The root itself is not an entry of its walk.
+    let changes: Vec<(Vec<u8>, Option<Stat>)> = paths
+        .iter()
+        .filter(|p| !p.is_empty())
+        .map(|p| (p.clone(), Stat::lstat(&abs_path(source, p)).ok()))
+        .collect();
+    if let Err(e) = journal.index_update(root, &changes) {
+        warn!(root, error = %e, "index write failed; the next catch-up pushes these paths again");
     }
 }
 
