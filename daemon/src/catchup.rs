@@ -183,8 +183,10 @@ fn racy(s: &Stat, written_ns: i64, window_ns: i64) -> bool {
 /// Why a root's index cannot be trusted: a full sync is owed instead of the catch-up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Untrusted {
-    #[error("the root has no index yet")]
+    #[error("the root has no complete index yet")]
     NoIndex,
+    #[error("the root's exclude list changed since its index was built (a path it now includes was never pushed)")]
+    ExcludesChanged,
     #[error("the journal lost writes the index saw (a damaged or replaced journal)")]
     JournalBehind,
     #[error("the index does not add up to its sum (entries lost or altered)")]
@@ -213,9 +215,15 @@ pub fn catch_up(journal: &Journal, root: &RootConfig) -> Result<CatchUp, Journal
             walked: 0,
         })
     };
-    let Some(sum) = journal.index_sum(&root.name)? else {
-        return refuse(Untrusted::NoIndex);
+    let sum = match journal.index_sum(&root.name) {
+        Ok(Some(sum)) if sum.built.is_some() => sum,
+        Ok(_) => return refuse(Untrusted::NoIndex),
+        Err(JournalError::Index(_)) => return refuse(Untrusted::Unreadable),
+        Err(e) => return Err(e),
     };
+    if sum.built != Some(root.excludes.digest()) {
+        return refuse(Untrusted::ExcludesChanged);
+    }
     if journal.index_ahead_of_journal()? {
         return refuse(Untrusted::JournalBehind);
     }
@@ -250,6 +258,107 @@ pub fn catch_up(journal: &Journal, root: &RootConfig) -> Result<CatchUp, Journal
         untrusted,
         walked: walked.get(),
     })
+}
+
+/// Why a target is owed a full sync where a catch-up would not do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum FullSyncWhy {
+    #[error("the target never finished a full sync of this root (new to the journal, or its first one was interrupted)")]
+    NeverSynced,
+    #[error("the source root is a different directory than the one last replicated")]
+    RootReplaced,
+    #[error("the index cannot vouch for the root: {0}")]
+    Untrusted(#[from] Untrusted),
+}
+
+/// What one root's catch-up decided, per target.
+#[derive(Debug)]
+pub struct Plan {
+    /// In the order of the targets given: None catches up, Some owes a full sync.
+    pub full: Vec<Option<FullSyncWhy>>,
+    /// What differs from the index, for the targets that catch up.
+    pub found: Vec<Found>,
+    /// Entries walked at the source.
+    pub walked: u64,
+    /// The index cannot vouch for the root: every target is owed a full sync, and the index is
+    /// built anew (see [`rebuild`]).
+    pub rebuild: bool,
+}
+
+/// Decide how `root` catches up with what nobody watched. `adopted`: its source is a different
+/// directory than last time. `targets`: the ids of its targets, with `check_targets` (at start)
+/// those that never finished a full sync are owed one.
+pub fn plan(
+    journal: &Journal,
+    root: &RootConfig,
+    targets: &[String],
+    check_targets: bool,
+    adopted: bool,
+) -> Result<Plan, JournalError> {
+    let c = if adopted {
+        None
+    } else {
+        Some(catch_up(journal, root)?)
+    };
+    let whole = match &c {
+        None => Some(FullSyncWhy::RootReplaced),
+        Some(c) => c.untrusted.map(FullSyncWhy::Untrusted),
+    };
+    let mut full = Vec::with_capacity(targets.len());
+    for t in targets {
+        full.push(match whole {
+            Some(why) => Some(why),
+            None if check_targets && journal.full_synced_at(t)?.is_none() => {
+                Some(FullSyncWhy::NeverSynced)
+            }
+            None => None,
+        });
+    }
+    let (found, walked) = match c {
+        Some(c) if whole.is_none() => (c.found, c.walked),
+        Some(c) => (Vec::new(), c.walked),
+        None => (Vec::new(), 0),
+    };
+    Ok(Plan {
+        full,
+        found,
+        walked,
+        rebuild: whole.is_some(),
+    })
+}
+
+/// Index entries written in one commit while the index is rebuilt.
+const REBUILD_CHUNK: usize = 8192;
+
+/// Build the root's index anew from a walk of its source; returns the entries indexed. Call
+/// only once every target's full sync is journaled (the module invariant of
+/// `journal::index`): the full syncs cover every state the walk records.
+pub fn rebuild(journal: &Journal, root: &RootConfig) -> Result<u64, JournalError> {
+    journal.index_clear(&root.name)?;
+    let mut chunk = Vec::with_capacity(REBUILD_CHUNK);
+    let mut n = 0u64;
+    for (p, s) in Walk::new(&root.source, &root.excludes) {
+        chunk.push((p, Some(s)));
+        if chunk.len() == REBUILD_CHUNK {
+            journal.index_update(&root.name, &chunk)?;
+            n += chunk.len() as u64;
+            chunk.clear();
+        }
+    }
+    // Even an empty root gets its sum, which marks it built.
+    journal.index_update(&root.name, &chunk)?;
+    journal.index_mark_built(&root.name, root.excludes.digest())?;
+    Ok(n + chunk.len() as u64)
+}
+
+/// Record in the index what a catch-up found, once it is journaled for every target.
+pub fn index_found(journal: &Journal, root: &str, found: &[Found]) -> Result<(), JournalError> {
+    for chunk in found.chunks(REBUILD_CHUNK) {
+        let changes: Vec<(Vec<u8>, Option<Stat>)> =
+            chunk.iter().map(|f| (f.path.clone(), f.stat)).collect();
+        journal.index_update(root, &changes)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -384,6 +493,8 @@ mod tests {
             .map(|(p, s)| (p, Some(s)))
             .collect();
         j.index_update("r", &all).unwrap();
+        j.index_mark_built("r", Excludes::default().digest())
+            .unwrap();
     }
 
     fn diff_index(j: &crate::journal::Journal, src: &Path) -> (Vec<(String, Delta)>, bool) {
@@ -529,5 +640,62 @@ mod tests {
             catch_up(&j, &root).unwrap().untrusted,
             Some(Untrusted::SumMismatch)
         );
+    }
+
+    #[test]
+    fn a_full_sync_only_where_the_index_or_the_journal_cannot_vouch() {
+        use FullSyncWhy::*;
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("src");
+        std::fs::create_dir_all(src.join("dir")).unwrap();
+        std::fs::write(src.join("dir/f"), b"x").unwrap();
+        let mut root = RootConfig {
+            name: "r".into(),
+            source: src.clone(),
+            excludes: Excludes::default(),
+            delay: Duration::ZERO,
+            modify_delay: Duration::ZERO,
+            full_resync_interval: Duration::ZERO,
+            targets: Vec::new(),
+        };
+        let j = crate::journal::Journal::open(&d.path().join("state")).unwrap();
+        let ids = ["r/old".to_string(), "r/new".to_string()];
+        let whys = |p: &Plan| p.full.clone();
+        // A root new to the journal: every target, and the index is built.
+        let p = plan(&j, &root, &ids, true, false).unwrap();
+        assert_eq!(whys(&p), [Some(Untrusted(super::Untrusted::NoIndex)); 2]);
+        assert!(p.rebuild);
+        assert_eq!(rebuild(&j, &root).unwrap(), 2);
+        // Built: only a target that never finished a full sync is owed one (checked at start).
+        j.request_resync("r/old", b"").unwrap();
+        j.resync_done("r/old", b"", &j.resyncs("r/old").unwrap()[0].1)
+            .unwrap();
+        let p = plan(&j, &root, &ids, true, false).unwrap();
+        assert_eq!(whys(&p), [None, Some(NeverSynced)]);
+        assert!(!p.rebuild);
+        assert_eq!(p.walked, 2);
+        let p = plan(&j, &root, &ids, false, false).unwrap();
+        assert_eq!(whys(&p), [None, None], "an overflow checks no target");
+        // The source replaced, or the exclude list changed: the whole root again.
+        let p = plan(&j, &root, &ids, true, true).unwrap();
+        assert_eq!(whys(&p), [Some(RootReplaced); 2]);
+        assert!(p.rebuild && p.found.is_empty());
+        root.excludes = Excludes::new(&["*.tmp".to_string()]).unwrap();
+        let p = plan(&j, &root, &ids, false, false).unwrap();
+        assert_eq!(
+            whys(&p),
+            [Some(Untrusted(super::Untrusted::ExcludesChanged)); 2]
+        );
+        rebuild(&j, &root).unwrap();
+        let p = plan(&j, &root, &ids, false, false).unwrap();
+        assert_eq!(whys(&p), [None, None], "rebuilt with the new list");
+        // What a catch-up found goes into the index: deleted, it is found no more.
+        std::fs::remove_dir_all(src.join("dir")).unwrap();
+        let p = plan(&j, &root, &ids, false, false).unwrap();
+        assert_eq!(found(&p.found), [("dir".to_string(), Delta::Deleted)]);
+        index_found(&j, "r", &p.found).unwrap();
+        let p = plan(&j, &root, &ids, false, false).unwrap();
+        assert_eq!(found(&p.found), []);
+        assert_eq!(p.walked, 0);
     }
 }

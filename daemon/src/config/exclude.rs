@@ -74,6 +74,17 @@ impl Excludes {
         &self.patterns
     }
 
+    /// A hash of the patterns in their order: what the index remembers it was walked with, so a
+    /// changed list is noticed (a path it newly includes was never pushed).
+    pub fn digest(&self) -> u64 {
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        for p in &self.patterns {
+            h.update(&(p.len() as u64).to_le_bytes());
+            h.update(p.as_bytes());
+        }
+        h.digest()
+    }
+
     /// Whether `rel` (relative to the root, no leading `/`) itself matches, given whether it is a
     /// directory. Ancestors are not checked: see [`Excludes::excludes_path`].
     pub fn matches(&self, rel: &[u8], is_dir: bool) -> bool {
@@ -144,6 +155,15 @@ mod tests {
         assert!(e.excludes_path(b"sub/x.log", false));
         assert!(e.excludes_path(b"a/sub/x.log", false));
         assert!(!e.excludes_path(b"sub/d/x.log", false));
+    }
+
+    #[test]
+    fn the_digest_tells_lists_apart_by_pattern_and_order() {
+        let d = |p: &[&str]| ex(p).digest();
+        assert_eq!(d(&["a", "b"]), d(&["a", "b"]));
+        assert_ne!(d(&["a", "b"]), d(&["b", "a"]));
+        assert_ne!(d(&["ab"]), d(&["a", "b"]));
+        assert_ne!(d(&[]), d(&["a"]));
     }
 
     #[test]

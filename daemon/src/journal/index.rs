@@ -49,6 +49,10 @@ pub struct IndexSum {
     pub hash: u64,
     /// Wall clock of the last write, nanoseconds since the epoch.
     pub written_ns: i64,
+    /// Set once a walk of the whole root was indexed: the hash of the exclude list it walked
+    /// with (see [`Excludes::digest`](crate::config::Excludes::digest)). Until then the index
+    /// holds only the paths changed since, and vouches for nothing.
+    pub built: Option<u64>,
 }
 
 /// Count and hash over entries as they are read, to compare with the [`IndexSum`].
@@ -307,6 +311,25 @@ impl Index {
         })())
     }
 
+    /// Mark the root's index complete, walked with the exclude list of hash `excludes`.
+    pub(super) fn mark_built(&self, root: &str, excludes: u64) -> Result<(), IndexError> {
+        self.check((|| {
+            let db = self.db()?;
+            let txn = self.write_txn(&db)?;
+            {
+                let mut sums = txn.open_table(SUMS).map_err(db_err)?;
+                let mut sum: IndexSum = match sums.get(root).map_err(db_err)? {
+                    Some(v) => opts().deserialize(v.value())?,
+                    None => IndexSum::default(),
+                };
+                sum.built = Some(excludes);
+                sums.insert(root, opts().serialize(&sum)?.as_slice())
+                    .map_err(db_err)?;
+            }
+            txn.commit().map_err(db_err)
+        })())
+    }
+
     /// Every entry of the root, in walk order, as of one snapshot.
     pub(super) fn scan(&self, root: &str) -> Result<IndexScan, IndexError> {
         self.check((|| {
@@ -459,6 +482,12 @@ impl Journal {
         self.index.forge(|_, sums| {
             sums.insert(root, v.as_slice()).unwrap();
         });
+    }
+
+    /// The root's index now holds a walk of all of it, made with the exclude list of hash
+    /// `excludes`: from here on it vouches for the root.
+    pub fn index_mark_built(&self, root: &str, excludes: u64) -> Result<(), JournalError> {
+        Ok(self.index.mark_built(root, excludes)?)
     }
 
     /// Forget the root's index.

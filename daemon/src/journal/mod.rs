@@ -8,7 +8,8 @@
 //! - tree `failed`: same key → [`Entry`] of a path that exhausted its attempts (parked).
 //! - tree `meta`: `resync 0x00 target_id 0x00 subpath` → generation: a full rsync of the root
 //!   (or of `subpath`) is owed to the target; `root 0x00 root_name` → (device, inode) of the
-//!   directory last replicated for that root; `schema` → version.
+//!   directory last replicated for that root; `synced 0x00 target_id` → Unix ms (u64 BE) of
+//!   the last finished full sync of the target's whole root; `schema` → version.
 //!   `seq` → how many times changes were recorded (the index checks it is not ahead).
 //! - beside it, `index.redb`: the source's last `lstat` of every path, in walk order (see
 //!   `index`).
@@ -143,6 +144,12 @@ fn prefix(target: &str) -> Vec<u8> {
 fn resync_key(target: &str, sub: &[u8]) -> Vec<u8> {
     let mut k = b"resync\0".to_vec();
     k.extend_from_slice(&key(target, sub));
+    k
+}
+
+fn synced_key(target: &str) -> Vec<u8> {
+    let mut k = b"synced\0".to_vec();
+    k.extend_from_slice(target.as_bytes());
     k
 }
 
@@ -444,7 +451,18 @@ impl Trees {
             Some(&token.0),
             None as Option<&[u8]>,
         )?;
+        if sub.is_empty() {
+            self.meta
+                .insert(synced_key(target), &now_ms().to_be_bytes())?;
+        }
         Ok(())
+    }
+
+    fn full_synced_at(&self, target: &str) -> Result<Option<u64>, JournalError> {
+        Ok(self
+            .meta
+            .get(synced_key(target))?
+            .map(|v| u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8]))))
     }
 }
 
@@ -664,6 +682,12 @@ impl Journal {
     ) -> Result<(), JournalError> {
         self.write(|t| t.resync_done(target, sub, token))
     }
+
+    /// When `target` last finished a full sync of its whole root (Unix ms); None if it never
+    /// did (a target new to the journal, or its first full sync never finished).
+    pub fn full_synced_at(&self, target: &str) -> Result<Option<u64>, JournalError> {
+        self.with(|t| t.full_synced_at(target))
+    }
 }
 
 #[cfg(test)]
@@ -733,6 +757,7 @@ mod tests {
         j.request_resync("r/a", b"").unwrap();
         let rs = j.resyncs("r/a").unwrap();
         j.request_resync("r/a", b"").unwrap();
+        assert_eq!(j.full_synced_at("r/a").unwrap(), None, "not finished yet");
         j.resync_done("r/a", b"", &rs[0].1).unwrap();
         assert_eq!(
             j.resyncs("r/a").unwrap().len(),
@@ -742,6 +767,8 @@ mod tests {
         let rs = j.resyncs("r/a").unwrap();
         j.resync_done("r/a", b"", &rs[0].1).unwrap();
         assert!(j.resyncs("r/a").unwrap().is_empty());
+        assert!(j.full_synced_at("r/a").unwrap().is_some());
+        assert_eq!(j.full_synced_at("r/b").unwrap(), None);
     }
 
     #[test]
