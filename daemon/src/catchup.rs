@@ -193,6 +193,21 @@ pub enum Untrusted {
     SumMismatch,
     #[error("an index entry cannot be read")]
     Unreadable,
+    #[error("an index write failed (the index may lack paths pushed since)")]
+    WriteFailed,
+}
+
+impl Untrusted {
+    /// Whether the journal or the index was damaged (not merely new or outdated).
+    pub fn is_damage(self) -> bool {
+        matches!(
+            self,
+            Untrusted::JournalBehind
+                | Untrusted::SumMismatch
+                | Untrusted::Unreadable
+                | Untrusted::WriteFailed
+        )
+    }
 }
 
 /// What a catch-up of one root found.
@@ -226,6 +241,9 @@ pub fn catch_up(journal: &Journal, root: &RootConfig) -> Result<CatchUp, Journal
     }
     if journal.index_ahead_of_journal()? {
         return refuse(Untrusted::JournalBehind);
+    }
+    if journal.index_failed(&root.name)? {
+        return refuse(Untrusted::WriteFailed);
     }
     let window = (root.modify_delay + RACY_MARGIN).as_nanos() as i64;
     let racy = |s: &Stat| racy(s, sum.written_ns, window);
@@ -261,12 +279,17 @@ pub fn catch_up(journal: &Journal, root: &RootConfig) -> Result<CatchUp, Journal
 }
 
 /// Why a target is owed a full sync where a catch-up would not do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FullSyncWhy {
+    /// Asked for by the caller, for this reason (a root that cannot be fully watched).
+    #[error("{0}")]
+    Asked(String),
     #[error("the target never finished a full sync of this root (new to the journal, or its first one was interrupted)")]
     NeverSynced,
     #[error("the source root is a different directory than the one last replicated")]
     RootReplaced,
+    #[error("syncd did not stop in order last time (killed or crashed): what it pushed in its last moments may be unknown to the index")]
+    UncleanStop,
     #[error("the index cannot vouch for the root: {0}")]
     Untrusted(#[from] Untrusted),
 }
@@ -285,29 +308,35 @@ pub struct Plan {
     pub rebuild: bool,
 }
 
-/// Decide how `root` catches up with what nobody watched. `adopted`: its source is a different
-/// directory than last time. `targets`: the ids of its targets, with `check_targets` (at start)
-/// those that never finished a full sync are owed one.
+/// Decide how `root` catches up with what nobody watched. `whole`: why every target is owed a
+/// full sync whatever the index says. `targets`: the ids of its targets, with `check_targets`
+/// (at start) those that never finished a full sync are owed one.
 pub fn plan(
     journal: &Journal,
     root: &RootConfig,
     targets: &[String],
     check_targets: bool,
-    adopted: bool,
+    whole: Option<FullSyncWhy>,
 ) -> Result<Plan, JournalError> {
-    let c = if adopted {
-        None
-    } else {
-        Some(catch_up(journal, root)?)
+    // A lost journal tail also loses the mark of the orderly stop: say the graver.
+    let whole = match whole {
+        Some(FullSyncWhy::UncleanStop) if journal.index_ahead_of_journal()? => {
+            Some(FullSyncWhy::Untrusted(Untrusted::JournalBehind))
+        }
+        w => w,
+    };
+    let c = match whole {
+        Some(_) => None,
+        None => Some(catch_up(journal, root)?),
     };
     let whole = match &c {
-        None => Some(FullSyncWhy::RootReplaced),
+        None => whole,
         Some(c) => c.untrusted.map(FullSyncWhy::Untrusted),
     };
     let mut full = Vec::with_capacity(targets.len());
     for t in targets {
-        full.push(match whole {
-            Some(why) => Some(why),
+        full.push(match &whole {
+            Some(why) => Some(why.clone()),
             None if check_targets && journal.full_synced_at(t)?.is_none() => {
                 Some(FullSyncWhy::NeverSynced)
             }
@@ -662,39 +691,52 @@ mod tests {
         let ids = ["r/old".to_string(), "r/new".to_string()];
         let whys = |p: &Plan| p.full.clone();
         // A root new to the journal: every target, and the index is built.
-        let p = plan(&j, &root, &ids, true, false).unwrap();
-        assert_eq!(whys(&p), [Some(Untrusted(super::Untrusted::NoIndex)); 2]);
+        let p = plan(&j, &root, &ids, true, None).unwrap();
+        assert_eq!(
+            whys(&p),
+            [const { Some(Untrusted(super::Untrusted::NoIndex)) }; 2]
+        );
         assert!(p.rebuild);
         assert_eq!(rebuild(&j, &root).unwrap(), 2);
         // Built: only a target that never finished a full sync is owed one (checked at start).
         j.request_resync("r/old", b"").unwrap();
         j.resync_done("r/old", b"", &j.resyncs("r/old").unwrap()[0].1)
             .unwrap();
-        let p = plan(&j, &root, &ids, true, false).unwrap();
+        let p = plan(&j, &root, &ids, true, None).unwrap();
         assert_eq!(whys(&p), [None, Some(NeverSynced)]);
         assert!(!p.rebuild);
         assert_eq!(p.walked, 2);
-        let p = plan(&j, &root, &ids, false, false).unwrap();
+        let p = plan(&j, &root, &ids, false, None).unwrap();
         assert_eq!(whys(&p), [None, None], "an overflow checks no target");
         // The source replaced, or the exclude list changed: the whole root again.
-        let p = plan(&j, &root, &ids, true, true).unwrap();
-        assert_eq!(whys(&p), [Some(RootReplaced); 2]);
+        let p = plan(&j, &root, &ids, true, Some(RootReplaced)).unwrap();
+        assert_eq!(whys(&p), [const { Some(RootReplaced) }; 2]);
         assert!(p.rebuild && p.found.is_empty());
         root.excludes = Excludes::new(&["*.tmp".to_string()]).unwrap();
-        let p = plan(&j, &root, &ids, false, false).unwrap();
+        let p = plan(&j, &root, &ids, false, None).unwrap();
         assert_eq!(
             whys(&p),
-            [Some(Untrusted(super::Untrusted::ExcludesChanged)); 2]
+            [const { Some(Untrusted(super::Untrusted::ExcludesChanged)) }; 2]
         );
         rebuild(&j, &root).unwrap();
-        let p = plan(&j, &root, &ids, false, false).unwrap();
+        let p = plan(&j, &root, &ids, false, None).unwrap();
         assert_eq!(whys(&p), [None, None], "rebuilt with the new list");
+        // A failed index write (it may lack a pushed path): not trusted until rebuilt.
+        let _ = j.index_write_failed(Some("r"), &crate::journal::IndexError::Failed("x".into()));
+        let p = plan(&j, &root, &ids, false, None).unwrap();
+        assert_eq!(
+            whys(&p),
+            [const { Some(Untrusted(super::Untrusted::WriteFailed)) }; 2]
+        );
+        rebuild(&j, &root).unwrap();
+        let p = plan(&j, &root, &ids, false, None).unwrap();
+        assert_eq!(whys(&p), [None, None]);
         // What a catch-up found goes into the index: deleted, it is found no more.
         std::fs::remove_dir_all(src.join("dir")).unwrap();
-        let p = plan(&j, &root, &ids, false, false).unwrap();
+        let p = plan(&j, &root, &ids, false, None).unwrap();
         assert_eq!(found(&p.found), [("dir".to_string(), Delta::Deleted)]);
         index_found(&j, "r", &p.found).unwrap();
-        let p = plan(&j, &root, &ids, false, false).unwrap();
+        let p = plan(&j, &root, &ids, false, None).unwrap();
         assert_eq!(found(&p.found), []);
         assert_eq!(p.walked, 0);
     }

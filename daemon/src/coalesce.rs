@@ -8,7 +8,10 @@
 //!   from the first event, never extended, so a file written forever is still pushed) — a
 //!   close_write ends the wait early;
 //! - at shutdown every waiting path is journaled before the task ends;
-//! - a lost event stream (overflow) or an unwatchable root becomes a persisted resync request;
+//! - at start, and when events were lost (an overflow, a root back after it was away), each
+//!   root catches up (`catchup`): a local walk diffed against the index, whose findings are
+//!   journaled like events; a full sync only where the index or the journal cannot vouch;
+//! - an unwatchable root becomes a persisted resync request, rescheduled;
 //! - the index (`journal::index`) gets a path's `lstat` only after the path is journaled for
 //!   every target: an index behind the journal costs a push too many, never a change missed.
 
@@ -17,28 +20,56 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use syncd_proto::LogKind;
 use syncd_proto::RootState;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::time::{sleep_until, Instant};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
+use crate::catchup;
+use crate::config::RootConfig;
 use crate::fs::{abs_path, Stat};
-use crate::journal::Journal;
+use crate::journal::{Journal, JournalError};
+use crate::observe::log::Events;
 use crate::watch::{Change, Urgency};
+
+/// What a root does first, before any event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RootStart {
+    /// Nothing (no catch-up asked for, or the root is away: it catches up when it is back).
+    Nothing,
+    /// Catch up with what changed while nobody watched; `whole`: why every target is owed a
+    /// full sync whatever the index says (its source replaced, the last process killed).
+    CatchUp { whole: Option<catchup::FullSyncWhy> },
+}
+
+/// What a catch-up of a root is asked to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Ask {
+    /// At start: also owe a full sync to each target that never finished one.
+    Start { whole: Option<catchup::FullSyncWhy> },
+    /// Events were lost: find what changed.
+    Diff,
+    /// A full sync of every target, for this reason; the index still follows the source.
+    Full(String),
+}
 
 /// Per root: what the coalescer needs to know.
 pub struct RootSink {
-    pub name: String,
-    /// The root's source directory (its paths are `lstat`ed for the index).
-    pub source: PathBuf,
+    /// Its paths are `lstat`ed for the index from `config.source`.
+    pub config: Arc<RootConfig>,
+    pub start: RootStart,
     pub target_ids: Vec<String>,
     pub wakes: Vec<Arc<Notify>>,
     /// Set to cut a target's backoff short (the root is back).
     pub kicks: Vec<Arc<std::sync::atomic::AtomicBool>>,
-    pub delay: Duration,
-    pub modify_delay: Duration,
-    pub full_resync_interval: Duration,
     pub state: Arc<watch::Sender<RootState>>,
+}
+
+impl RootSink {
+    fn name(&self) -> &str {
+        &self.config.name
+    }
 }
 
 /// The coalescer task.
@@ -50,9 +81,15 @@ pub struct Coalescer {
     pub tick: Arc<watch::Sender<u64>>,
     /// Journal write failures, shown by `status`.
     pub journal_error: Arc<watch::Sender<Option<String>>>,
+    /// Where owed full syncs and catch-ups are told (`syncctl log`).
+    pub events: Events,
 }
 
 type Key = (usize, Vec<u8>);
+
+/// Why a root is owed a full sync after a failed journal write.
+const WRITE_FAILED: &str =
+    "a journal write failed: changes held in memory would be lost if syncd stopped now";
 
 /// Most changes taken from the channel before one journal write: a huge backlog still streams.
 const TAKE_AT_ONCE: usize = 16_384;
@@ -67,8 +104,10 @@ struct Held {
     degraded_next: Vec<Option<Instant>>,
     /// Paths to journal now.
     ready: Vec<Vec<Vec<u8>>>,
-    /// A full resync to journal now.
-    resync: Vec<bool>,
+    /// A full resync to journal now, and why.
+    resync: Vec<Option<String>>,
+    /// A catch-up to run now (events were lost, or a scheduled full sync).
+    catch_up: Vec<Option<Ask>>,
     /// `wait-idle` barriers, answered after the next commit.
     barriers: Vec<oneshot::Sender<()>>,
 }
@@ -80,7 +119,8 @@ impl Held {
             timers: BTreeSet::new(),
             degraded_next: vec![None; roots],
             ready: vec![Vec::new(); roots],
-            resync: vec![false; roots],
+            resync: vec![None; roots],
+            catch_up: vec![None; roots],
             barriers: Vec::new(),
         }
     }
@@ -88,7 +128,7 @@ impl Held {
     /// Whether a journal write is owed (a failed one is retried on its own, not only when the
     /// next event comes).
     fn owes_write(&self) -> bool {
-        self.ready.iter().any(|r| !r.is_empty()) || self.resync.iter().any(|r| *r)
+        self.ready.iter().any(|r| !r.is_empty()) || self.resync.iter().any(Option::is_some)
     }
 
     /// When to look again without an event: the first window's end, the next scheduled
@@ -107,6 +147,13 @@ impl Held {
         .unwrap_or(far)
     }
 
+    /// Ask root `root` for a catch-up; a full sync asked for stays asked.
+    fn ask(&mut self, root: usize, ask: Ask) {
+        if !matches!(self.catch_up[root], Some(Ask::Full(_))) {
+            self.catch_up[root] = Some(ask);
+        }
+    }
+
     /// Take one change from the watcher.
     fn take(&mut self, c: Change, roots: &[RootSink], now: Instant) {
         match c {
@@ -116,15 +163,15 @@ impl Held {
                 urgency,
             } => self.path(root, path, urgency, &roots[root], now),
             Change::Resync { root, reason } => {
-                warn!(root = %roots[root].name, %reason, "full resync requested");
-                self.resync[root] = true;
+                warn!(root = %roots[root].name(), %reason, "events were lost; catching up");
+                self.ask(root, Ask::Diff);
             }
             Change::Degraded { root, reason } => {
-                roots[root]
-                    .state
-                    .send_replace(RootState::ScheduledResync { reason });
-                self.resync[root] = true;
-                self.degraded_next[root] = Some(now + roots[root].full_resync_interval);
+                roots[root].state.send_replace(RootState::ScheduledResync {
+                    reason: reason.clone(),
+                });
+                self.ask(root, Ask::Full(reason));
+                self.degraded_next[root] = Some(now + roots[root].config.full_resync_interval);
             }
             Change::Lost { root, reason } => {
                 roots[root]
@@ -136,7 +183,6 @@ impl Held {
                 for k in &roots[root].kicks {
                     k.store(true, std::sync::atomic::Ordering::Relaxed);
                 }
-                self.resync[root] = true;
             }
             Change::Barrier(reply) => self.barriers.push(reply),
         }
@@ -154,8 +200,8 @@ impl Held {
     ) {
         let wait = match urgency {
             Urgency::Now => None,
-            Urgency::Created => Some(sink.delay),
-            Urgency::Modified => Some(sink.modify_delay),
+            Urgency::Created => Some(sink.config.delay),
+            Urgency::Modified => Some(sink.config.modify_delay),
         };
         let key = (root, path);
         match wait {
@@ -179,13 +225,17 @@ impl Held {
         while self.timers.first().is_some_and(|t| t.0 <= now) {
             let (_, root, path) = self.timers.pop_first().expect("checked non-empty");
             self.deadlines.remove(&(root, path.clone()));
-            debug!(root = %roots[root].name, path = %String::from_utf8_lossy(&path), "coalescing window over");
+            debug!(root = %roots[root].name(), path = %String::from_utf8_lossy(&path), "coalescing window over");
             self.ready[root].push(path);
         }
         for (r, next) in self.degraded_next.iter_mut().enumerate() {
             if next.is_some_and(|n| n <= now) {
-                self.resync[r] = true;
-                *next = Some(now + roots[r].full_resync_interval);
+                let why = format!(
+                    "scheduled every {} s while the root cannot be fully watched",
+                    roots[r].config.full_resync_interval.as_secs()
+                );
+                self.catch_up[r] = Some(Ask::Full(why));
+                *next = Some(now + roots[r].config.full_resync_interval);
             }
         }
     }
@@ -202,7 +252,8 @@ impl Held {
     fn waiting(&self) -> usize {
         self.deadlines.len()
             + self.ready.iter().map(Vec::len).sum::<usize>()
-            + self.resync.iter().filter(|r| **r).count()
+            + self.resync.iter().filter(|r| r.is_some()).count()
+            + self.catch_up.iter().filter(|c| c.is_some()).count()
     }
 }
 
@@ -210,6 +261,12 @@ impl Coalescer {
     /// Run until the watcher closes the channel, then journal everything still waiting.
     pub async fn run(self, mut rx: mpsc::Receiver<Vec<Change>>) {
         let mut held = Held::new(self.roots.len());
+        for r in 0..self.roots.len() {
+            if let RootStart::CatchUp { whole } = self.roots[r].start.clone() {
+                self.catch_up(r, Ask::Start { whole }, &mut held).await;
+            }
+        }
+        self.waiting.send_replace(held.waiting());
         loop {
             let wake = held.next_wake(Instant::now());
             let mut closing = false;
@@ -233,6 +290,15 @@ impl Coalescer {
                 held.end_all_windows();
             }
             self.commit(&mut held.ready, &mut held.resync).await;
+            for r in 0..self.roots.len() {
+                if let Some(ask) = held.catch_up[r].take() {
+                    self.catch_up(r, ask, &mut held).await;
+                }
+            }
+            if closing {
+                // What a failed catch-up owes, journaled before the end.
+                self.commit(&mut held.ready, &mut held.resync).await;
+            }
             self.waiting.send_replace(held.waiting());
             for b in held.barriers.drain(..) {
                 let _ = b.send(());
@@ -241,6 +307,112 @@ impl Coalescer {
                 return;
             }
         }
+    }
+
+    /// Catch root `r` up with what changed unseen (see [`catchup::plan`]), as `ask` says. A
+    /// failure owes every target a full sync instead.
+    async fn catch_up(&self, r: usize, ask: Ask, held: &mut Held) {
+        let began = std::time::Instant::now();
+        let sink = &self.roots[r];
+        let (journal, root, ids) = (
+            self.journal.clone(),
+            sink.config.clone(),
+            sink.target_ids.clone(),
+        );
+        let (at_start, whole) = match &ask {
+            Ask::Start { whole } => (true, whole.clone()),
+            Ask::Diff | Ask::Full(_) => (false, None),
+        };
+        let plan = blocking(move || catchup::plan(&journal, &root, &ids, at_start, whole)).await;
+        let mut plan = match plan {
+            Ok(p) => p,
+            Err(e) => {
+                warn!(root = %sink.name(), error = %e, "catch-up failed; a full sync instead");
+                held.resync[r] = Some(format!("the catch-up failed: {e}"));
+                return;
+            }
+        };
+        if let Ask::Full(why) = ask {
+            for f in plan.full.iter_mut().filter(|f| f.is_none()) {
+                *f = Some(catchup::FullSyncWhy::Asked(why.clone()));
+            }
+        }
+        if let Err(e) = self.journal_plan(r, &plan).await {
+            warn!(root = %sink.name(), error = %e, "journaling the catch-up failed; a full sync instead");
+            self.journal_error
+                .send_replace(Some(format!("journal write failed: {e}")));
+            held.resync[r] = Some(WRITE_FAILED.to_string());
+            return;
+        }
+        let (found, walked) = (plan.found.len(), plan.walked);
+        if !plan.rebuild {
+            // After the journal and before the push, like every index write (see `commit`).
+            let (journal, name) = (self.journal.clone(), sink.name().to_string());
+            let found = std::mem::take(&mut plan.found);
+            // A failure is recorded by the journal: the next catch-up is a full sync.
+            let done = blocking(move || Ok((catchup::index_found(&journal, &name, &found), found)));
+            if let Ok((_, found)) = done.await {
+                plan.found = found;
+            }
+        }
+        self.tell_plan(r, &plan);
+        let ms = began.elapsed().as_millis() as u64;
+        if !plan.rebuild {
+            info!(root = %sink.name(), walked, found, ms, "caught up");
+            return;
+        }
+        // Every target is owed a full sync: the index is built while they run.
+        let (journal, root) = (self.journal.clone(), sink.config.clone());
+        match blocking(move || catchup::rebuild(&journal, &root)).await {
+            Ok(n) => {
+                info!(root = %sink.name(), entries = n, ms = began.elapsed().as_millis() as u64, "index built")
+            }
+            Err(e) => {
+                warn!(root = %sink.name(), error = %e, "index not built; the next catch-up is a full sync")
+            }
+        }
+    }
+
+    /// Journal what a catch-up decided (full syncs owed, paths found) and flush.
+    async fn journal_plan(&self, r: usize, plan: &catchup::Plan) -> Result<(), JournalError> {
+        let sink = &self.roots[r];
+        if let Some(Some(catchup::FullSyncWhy::Untrusted(u))) = plan.full.first() {
+            if u.is_damage() {
+                warn!(root = %sink.name(), why = %u, "the index cannot be trusted; every target gets a full sync and the index is rebuilt");
+            }
+        }
+        let mut catching = Vec::new();
+        for (id, why) in sink.target_ids.iter().zip(&plan.full) {
+            match why {
+                Some(_) => self.journal.request_resync(id, b"")?,
+                None => catching.push(id.clone()),
+            }
+        }
+        let paths: Vec<Vec<u8>> = plan.found.iter().map(|f| f.path.clone()).collect();
+        if !paths.is_empty() && !catching.is_empty() {
+            self.journal.record(&catching, &paths)?;
+        }
+        self.journal.flush().await
+    }
+
+    /// Wake the root's targets and tell `syncctl log` what the catch-up decided and found.
+    fn tell_plan(&self, r: usize, plan: &catchup::Plan) {
+        let sink = &self.roots[r];
+        for w in &sink.wakes {
+            w.notify_one();
+        }
+        for (id, why) in sink.target_ids.iter().zip(&plan.full) {
+            match why {
+                Some(why) => self.events.full_sync_owed(id, b"", &why.to_string()),
+                None => self.events.publish(
+                    id,
+                    LogKind::CaughtUp,
+                    plan.found.iter().map(|f| f.path.as_slice()),
+                    None,
+                ),
+            }
+        }
+        self.tick.send_modify(|n| *n += 1);
     }
 
     /// Take `first` and whatever else is queued: one journal write for all of it.
@@ -264,18 +436,20 @@ impl Coalescer {
         }
     }
 
-    async fn commit(&self, ready: &mut [Vec<Vec<u8>>], resync: &mut [bool]) {
+    async fn commit(&self, ready: &mut [Vec<Vec<u8>>], resync: &mut [Option<String>]) {
         // What this commit wrote, per root: given back if the flush fails, because a failed
         // flush closes the journal and the unflushed writes are gone with it.
         let mut written: Vec<(usize, Vec<Vec<u8>>)> = Vec::new();
+        // Full syncs requested, and why: told once they are flushed.
+        let mut owed: Vec<(usize, String)> = Vec::new();
         let mut error = None;
         for (r, paths) in ready.iter_mut().enumerate() {
-            if paths.is_empty() && !resync[r] {
+            if paths.is_empty() && resync[r].is_none() {
                 continue;
             }
             let sink = &self.roots[r];
             let mut res = Ok(());
-            if resync[r] {
+            if resync[r].is_some() {
                 for t in &sink.target_ids {
                     res = res.and_then(|_| self.journal.request_resync(t, b""));
                 }
@@ -288,14 +462,14 @@ impl Coalescer {
             match res {
                 Ok(()) => {
                     written.push((r, std::mem::take(paths)));
-                    resync[r] = false;
+                    owed.extend(resync[r].take().map(|why| (r, why)));
                 }
                 Err(e) => {
                     // Keep the paths in memory and retry; the root is owed a full resync in
                     // case the process dies before that.
                     warn!(error = %e, "journal write failed; keeping changes in memory");
                     error = Some(format!("journal write failed: {e}"));
-                    resync[r] = true;
+                    resync[r].get_or_insert_with(|| WRITE_FAILED.to_string());
                 }
             }
         }
@@ -308,19 +482,30 @@ impl Coalescer {
                 error = Some(format!("journal flush failed: {e}"));
                 for (r, paths) in written.drain(..) {
                     ready[r].extend(paths);
-                    resync[r] = true;
+                    resync[r].get_or_insert_with(|| WRITE_FAILED.to_string());
+                }
+                for (r, why) in owed.drain(..) {
+                    resync[r] = Some(why);
                 }
             }
         }
         self.journal_error.send_replace(error);
+        for (r, why) in &owed {
+            for t in &self.roots[*r].target_ids {
+                self.events.full_sync_owed(t, b"", why);
+            }
+        }
         // Only the targets of roots that got new work; `written` is empty if the flush failed.
-        for (r, _) in &written {
-            for w in &self.roots[*r].wakes {
+        let woken: Vec<usize> = written.iter().map(|(r, _)| *r).collect();
+        // Strictly after the flush: the index never records a change the journal could lose.
+        // And before the push: a path that reaches a target is in the index before its entry
+        // can leave the journal (else a delete made while syncd is down goes unseen).
+        self.index(written).await;
+        for r in woken {
+            for w in &self.roots[r].wakes {
                 w.notify_one();
             }
         }
-        // Strictly after the flush: the index never records a change the journal could lose.
-        self.index(written).await;
         self.tick.send_modify(|n| *n += 1);
     }
 
@@ -333,8 +518,8 @@ impl Coalescer {
             .filter(|(_, paths)| !paths.is_empty())
             .map(|(r, paths)| {
                 (
-                    self.roots[r].name.clone(),
-                    self.roots[r].source.clone(),
+                    self.roots[r].config.name.clone(),
+                    self.roots[r].config.source.clone(),
                     paths,
                 )
             })
@@ -354,6 +539,17 @@ impl Coalescer {
     }
 }
 
+/// Run `f` on the blocking pool; a task that panicked is a journal error.
+async fn blocking<R: Send + 'static>(
+    f: impl FnOnce() -> Result<R, JournalError> + Send + 'static,
+) -> Result<R, JournalError> {
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+        Err(JournalError::Io(sled::Error::ReportableBug(format!(
+            "catch-up task failed: {e}"
+        ))))
+    })
+}
+
 fn index_paths(journal: &Journal, root: &str, source: &Path, paths: &[Vec<u8>]) {
     // The root itself is not an entry of its walk.
     let changes: Vec<(Vec<u8>, Option<Stat>)> = paths
@@ -370,16 +566,25 @@ fn index_paths(journal: &Journal, root: &str, source: &Path, paths: &[Vec<u8>]) 
 mod tests {
     use super::*;
 
-    fn sink() -> RootSink {
-        RootSink {
+    fn root_at(source: &Path) -> Arc<RootConfig> {
+        Arc::new(RootConfig {
             name: "r".into(),
-            source: "/nonexistent".into(),
-            target_ids: vec!["r/t".into()],
-            wakes: vec![Arc::new(Notify::new())],
-            kicks: vec![Arc::default()],
+            source: source.to_path_buf(),
+            excludes: Default::default(),
             delay: Duration::from_millis(100),
             modify_delay: Duration::from_millis(1000),
             full_resync_interval: Duration::from_secs(300),
+            targets: Vec::new(),
+        })
+    }
+
+    fn sink() -> RootSink {
+        RootSink {
+            config: root_at(Path::new("/nonexistent")),
+            start: RootStart::Nothing,
+            target_ids: vec!["r/t".into()],
+            wakes: vec![Arc::new(Notify::new())],
+            kicks: vec![Arc::default()],
             state: Arc::new(watch::Sender::new(RootState::Watching)),
         }
     }
@@ -506,18 +711,21 @@ mod tests {
         let mut held = Held::new(1);
         let reason = "watch limit".to_string();
         held.take(Change::Degraded { root: 0, reason }, &roots, now);
-        assert!(held.resync[0]);
+        assert_eq!(held.catch_up[0], Some(Ask::Full("watch limit".into())));
         assert!(matches!(
             *roots[0].state.borrow(),
             RootState::ScheduledResync { .. }
         ));
-        held.resync[0] = false;
+        held.catch_up[0] = None;
         let next = now + Duration::from_secs(300);
         assert_eq!(held.next_wake(now), next);
         held.expire(next - Duration::from_millis(1), &roots);
-        assert!(!held.resync[0]);
+        assert!(held.catch_up[0].is_none());
         held.expire(next, &roots);
-        assert!(held.resync[0]);
+        assert!(matches!(&held.catch_up[0], Some(Ask::Full(why)) if why.contains("every 300 s")));
+        // A catch-up asked meanwhile does not take the full sync's place.
+        held.ask(0, Ask::Diff);
+        assert!(matches!(held.catch_up[0], Some(Ask::Full(_))));
     }
 
     #[tokio::test]
@@ -530,12 +738,13 @@ mod tests {
         let c = Coalescer {
             journal: journal.clone(),
             roots: vec![RootSink {
-                source: src.clone(),
+                config: root_at(&src),
                 ..sink()
             }],
             waiting: Arc::new(watch::Sender::new(0)),
             tick: Arc::new(watch::Sender::new(0)),
             journal_error: Arc::new(watch::Sender::new(None)),
+            events: Events::default(),
         };
         let indexed = || -> Vec<(String, u64)> {
             journal
@@ -548,7 +757,7 @@ mod tests {
                 .collect()
         };
         let paths = |v: &[&str]| vec![v.iter().map(|p| p.as_bytes().to_vec()).collect()];
-        c.commit(&mut paths(&["", "dir", "dir/f"]), &mut [false])
+        c.commit(&mut paths(&["", "dir", "dir/f"]), &mut [None])
             .await;
         assert!(journal.has_pending("r/t").unwrap());
         let dir_size = std::fs::symlink_metadata(src.join("dir")).unwrap().len();
@@ -557,7 +766,7 @@ mod tests {
             [("dir".to_string(), dir_size), ("dir/f".to_string(), 5)]
         );
         std::fs::remove_dir_all(src.join("dir")).unwrap();
-        c.commit(&mut paths(&["dir"]), &mut [false]).await;
+        c.commit(&mut paths(&["dir"]), &mut [None]).await;
         assert_eq!(indexed(), []);
     }
 }

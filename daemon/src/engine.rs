@@ -12,7 +12,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::coalesce::{Coalescer, RootSink};
+use crate::catchup::FullSyncWhy;
+use crate::coalesce::{Coalescer, RootSink, RootStart};
 use crate::config::{Config, RootConfig, TargetConfig};
 use crate::dispatch::{TargetHandle, Worker, WorkerView};
 use crate::fs::{dir_is_empty, RootIdentity};
@@ -131,6 +132,19 @@ pub enum EngineError {
     Journal(#[from] crate::journal::JournalError),
 }
 
+/// What a generation does first about the changes nobody watched (syncd down, or between two
+/// generations).
+#[derive(Clone, Copy)]
+pub enum Start<'a> {
+    /// Each root catches up from its index (`catchup`): a full sync only where the index or
+    /// the journal cannot vouch. Not `clean`: the process before was killed or crashed, and no
+    /// index vouches for its roots.
+    CatchUp { clean: bool },
+    /// No catch-up: a full sync owed to the targets (by id) this says, and to the targets of a
+    /// root whose source was replaced.
+    Resync(&'a dyn Fn(&str) -> bool),
+}
+
 /// What starting the targets of a generation shares.
 struct Wiring<'a> {
     cfg: &'a Config,
@@ -152,7 +166,19 @@ struct RootsAtStart {
     adopted: Vec<bool>,
 }
 
+/// Also forgets the finished full syncs of targets no longer configured (see
+/// [`Journal::forget_synced_except`]).
 fn roots_at_start(cfg: &Config, journal: &Journal) -> Result<RootsAtStart, EngineError> {
+    let ids: Vec<String> = cfg
+        .roots
+        .iter()
+        .flat_map(|r| {
+            r.targets
+                .iter()
+                .map(move |t| format!("{}/{}", r.name, t.name))
+        })
+        .collect();
+    journal.forget_synced_except(&ids)?;
     let mut at = RootsAtStart {
         identities: Vec::new(),
         lost: Vec::new(),
@@ -242,25 +268,37 @@ impl Wiring<'_> {
         &mut self,
         ri: usize,
         at: &RootsAtStart,
-        resync: &dyn Fn(&str) -> bool,
+        start: Start,
         targets: &mut Vec<TargetHandle>,
     ) -> Result<(RootView, RootSink), EngineError> {
         let r = &self.cfg.roots[ri];
         let root = Arc::new(r.clone());
         let state = Arc::new(watch::Sender::new(RootState::Watching));
+        let adopted = at.adopted[ri];
         let mut sink = RootSink {
-            name: r.name.clone(),
-            source: r.source.clone(),
+            config: root.clone(),
+            start: match start {
+                // Away: it catches up when it is back.
+                Start::CatchUp { .. } if at.lost[ri].is_some() => RootStart::Nothing,
+                Start::CatchUp { clean } => RootStart::CatchUp {
+                    whole: match (adopted, clean) {
+                        (true, _) => Some(FullSyncWhy::RootReplaced),
+                        (false, false) => Some(FullSyncWhy::UncleanStop),
+                        (false, true) => None,
+                    },
+                },
+                Start::Resync(_) => RootStart::Nothing,
+            },
             target_ids: Vec::new(),
             wakes: Vec::new(),
             kicks: Vec::new(),
-            delay: r.delay,
-            modify_delay: r.modify_delay,
-            full_resync_interval: r.full_resync_interval,
             state: state.clone(),
         };
         for t in &r.targets {
-            let owed = resync(&format!("{}/{}", r.name, t.name)) || at.adopted[ri];
+            let owed = match start {
+                Start::CatchUp { .. } => false,
+                Start::Resync(f) => f(&format!("{}/{}", r.name, t.name)) || adopted,
+            };
             let handle = self.target(ri, &root, t, at.identities[ri], owed)?;
             sink.target_ids.push(handle.id.clone());
             sink.wakes.push(handle.wake.clone());
@@ -277,13 +315,12 @@ impl Wiring<'_> {
 }
 
 impl Engine {
-    /// Watch every root, then start the coalescer and one worker per target. Targets for which
-    /// `resync` says so are owed a full rsync (every target at startup, new targets after a
-    /// reload).
+    /// Watch every root, then start the coalescer and one worker per target; `start` says what
+    /// is done first about the changes nobody watched.
     pub async fn start(
         cfg: &Config,
         journal: &Journal,
-        resync: &dyn Fn(&str) -> bool,
+        start: Start<'_>,
         tick: Arc<watch::Sender<u64>>,
         metrics: &Arc<Metrics>,
         events: &Events,
@@ -313,12 +350,14 @@ impl Engine {
         };
         let (mut targets, mut sinks, mut roots) = (Vec::new(), Vec::new(), Vec::new());
         for ri in 0..cfg.roots.len() {
-            let (view, sink) = w.root(ri, &at, resync, &mut targets)?;
+            let (view, sink) = w.root(ri, &at, start, &mut targets)?;
             roots.push(view);
             sinks.push(sink);
         }
         journal.flush().await?;
-        let waiting = Arc::new(watch::Sender::new(0usize));
+        // Not idle before the catch-ups are journaled.
+        let catching_up = sinks.iter().filter(|s| s.start != RootStart::Nothing);
+        let waiting = Arc::new(watch::Sender::new(catching_up.count()));
         let journal_error = Arc::new(watch::Sender::new(None));
         let coalescer = Coalescer {
             journal: journal.clone(),
@@ -326,6 +365,7 @@ impl Engine {
             waiting: waiting.clone(),
             tick: tick.clone(),
             journal_error: journal_error.clone(),
+            events: events.clone(),
         };
         let (cmd_tx, cmd_rx) = mpsc::channel(16);
         let stop_watch = CancellationToken::new();

@@ -113,6 +113,12 @@ pub enum LogKind {
     FullSync,
     /// The stream skipped this many events (the client read too slowly).
     Skipped,
+    /// A full sync of a directory is owed instead of a catch-up (or was asked for); `error`
+    /// says why.
+    FullSyncOwed,
+    /// A catch-up (at start, or after lost events) journaled what changed unseen: `paths` of
+    /// them, found by a local walk diffed against the index.
+    CaughtUp,
 }
 
 impl LogKind {
@@ -122,6 +128,8 @@ impl LogKind {
             LogKind::Failed => "failed",
             LogKind::FullSync => "full-sync",
             LogKind::Skipped => "skipped",
+            LogKind::FullSyncOwed => "full-sync-owed",
+            LogKind::CaughtUp => "caught-up",
         }
     }
 }

@@ -261,6 +261,18 @@ impl Syncd {
         }
     }
 
+    /// The full syncs owed or run at or after `since_ms` (events `full-sync-owed` and
+    /// `full-sync` of the log ring).
+    pub fn full_syncs_since(&self, since_ms: u64) -> Vec<Value> {
+        self.events()
+            .into_iter()
+            .filter(|e| {
+                (e["kind"] == "full-sync" || e["kind"] == "full-sync-owed")
+                    && e["time_ms"].as_u64().is_some_and(|t| t >= since_ms)
+            })
+            .collect()
+    }
+
     /// Wait for an event of `kind` ("delivered", "failed", "full-sync") that happened at or
     /// after `since_ms` (see [`now_ms`]); returns it.
     pub fn wait_event_of(&self, kind: &str, since_ms: u64) -> Value {

@@ -596,36 +596,44 @@ fn sigterm_right_after_writes_journals_every_event_seen() {
 }
 
 #[test]
-fn journal_replay_runs_before_the_startup_full_sync() {
+fn after_kill_9_the_restart_finds_what_was_only_in_memory_and_trusts_no_index() {
     let env = Env::new();
-    let cfg = env.local_config("");
+    // A long coalescing window: the creates below wait in memory, never journaled.
+    let cfg = env.local_config("delay_ms = 60000");
     let d = Syncd::start(&cfg, &env.socket);
     d.settle();
     assert!(d.ctl(&["pause"]).status.success());
+    // Journaled (a finished change), then held back by the pause.
     for i in 0..30 {
-        write(&env.src.join(format!("r/{i}.txt")), b"replay");
+        std::fs::create_dir_all(env.src.join(format!("journaled/{i}"))).unwrap();
     }
-    assert_eq!(d.wait_idle(1), 4);
+    // Seen, but only in memory when syncd dies.
+    let mut open = Vec::new();
+    for i in 0..30 {
+        open.push(std::fs::File::create(env.src.join(format!("in-memory-{i}.txt"))).unwrap());
+    }
+    assert_eq!(d.wait_idle(1), 4, "the creates wait in memory");
     d.kill9();
+    drop(open);
+    let restarted = now_ms();
     let d = Syncd::start(&cfg, &env.socket);
     d.settle();
     assert_same_tree(&env.src, &env.dst);
-    // The exact paths cross first; the full sync then finds them in place: in the event
-    // log (which keeps the order they happened in), the batch comes before the full sync.
-    let events = Stream::events(&d.socket);
-    let kind = |k: &'static str| move |e: &serde_json::Value| e["kind"] == k;
-    let timeout = std::time::Duration::from_secs(10);
-    let (batch, _) = events
-        .next(0, timeout, kind("delivered"))
-        .expect("a replay batch");
-    let (full, _) = events
-        .next(0, timeout, kind("full-sync"))
-        .expect("a startup full sync");
-    assert!(
-        batch < full,
-        "replay batch at event {batch}, full sync at event {full}:\n{}",
-        events.text()
+    // Killed, syncd cannot tell what a full sync pushed in its last moments: the index does
+    // not vouch, and the log says why.
+    let owed = owed_since(&d, restarted);
+    assert_eq!(owed.len(), 1, "{owed:?}");
+    assert!(owed[0].1.contains("did not stop in order"), "{owed:?}");
+    // Stopped in order, the next restart is a catch-up again.
+    assert_eq!(d.stop(), Some(0));
+    let restarted = now_ms();
+    let d = Syncd::start(&cfg, &env.socket);
+    d.settle();
+    assert_eq!(
+        d.full_syncs_since(restarted),
+        Vec::<serde_json::Value>::new()
     );
+    d.wait_event_of("caught-up", restarted);
 }
 
 #[test]
@@ -943,5 +951,121 @@ fn syncctl_log_lists_recent_batches_and_follows_new_ones() {
     // The daemon is unharmed by a follower that went away.
     write(&env.src.join("after.txt"), b"3");
     d.settle();
+    assert_same_tree(&env.src, &env.dst);
+}
+
+/// The `full-sync-owed` events since `since`, as (target, why).
+fn owed_since(d: &Syncd, since: u64) -> Vec<(String, String)> {
+    d.full_syncs_since(since)
+        .iter()
+        .filter(|e| e["kind"] == "full-sync-owed")
+        .map(|e| {
+            (
+                e["target"].as_str().unwrap_or("").to_string(),
+                e["error"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_full_sync_at_restart_only_where_the_index_cannot_vouch_and_the_log_says_why() {
+    let env = Env::new();
+    write(&env.src.join("keep.txt"), b"k");
+    write(&env.src.join("skipped.tmp"), b"t");
+    let dst2 = env.dir.path().join("dst2");
+    let one = local_target("local", &env.dst, "");
+    let cfg = env.config("exclude = [\"*.tmp\"]", &one);
+    let d = Syncd::start(&cfg, &env.socket);
+    d.settle();
+    assert!(!env.dst.join("skipped.tmp").exists());
+    assert_eq!(d.stop(), Some(0));
+
+    // A target added while down: a full sync to it alone.
+    let two = format!("{one}{}", local_target("second", &dst2, ""));
+    let cfg = env.config("exclude = [\"*.tmp\"]", &two);
+    let t = now_ms();
+    let d = Syncd::start(&cfg, &env.socket);
+    d.settle();
+    let owed = owed_since(&d, t);
+    assert_eq!(owed.len(), 1, "{owed:?}");
+    assert_eq!(owed[0].0, "data/second");
+    assert!(owed[0].1.contains("never finished a full sync"), "{owed:?}");
+    assert_eq!(
+        d.full_syncs_since(t).len(),
+        2,
+        "owed and run, for the new target only"
+    );
+    assert!(dst2.join("keep.txt").exists());
+    assert_eq!(d.stop(), Some(0));
+
+    // The exclude list changed while down: what it now includes was never pushed.
+    let cfg = env.config("", &two);
+    let t = now_ms();
+    let d = Syncd::start(&cfg, &env.socket);
+    d.settle();
+    let owed = owed_since(&d, t);
+    assert_eq!(owed.len(), 2, "{owed:?}");
+    assert!(
+        owed.iter().all(|o| o.1.contains("exclude list changed")),
+        "{owed:?}"
+    );
+    assert_same_tree(&env.src, &env.dst);
+    assert_same_tree(&env.src, &dst2);
+    assert_eq!(d.stop(), Some(0));
+
+    // A damaged index file: moved aside, rebuilt by a full sync.
+    let index = env.state.join("journal/index.redb");
+    std::fs::write(&index, vec![0x5a; 4096]).unwrap();
+    let t = now_ms();
+    let d = Syncd::start(&cfg, &env.socket);
+    d.settle();
+    let owed = owed_since(&d, t);
+    assert_eq!(owed.len(), 2, "{owed:?}");
+    assert!(
+        owed.iter().all(|o| o.1.contains("no complete index")),
+        "{owed:?}"
+    );
+    assert!(env.state.join("journal/index.redb.damaged").exists());
+    assert_eq!(d.stop(), Some(0));
+
+    // Nothing changed: a catch-up, no full sync.
+    let t = now_ms();
+    let d = Syncd::start(&cfg, &env.socket);
+    d.settle();
+    assert_eq!(d.full_syncs_since(t), Vec::<serde_json::Value>::new());
+    d.wait_event_of("caught-up", t);
+}
+
+#[test]
+fn a_damaged_journal_is_told_and_answered_by_a_full_sync() {
+    let env = Env::new();
+    for i in 0..200 {
+        write(&env.src.join(format!("f{i}")), b"before");
+    }
+    let cfg = env.local_config("");
+    let d = Syncd::start(&cfg, &env.socket);
+    d.settle();
+    for i in 0..50 {
+        write(&env.src.join(format!("g{i}")), b"after");
+    }
+    d.settle();
+    assert_eq!(d.stop(), Some(0));
+    // 2 KB of noise over sled's log: it drops what follows without a word (the writes the
+    // index saw with it).
+    let db = env.state.join("journal/db");
+    let mut bytes = std::fs::read(&db).unwrap();
+    bytes[100..2148].fill(0x5a);
+    std::fs::write(&db, bytes).unwrap();
+    let t = now_ms();
+    let d = Syncd::start(&cfg, &env.socket);
+    d.settle();
+    let owed = owed_since(&d, t);
+    assert_eq!(owed.len(), 1, "{owed:?}");
+    assert!(owed[0].1.contains("the journal lost writes"), "{owed:?}");
+    assert!(
+        d.log.text().contains("the journal lost writes"),
+        "said in the log too"
+    );
     assert_same_tree(&env.src, &env.dst);
 }

@@ -636,3 +636,83 @@ fn on_failure_is_told_each_parked_path_with_rsyncs_reason() {
         "{log}"
     );
 }
+
+/// Make every kind of change the catch-up must find, in `src` as set up by the test below.
+fn change_everything_kind_by_kind(src: &std::path::Path) {
+    use std::io::Write;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(src.join("append"))
+        .unwrap()
+        .write_all(b"more")
+        .unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(src.join("truncate"))
+        .unwrap()
+        .set_len(3)
+        .unwrap();
+    std::fs::remove_file(src.join("delete")).unwrap();
+    std::fs::set_permissions(src.join("chmod"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    // Same size, and the mtime put back (utimensat): only the ctime tells.
+    let mtime = std::fs::metadata(src.join("rewrite"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    std::fs::write(src.join("rewrite"), b"9876543210").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(src.join("rewrite"))
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    std::fs::remove_file(src.join("became-dir")).unwrap();
+    write(&src.join("became-dir/child"), b"c");
+    std::fs::remove_file(src.join("link")).unwrap();
+    std::os::unix::fs::symlink("append", src.join("link")).unwrap();
+    std::fs::rename(src.join("olddir"), src.join("newdir")).unwrap();
+    write(&src.join("tree/a/b"), b"b");
+}
+
+#[test]
+fn changes_of_every_kind_made_while_down_arrive_at_restart_without_a_full_sync() {
+    use std::os::unix::fs::MetadataExt;
+    let env = Env::new();
+    let module = module_dir(&env);
+    let rd = RsyncDaemon::start(env.dir.path(), &module, "");
+    for p in [
+        "append",
+        "truncate",
+        "delete",
+        "chmod",
+        "rewrite",
+        "became-dir",
+        "same",
+    ] {
+        write(&env.src.join(p), b"0123456789");
+    }
+    write(&env.src.join("olddir/inner/f"), b"f");
+    std::os::unix::fs::symlink("same", env.src.join("link")).unwrap();
+    let cfg = env.config("", &rd.target("d1", ""));
+    let d = Syncd::start(&cfg, &env.socket);
+    d.settle();
+    assert_same_tree(&env.src, &module);
+    assert_eq!(d.stop(), Some(0));
+
+    change_everything_kind_by_kind(&env.src);
+    let restarted = now_ms();
+    let d = Syncd::start(&cfg, &env.socket);
+    d.settle();
+    assert_same_tree(&env.src, &module);
+    let mode = std::fs::metadata(module.join("chmod")).unwrap().mode();
+    assert_eq!(mode & 0o777, 0o600, "the chmod arrived");
+    assert_eq!(
+        d.full_syncs_since(restarted),
+        Vec::<serde_json::Value>::new()
+    );
+    let caught = d.wait_event_of("caught-up", restarted);
+    assert!(
+        caught["paths"].as_u64().unwrap() >= 15,
+        "every change found: {caught}"
+    );
+}

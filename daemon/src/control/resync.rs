@@ -48,6 +48,9 @@ pub(super) fn resync(
         if let Err(e) = shared.journal.request_resync(&t.id, sub) {
             return err(ErrorKind::Internal, e.to_string());
         }
+        shared
+            .events
+            .full_sync_owed(&t.id, sub, "asked for by syncctl resync");
         t.kick.store(true, Ordering::Relaxed);
         t.wake.notify_one();
         n += 1;

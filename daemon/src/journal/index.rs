@@ -122,6 +122,8 @@ pub enum IndexError {
     Db(#[from] redb::Error),
     #[error("index entry is corrupt: {0}")]
     Corrupt(#[from] bincode::Error),
+    #[error("{0}")]
+    Failed(String),
 }
 
 fn db_err(e: impl Into<redb::Error>) -> IndexError {
@@ -456,7 +458,25 @@ impl Journal {
         changes: &[(Vec<u8>, Option<Stat>)],
     ) -> Result<(), JournalError> {
         let seq = self.seq()?;
-        Ok(self.index.update(root, changes, seq)?)
+        self.index
+            .update(root, changes, seq)
+            .map_err(|e| self.index_write_failed(Some(root), &e))
+    }
+
+    /// An index write of `root` (None: of every root) failed: the index may now lack paths
+    /// that reach the targets, so it vouches for nothing until it is built again (see
+    /// [`Journal::index_failed`]).
+    pub(crate) fn index_write_failed(&self, root: Option<&str>, e: &IndexError) -> JournalError {
+        tracing::warn!(error = %e, "index write failed; the next catch-up is a full sync");
+        if let Err(e) = self.write(|t| t.set_index_failed(root, true)) {
+            tracing::warn!(error = %e, "cannot record the failed index write in the journal");
+        }
+        JournalError::Index(IndexError::Failed(e.to_string()))
+    }
+
+    /// Whether an index write of `root` failed since its index was last built.
+    pub fn index_failed(&self, root: &str) -> Result<bool, JournalError> {
+        self.with(|t| t.index_failed(root))
     }
 
     /// The root's count, hash and last write; None if the root has no index yet.
@@ -487,7 +507,8 @@ impl Journal {
     /// The root's index now holds a walk of all of it, made with the exclude list of hash
     /// `excludes`: from here on it vouches for the root.
     pub fn index_mark_built(&self, root: &str, excludes: u64) -> Result<(), JournalError> {
-        Ok(self.index.mark_built(root, excludes)?)
+        self.index.mark_built(root, excludes)?;
+        self.write(|t| t.set_index_failed(Some(root), false))
     }
 
     /// Forget the root's index.

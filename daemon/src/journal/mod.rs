@@ -9,7 +9,9 @@
 //! - tree `meta`: `resync 0x00 target_id 0x00 subpath` → generation: a full rsync of the root
 //!   (or of `subpath`) is owed to the target; `root 0x00 root_name` → (device, inode) of the
 //!   directory last replicated for that root; `synced 0x00 target_id` → Unix ms (u64 BE) of
-//!   the last finished full sync of the target's whole root; `schema` → version.
+//!   the last finished full sync of the target's whole root; `clean_stop` → present while no
+//!   process runs after an orderly stop; `index_failed 0x00 root` → an index write failed;
+//!   `schema` → version.
 //!   `seq` → how many times changes were recorded (the index checks it is not ahead).
 //! - beside it, `index.redb`: the source's last `lstat` of every path, in walk order (see
 //!   `index`).
@@ -36,6 +38,15 @@ pub use index::{IndexEntry, IndexError, IndexScan, IndexSum, IndexTally};
 const SCHEMA_VERSION: u32 = 1;
 /// In `meta`: how many times changes were recorded.
 const SEQ: &str = "seq";
+/// In `meta`: the last process stopped in order (everything it saw journaled and indexed).
+const CLEAN_STOP: &str = "clean_stop";
+/// In `meta`, `index_failed 0x00 root`: an index write of that root failed since its index was
+/// last built (it may lack paths).
+fn index_failed_key(root: &str) -> Vec<u8> {
+    let mut k = b"index_failed\0".to_vec();
+    k.extend_from_slice(root.as_bytes());
+    k
+}
 /// The index file, in the journal's directory.
 const INDEX_FILE: &str = "index.redb";
 
@@ -256,6 +267,35 @@ impl Trees {
         Ok(())
     }
 
+    /// Mark the index of `root` failed (or no longer); `None`: of every root the journal knows.
+    fn set_index_failed(&self, root: Option<&str>, failed: bool) -> Result<(), JournalError> {
+        let roots = match root {
+            Some(r) => vec![r.as_bytes().to_vec()],
+            None => self
+                .meta
+                .scan_prefix(b"root\0")
+                .keys()
+                .map(|k| k.map(|k| k[5..].to_vec()))
+                .collect::<Result<_, _>>()?,
+        };
+        for r in roots {
+            let k = index_failed_key(&String::from_utf8_lossy(&r));
+            match failed {
+                true => self.meta.insert(k, &[1u8])?,
+                false => self.meta.remove(k)?,
+            };
+        }
+        Ok(())
+    }
+
+    fn take_clean_stop(&self) -> Result<bool, JournalError> {
+        Ok(self.meta.remove(CLEAN_STOP)?.is_some())
+    }
+
+    fn index_failed(&self, root: &str) -> Result<bool, JournalError> {
+        Ok(self.meta.get(index_failed_key(root))?.is_some())
+    }
+
     fn seq(&self) -> Result<u64, JournalError> {
         Ok(match self.meta.get(SEQ)? {
             Some(v) => u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8])),
@@ -458,6 +498,17 @@ impl Trees {
         Ok(())
     }
 
+    fn forget_synced_except(&self, targets: &[String]) -> Result<(), JournalError> {
+        let pfx = b"synced\0";
+        for kv in self.meta.scan_prefix(pfx) {
+            let (k, _) = kv?;
+            if !targets.iter().any(|t| t.as_bytes() == &k[pfx.len()..]) {
+                self.meta.remove(k)?;
+            }
+        }
+        Ok(())
+    }
+
     fn full_synced_at(&self, target: &str) -> Result<Option<u64>, JournalError> {
         Ok(self
             .meta
@@ -557,25 +608,32 @@ impl Journal {
             if let Err(e) = self.flush().await {
                 tracing::warn!(error = %e, "journal flush failed");
             }
-            let index = self.index.clone();
-            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || index.persist()).await {
-                tracing::warn!(error = %e, "index commit failed; the next catch-up pushes its latest paths again");
-            }
         }
     }
 
-    /// Make everything written so far survive a crash of the process.
     /// Bytes the journal takes on disk.
     pub fn size_on_disk(&self) -> Result<u64, JournalError> {
         self.with(|t| Ok(t.db.size_on_disk()?))
     }
 
+    /// Make everything written so far survive a crash of the process: the index first, then
+    /// the journal. In that order a confirmation (a pushed path leaving the journal) is never
+    /// durable before the index entry of that path (see `index`'s invariant).
     pub async fn flush(&self) -> Result<(), JournalError> {
         let t = self.trees()?;
         // On tokio's blocking pool: sled's own flush_async hands every flush to its thread pool,
         // which costs several thread wake-ups per flush under a burst.
         let db = t.db.clone();
-        let res = match tokio::task::spawn_blocking(move || db.flush()).await {
+        let index = self.index.clone();
+        let this = self.clone();
+        let res = match tokio::task::spawn_blocking(move || {
+            if let Err(e) = index.persist() {
+                this.index_write_failed(None, &e);
+            }
+            db.flush()
+        })
+        .await
+        {
             Ok(r) => r.map(|_| ()).map_err(JournalError::from),
             Err(e) => Err(JournalError::Io(sled::Error::ReportableBug(format!(
                 "journal flush task failed: {e}"
@@ -683,6 +741,24 @@ impl Journal {
         self.write(|t| t.resync_done(target, sub, token))
     }
 
+    /// At start: whether the last process using the journal stopped in order; forgotten at
+    /// once (made durable by the caller's flush), so a crash of this one is told next time.
+    pub fn take_clean_stop(&self) -> Result<bool, JournalError> {
+        self.write(|t| t.take_clean_stop())
+    }
+
+    /// At an orderly stop, after everything is journaled and indexed (flush afterwards).
+    pub fn mark_clean_stop(&self) -> Result<(), JournalError> {
+        self.write(|t| Ok(t.meta.insert(CLEAN_STOP, &[1u8]).map(|_| ())?))
+    }
+
+    /// Forget the finished full syncs of every target not in `targets` (the configured ones): a
+    /// target removed from the configuration misses changes, and is owed a full sync if it
+    /// comes back.
+    pub fn forget_synced_except(&self, targets: &[String]) -> Result<(), JournalError> {
+        self.write(|t| t.forget_synced_except(targets))
+    }
+
     /// When `target` last finished a full sync of its whole root (Unix ms); None if it never
     /// did (a target new to the journal, or its first full sync never finished).
     pub fn full_synced_at(&self, target: &str) -> Result<Option<u64>, JournalError> {
@@ -769,6 +845,11 @@ mod tests {
         assert!(j.resyncs("r/a").unwrap().is_empty());
         assert!(j.full_synced_at("r/a").unwrap().is_some());
         assert_eq!(j.full_synced_at("r/b").unwrap(), None);
+        // Configured without it, then again: it missed changes in between.
+        j.forget_synced_except(&["r/a".into()]).unwrap();
+        assert!(j.full_synced_at("r/a").unwrap().is_some());
+        j.forget_synced_except(&["r/b".into()]).unwrap();
+        assert_eq!(j.full_synced_at("r/a").unwrap(), None);
     }
 
     #[test]

@@ -65,6 +65,18 @@ impl Events {
         let _ = self.tx.send(ev);
     }
 
+    /// A full sync of `sub` (empty: the whole root) is owed to target `id` for `why`: logged,
+    /// and told to `syncctl log`.
+    pub fn full_sync_owed(&self, id: &str, sub: &[u8], why: &str) {
+        let dir = if sub.is_empty() {
+            ".".into()
+        } else {
+            String::from_utf8_lossy(sub)
+        };
+        tracing::info!(target = %id, dir = %dir, why, "full sync owed");
+        self.publish(id, LogKind::FullSyncOwed, [sub], Some(why));
+    }
+
     /// The recent events, and a receiver for what comes after them.
     pub fn follow(&self) -> (Vec<LogEvent>, broadcast::Receiver<LogEvent>) {
         let r = self.recent.lock().unwrap_or_else(|e| e.into_inner());

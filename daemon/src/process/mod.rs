@@ -20,7 +20,7 @@ use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::control::{self, http, Shared};
-use crate::engine::{Engine, EngineView};
+use crate::engine::{Engine, EngineView, Start};
 use crate::journal::Journal;
 use crate::observe::{log::Events, metrics::Metrics};
 
@@ -35,6 +35,9 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let journal =
         Journal::open(&config.state_dir.join("journal")).context("opening the journal")?;
+    // Taken before anything runs, and durably: a crash of this process is told next time.
+    let clean = journal.take_clean_stop().context("reading the journal")?;
+    journal.flush().await.context("writing the journal")?;
     let listener = control::bind(&config.socket, config.socket_group.as_deref())?;
     let socket_path = config.socket.clone();
     let flusher_stop = CancellationToken::new();
@@ -47,13 +50,23 @@ pub async fn run(
         config,
         journal.clone(),
         listener,
-        shutdown,
-        ready,
-        reopen_log,
+        Run {
+            shutdown,
+            ready,
+            reopen_log,
+            clean,
+        },
     )
     .await;
     flusher_stop.cancel();
     let _ = flusher.await;
+    let stopped = match &result {
+        Ok(()) => journal.mark_clean_stop(),
+        Err(_) => Ok(()),
+    };
+    if let Err(e) = stopped {
+        error!(error = %e, "cannot record the orderly stop in the journal");
+    }
     if let Err(e) = journal.flush().await {
         error!(error = %e, "final journal flush failed");
     }
@@ -76,14 +89,22 @@ struct Supervisor {
     events: Events,
 }
 
+/// What [`run`] hands to the serving loop.
+struct Run {
+    shutdown: CancellationToken,
+    ready: Box<dyn FnOnce() + Send>,
+    reopen_log: Option<PathBuf>,
+    /// The last process stopped in order (else the first generation trusts no index).
+    clean: bool,
+}
+
 async fn serve(
     config: Config,
     journal: Journal,
     listener: tokio::net::UnixListener,
-    shutdown: CancellationToken,
-    ready: Box<dyn FnOnce() + Send>,
-    reopen_log: Option<PathBuf>,
+    run: Run,
 ) -> anyhow::Result<()> {
+    let (shutdown, clean) = (run.shutdown, run.clean);
     // Installed first: from here on SIGHUP never takes the default action (exit).
     let mut hup = signals::hangup().context("installing the SIGHUP handler")?;
     let (published, engine_rx) = wch::channel(None);
@@ -101,11 +122,13 @@ async fn serve(
     let metrics = Metrics::new();
     let http_listener = bind_http(&config).await?;
     let tick = Arc::new(wch::Sender::new(0u64));
-    let startup_resync = config.startup_resync;
     let engine = Engine::start(
         &config,
         &journal,
-        &|_| startup_resync,
+        match start(&config, &|_| false) {
+            Start::CatchUp { .. } => Start::CatchUp { clean },
+            other => other,
+        },
         tick.clone(),
         &metrics,
         &events,
@@ -122,7 +145,7 @@ async fn serve(
     };
     sup.publish();
     let servers = Servers::start(listener, http_listener, &shared, &sup);
-    ready();
+    (run.ready)();
     info!(socket = %sup.config.socket.display(), "syncd ready");
     if sup.config.roots.is_empty() {
         warn!(config = ?sup.config.source_file, "no [[sync]] configured: nothing is replicated; add a [[sync]] with a [[sync.target]] and reload (systemctl reload syncd)");
@@ -131,7 +154,7 @@ async fn serve(
         let reply: Option<ReloadReply> = tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = hup.recv() => {
-                if let Some(f) = &reopen_log {
+                if let Some(f) = &run.reopen_log {
                     signals::reopen_log(f);
                 }
                 None
@@ -225,7 +248,8 @@ impl Supervisor {
         let old_ids = reload::carried_over(&self.engine.view);
         self.published.send_replace(None);
         self.engine.stop().await;
-        match self.start(&new, &|id| !old_ids.contains(id)).await {
+        let new_targets = |id: &str| !old_ids.contains(id);
+        match self.start(&new, start(&new, &new_targets)).await {
             Ok(e) => {
                 self.engine = e;
                 self.config = new;
@@ -235,7 +259,7 @@ impl Supervisor {
             Err(e) => {
                 warn!(error = %e, "new configuration failed to start; restarting the old one");
                 let config = self.config.clone();
-                self.engine = self.start(&config, &|_| false).await?;
+                self.engine = self.start(&config, start(&config, &|_| false)).await?;
                 Ok(Err(format!(
                     "new configuration failed to start, the old one runs again: {e}"
                 )))
@@ -246,16 +270,27 @@ impl Supervisor {
     async fn start(
         &self,
         config: &Config,
-        resync: &dyn Fn(&str) -> bool,
+        start: Start<'_>,
     ) -> Result<Engine, crate::engine::EngineError> {
         Engine::start(
             config,
             &self.journal,
-            resync,
+            start,
             self.tick.clone(),
             &self.metrics,
             &self.events,
         )
         .await
+    }
+}
+
+/// How a generation begins: a catch-up (what changed while syncd was down or between two
+/// generations; a full sync to a target new to the journal) unless `startup_resync` is off, then
+/// a full sync to the targets `resync` names (after a reload: the new ones).
+fn start<'a>(config: &Config, resync: &'a dyn Fn(&str) -> bool) -> Start<'a> {
+    match config.startup_resync {
+        // The generation before stopped in order: everything it saw is journaled and indexed.
+        true => Start::CatchUp { clean: true },
+        false => Start::Resync(resync),
     }
 }

@@ -24,14 +24,14 @@ pub enum Change {
         path: Vec<u8>,
         urgency: Urgency,
     },
-    /// Events were lost for `root`: owe every target a full resync.
+    /// Events were lost for `root`: it catches up (a full sync where its index cannot vouch).
     Resync { root: usize, reason: String },
     /// `root` cannot be fully watched: keep it in sync by scheduled full resyncs.
     Degraded { root: usize, reason: String },
     /// `root` itself vanished, moved, was replaced or unmounted: stop pushing it.
     Lost { root: usize, reason: String },
-    /// `root` is the directory it was again (moved back, remounted): watched anew, and owed a
-    /// full resync for whatever changed while it was away.
+    /// `root` is the directory it was again (moved back, remounted): watched anew (a
+    /// [`Change::Resync`] follows, for whatever changed while it was away).
     Back { root: usize },
     /// Every event read before this one has been handed over.
     Barrier(oneshot::Sender<()>),

@@ -346,20 +346,20 @@ impl Watcher {
         self.flush().await;
     }
 
-    /// Events were lost: every root is owed a full resync, and directories created meanwhile
-    /// may be unwatched.
+    /// Events were lost: directories created meanwhile may be unwatched, and every root
+    /// catches up. Watched first: the catch-up's walk then misses nothing that changes after it.
     async fn overflowed(&mut self) {
-        warn!("inotify queue overflowed: events were lost; every root gets a full resync");
+        warn!("inotify queue overflowed: events were lost; every root catches up");
         for r in 0..self.roots.len() {
             if self.lost[r] {
                 continue;
             }
+            self.watch_tree(r, Vec::new(), false).await;
             self.send(Change::Resync {
                 root: r,
                 reason: "inotify queue overflow".into(),
             })
             .await;
-            self.watch_tree(r, Vec::new(), false).await;
         }
     }
 
@@ -502,9 +502,15 @@ impl Watcher {
             if same && self.lost[root] {
                 self.lost[root] = false;
                 self.degraded[root] = false;
-                info!(root = %self.roots[root].name, source = %self.roots[root].source.display(), "source root is back; watching it again and resyncing it in full");
+                info!(root = %self.roots[root].name, source = %self.roots[root].source.display(), "source root is back; watching it again and catching up");
                 self.send(Change::Back { root }).await;
                 self.watch_tree(root, Vec::new(), false).await;
+                // Watched first: the catch-up's walk then misses nothing.
+                self.send(Change::Resync {
+                    root,
+                    reason: "the source root is back".into(),
+                })
+                .await;
             } else if !same && !self.lost[root] {
                 let why = if now.is_some() {
                     "the source root was replaced or has a filesystem mounted on it or unmounted"
