@@ -318,10 +318,14 @@ pub fn plan(
     check_targets: bool,
     whole: Option<FullSyncWhy>,
 ) -> Result<Plan, JournalError> {
-    // A lost journal tail also loses the mark of the orderly stop: say the graver.
+    // A lost journal tail also loses the mark of the orderly stop: say the graver. And with
+    // no index yet there was nothing to stop in order.
     let whole = match whole {
         Some(FullSyncWhy::UncleanStop) if journal.index_ahead_of_journal()? => {
             Some(FullSyncWhy::Untrusted(Untrusted::JournalBehind))
+        }
+        Some(FullSyncWhy::UncleanStop) if !matches!(journal.index_sum(&root.name), Ok(Some(s)) if s.built.is_some()) => {
+            Some(FullSyncWhy::Untrusted(Untrusted::NoIndex))
         }
         w => w,
     };

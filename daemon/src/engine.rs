@@ -3,7 +3,7 @@
 //! journal; the control socket outlives generations.
 
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use syncd_proto::{ErrorKind, Response, RootState};
@@ -116,6 +116,8 @@ pub struct Engine {
     push_tasks: JoinSet<()>,
     stop_hooks: CancellationToken,
     hook_tasks: JoinSet<()>,
+    /// Full syncs finished (see [`Engine::stop`]).
+    full_done: Arc<AtomicU64>,
 }
 
 /// Failures that keep a generation from starting.
@@ -156,6 +158,7 @@ struct Wiring<'a> {
     push_tasks: JoinSet<()>,
     stop_hooks: CancellationToken,
     hook_tasks: JoinSet<()>,
+    full_done: Arc<AtomicU64>,
 }
 
 /// Where each root stands at start: the identity it must have, why it is lost if it is, and
@@ -197,7 +200,28 @@ fn roots_at_start(cfg: &Config, journal: &Journal) -> Result<RootsAtStart, Engin
     Ok(at)
 }
 
-impl Wiring<'_> {
+impl<'a> Wiring<'a> {
+    fn new(
+        cfg: &'a Config,
+        journal: &'a Journal,
+        tick: Arc<watch::Sender<u64>>,
+        metrics: &'a Arc<Metrics>,
+        events: &'a Events,
+    ) -> Wiring<'a> {
+        Wiring {
+            cfg,
+            journal,
+            tick,
+            metrics,
+            events,
+            stop_push: CancellationToken::new(),
+            push_tasks: JoinSet::new(),
+            stop_hooks: CancellationToken::new(),
+            hook_tasks: JoinSet::new(),
+            full_done: Arc::default(),
+        }
+    }
+
     /// Start the worker (and hooks) of target `t` of root `ri`; `resync`: owe it a full rsync.
     fn target(
         &mut self,
@@ -227,6 +251,7 @@ impl Wiring<'_> {
                 hooks: self.hooks(r, t),
                 metrics: self.metrics.target(&r.name, &t.name),
                 events: self.events.clone(),
+                full_done: self.full_done.clone(),
             },
             journal: self.journal.clone(),
             identity,
@@ -337,17 +362,7 @@ impl Engine {
         )
         .await
         .map_err(EngineError::Inotify)?;
-        let mut w = Wiring {
-            cfg,
-            journal,
-            tick: tick.clone(),
-            metrics,
-            events,
-            stop_push: CancellationToken::new(),
-            push_tasks: JoinSet::new(),
-            stop_hooks: CancellationToken::new(),
-            hook_tasks: JoinSet::new(),
-        };
+        let mut w = Wiring::new(cfg, journal, tick.clone(), metrics, events);
         let (mut targets, mut sinks, mut roots) = (Vec::new(), Vec::new(), Vec::new());
         for ri in 0..cfg.roots.len() {
             let (view, sink) = w.root(ri, &at, start, &mut targets)?;
@@ -394,21 +409,27 @@ impl Engine {
             push_tasks: w.push_tasks,
             stop_hooks: w.stop_hooks,
             hook_tasks: w.hook_tasks,
+            full_done: w.full_done,
         })
     }
 
     /// Stop watching, journal what is waiting, let running rsyncs finish within the grace period.
-    pub async fn stop(&mut self) {
+    /// Returns whether every path a target got is known to the journal or the index: not when
+    /// a full sync finished after the watching stopped (it may have pushed what no event told).
+    pub async fn stop(&mut self) -> bool {
         // Order matters: every event read is journaled before the workers stop, so nothing seen
         // is only in memory when the process exits.
         self.stop_watch.cancel();
         while self.watch_tasks.join_next().await.is_some() {}
+        let full_done = self.full_done.load(Ordering::Relaxed);
         self.stop_push.cancel();
         while self.push_tasks.join_next().await.is_some() {}
+        let clean = self.full_done.load(Ordering::Relaxed) == full_done;
         // Hooks last: what the pushes delivered in their grace period still reaches them,
         // unless a run is in progress (then it is killed, and what it missed is logged).
         self.stop_hooks.cancel();
         while self.hook_tasks.join_next().await.is_some() {}
+        clean
     }
 }
 

@@ -32,7 +32,7 @@ impl Fake {
              case \"$1\" in --version) exec {real} \"$@\";; esac\n\
              [ -e {f}/hang ] && exec sleep \"$(cat {f}/hang)\"\n\
              [ -e {f}/die ] && kill -9 $$\n\
-             [ -e {f}/slow ] && sleep 2\n\
+             [ -e {f}/slow ] && : > {f}/slow-started && sleep 2\n\
              if [ -e {f}/pause-after ]; then {real} \"$@\"; rc=$?; : > {f}/paused; timeout 60 cat {f}/release > /dev/null; exit $rc; fi\n\
              if [ -e {f}/after ]; then {real} \"$@\"; rc=$?; echo \"$$ $rc\" > {f}/finished; exec sleep 3600; fi\n\
              if [ -e {f}/hold ]; then\n\
@@ -501,4 +501,49 @@ fn a_running_full_sync_reports_what_it_checked_of_the_counted_tree() {
     );
     assert!(!env.dst.join("stale").exists());
     assert!(!env.dst.join("skip.tmp").exists());
+}
+
+#[test]
+fn a_full_sync_that_ends_after_watching_stopped_leaves_the_next_start_trusting_no_index() {
+    let env = Env::new();
+    write(&env.src.join("a.txt"), b"a");
+    let fake = Fake::new(env.dir.path());
+    // The startup full sync takes two seconds; syncd is told to stop during them, and the
+    // grace period (5 s) lets it finish after watching stopped: what it pushed from then on,
+    // no event tells.
+    fake.set("slow", true);
+    let cfg = env.local_config("");
+    let path = fake.path_env();
+    let d = Syncd::start_with_env(&cfg, &env.socket, &[("PATH", &path)]);
+    assert!(
+        wait_for_entry(
+            &fake.flags,
+            |n| n == "slow-started",
+            Duration::from_secs(30)
+        ),
+        "{}",
+        d.log.text()
+    );
+    let pid = nix::unistd::Pid::from_raw(d.child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    fake.set("slow", false);
+    assert!(
+        d.log
+            .wait_for("the next start trusts no index", 0, Duration::from_secs(10))
+            .is_some(),
+        "{}",
+        d.log.text()
+    );
+    assert_eq!(d.stop(), Some(0));
+    let t = now_ms();
+    let d = Syncd::start(&cfg, &env.socket);
+    d.settle();
+    let owed: Vec<String> = d
+        .full_syncs_since(t)
+        .iter()
+        .filter(|e| e["kind"] == "full-sync-owed")
+        .map(|e| e["error"].to_string())
+        .collect();
+    assert_eq!(owed.len(), 1, "{owed:?}");
+    assert!(owed[0].contains("did not stop in order"), "{owed:?}");
 }

@@ -2,6 +2,9 @@
 //! sync and rsync run reaches the metrics, the `syncctl log` ring and the hooks through here,
 //! so the three never disagree about what happened.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
 use syncd_proto::LogKind;
 use tracing::warn;
 
@@ -18,6 +21,8 @@ pub struct Reporter {
     pub hooks: Hooks,
     pub metrics: TargetMetrics,
     pub events: Events,
+    /// Full syncs finished in this generation, all targets together (see `Engine::stop`).
+    pub full_done: Arc<AtomicU64>,
 }
 
 impl Reporter {
@@ -52,6 +57,7 @@ impl Reporter {
     /// `warning` is what it could not transfer, if anything.
     pub fn full_synced(&self, sub: &[u8], changed: u64, warning: Option<&str>) {
         self.metrics.synced();
+        self.full_done.fetch_add(1, Ordering::Relaxed);
         // Which paths a full sync changed is not known exactly (rsync's names are escaped
         // ambiguously): the hook is told the directory it brought up to date, `.` for the root.
         if changed > 0 {

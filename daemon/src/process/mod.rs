@@ -61,7 +61,11 @@ pub async fn run(
     flusher_stop.cancel();
     let _ = flusher.await;
     let stopped = match &result {
-        Ok(()) => journal.mark_clean_stop(),
+        Ok(true) => journal.mark_clean_stop(),
+        Ok(false) => {
+            warn!("a full sync finished after watching stopped: the next start trusts no index");
+            Ok(())
+        }
         Err(_) => Ok(()),
     };
     if let Err(e) = stopped {
@@ -71,7 +75,7 @@ pub async fn run(
         error!(error = %e, "final journal flush failed");
     }
     let _ = std::fs::remove_file(&socket_path);
-    result
+    result.map(|_| ())
 }
 
 /// A request to reload, answered once it is done.
@@ -103,7 +107,7 @@ async fn serve(
     journal: Journal,
     listener: tokio::net::UnixListener,
     run: Run,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<bool> {
     let (shutdown, clean) = (run.shutdown, run.clean);
     // Installed first: from here on SIGHUP never takes the default action (exit).
     let mut hup = signals::hangup().context("installing the SIGHUP handler")?;
@@ -125,10 +129,7 @@ async fn serve(
     let engine = Engine::start(
         &config,
         &journal,
-        match start(&config, &|_| false) {
-            Start::CatchUp { .. } => Start::CatchUp { clean },
-            other => other,
-        },
+        start(&config, &|_| false, clean),
         tick.clone(),
         &metrics,
         &events,
@@ -170,9 +171,9 @@ async fn serve(
     info!("shutting down");
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     sup.published.send_replace(None);
-    sup.engine.stop().await;
+    let clean = sup.engine.stop().await;
     servers.stop().await;
-    Ok(())
+    Ok(clean)
 }
 
 /// Bound before anything starts: a port in use is a clear error at start, not a silent gap.
@@ -247,9 +248,9 @@ impl Supervisor {
         };
         let old_ids = reload::carried_over(&self.engine.view);
         self.published.send_replace(None);
-        self.engine.stop().await;
+        let clean = self.engine.stop().await;
         let new_targets = |id: &str| !old_ids.contains(id);
-        match self.start(&new, start(&new, &new_targets)).await {
+        match self.start(&new, start(&new, &new_targets, clean)).await {
             Ok(e) => {
                 self.engine = e;
                 self.config = new;
@@ -259,7 +260,9 @@ impl Supervisor {
             Err(e) => {
                 warn!(error = %e, "new configuration failed to start; restarting the old one");
                 let config = self.config.clone();
-                self.engine = self.start(&config, start(&config, &|_| false)).await?;
+                self.engine = self
+                    .start(&config, start(&config, &|_| false, clean))
+                    .await?;
                 Ok(Err(format!(
                     "new configuration failed to start, the old one runs again: {e}"
                 )))
@@ -287,10 +290,10 @@ impl Supervisor {
 /// How a generation begins: a catch-up (what changed while syncd was down or between two
 /// generations; a full sync to a target new to the journal) unless `startup_resync` is off, then
 /// a full sync to the targets `resync` names (after a reload: the new ones).
-fn start<'a>(config: &Config, resync: &'a dyn Fn(&str) -> bool) -> Start<'a> {
+/// `clean`: the generation before left nothing unknown to the index (see [`Engine::stop`]).
+fn start<'a>(config: &Config, resync: &'a dyn Fn(&str) -> bool, clean: bool) -> Start<'a> {
     match config.startup_resync {
-        // The generation before stopped in order: everything it saw is journaled and indexed.
-        true => Start::CatchUp { clean: true },
+        true => Start::CatchUp { clean },
         false => Start::Resync(resync),
     }
 }
