@@ -7,6 +7,7 @@
 //! running. Every run ends with an exact comparison of the target with the source.
 
 mod measure;
+mod restart;
 mod scale;
 mod tools;
 mod workloads;
@@ -64,6 +65,13 @@ struct Args {
     /// module; 0: no scale run).
     #[arg(long, default_value_t = 1_000_000)]
     scale: usize,
+    /// Trees (files) of the restart runs: syncd stopped, `--restart-changes` changes made, syncd
+    /// started again; bytes on the wire against one plain `rsync -a --delete` (empty: none).
+    #[arg(long, value_delimiter = ',', default_value = "20000,1000000")]
+    restart: Vec<usize>,
+    /// Changes made while syncd is stopped, in each restart run.
+    #[arg(long, default_value_t = 100)]
+    restart_changes: usize,
 }
 
 /// One measured run.
@@ -160,7 +168,14 @@ fn main() -> anyhow::Result<()> {
     } else {
         None
     };
-    let report = measure::report(&results, &idle, scale.as_ref())?;
+    let mut restarts = Vec::new();
+    for &files in args.restart.iter().filter(|f| **f > 0) {
+        let r = restart::run(files, args.restart_changes).context("restart run")?;
+        eprintln!("{}", measure::restart_row(&r));
+        restarts.push(r);
+    }
+    let mut report = measure::report(&results, &idle, scale.as_ref())?;
+    report.push_str(&measure::restart_table(&restarts));
     std::fs::write(&args.out, report).with_context(|| format!("writing {}", args.out.display()))?;
     eprintln!("report written to {}", args.out.display());
     Ok(())

@@ -325,6 +325,54 @@ pub fn scale_row(r: &ScaleResult) -> String {
     )
 }
 
+pub fn restart_row(r: &crate::restart::RestartResult) -> String {
+    format!(
+        "syncd restart: {} files, {} changes while down: ready {:.2} s, idle {:.2} s, {} bytes on the wire ({:.2} % of a plain rsync -a --delete: {} bytes), {} full syncs, CPU {:.2} s, peak RSS {} KiB, index {} bytes, {} differing",
+        r.files,
+        r.changes,
+        r.ready.as_secs_f64(),
+        r.idle.as_secs_f64(),
+        r.syncd_bytes,
+        100.0 * r.syncd_bytes as f64 / r.plain_bytes.max(1) as f64,
+        r.plain_bytes,
+        r.full_syncs,
+        r.cpu_s,
+        r.peak_rss_kib,
+        r.index_bytes,
+        r.differing
+    )
+}
+
+/// The restart runs as a markdown section (empty without runs).
+pub fn restart_table(rs: &[crate::restart::RestartResult]) -> String {
+    if rs.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from(
+        "\n## Restart after changes made while syncd was stopped\n\n\
+         | tree | changes | ready | idle | bytes on the wire | plain `rsync -a --delete` | share | full syncs | syncd CPU | peak RSS | index on disk | differing |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for r in rs {
+        out.push_str(&format!(
+            "| {} files | {} | {:.2} s | {:.2} s | {} | {} | {:.2} % | {} | {:.2} s | {} | {:.1} MB | {} |\n",
+            r.files,
+            r.changes,
+            r.ready.as_secs_f64(),
+            r.idle.as_secs_f64(),
+            r.syncd_bytes,
+            r.plain_bytes,
+            100.0 * r.syncd_bytes as f64 / r.plain_bytes.max(1) as f64,
+            r.full_syncs,
+            r.cpu_s,
+            mib(r.peak_rss_kib),
+            r.index_bytes as f64 / 1e6,
+            r.differing
+        ));
+    }
+    out
+}
+
 fn fig(x: f64) -> String {
     if x.is_finite() {
         format!("{x:.3}")

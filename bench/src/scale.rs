@@ -29,7 +29,7 @@ pub struct ScaleResult {
 const WATCHES: &str = "/proc/sys/fs/inotify/max_user_watches";
 
 /// `files` files of 100 bytes, ten to a directory, the directories a thousand to a parent.
-fn tree(src: &Path, files: usize) -> anyhow::Result<usize> {
+pub fn tree(src: &Path, files: usize) -> anyhow::Result<usize> {
     let mut dirs = 0;
     let body = [b'x'; 100];
     for i in 0..files {

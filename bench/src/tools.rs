@@ -41,6 +41,11 @@ impl Tool {
     }
 
     pub fn start(&self, stage: &Stage) -> anyhow::Result<Running> {
+        self.start_at(stage, &stage.url())
+    }
+
+    /// Start the tool replicating into `url` (the module, or a relay in front of it).
+    pub fn start_at(&self, stage: &Stage, url: &str) -> anyhow::Result<Running> {
         let dir = stage.dir.path();
         let log = dir.join(format!("{}.log", self.name().replace([' ', '='], "-")));
         let mut cmd = match self {
@@ -50,7 +55,7 @@ impl Tool {
                     .arg("--source")
                     .arg(&stage.src)
                     .arg("--target")
-                    .arg(stage.url())
+                    .arg(url)
                     .arg("--state-dir")
                     .arg(dir.join("state"))
                     .arg("--socket")
@@ -63,7 +68,7 @@ impl Tool {
                 c.arg("-c")
                     .arg("cd \"$SRC\" && inotifywait -mrq -e create,close_write,delete ./ | while read; do rsync -az --delete ./ \"$DEST\"; done")
                     .env("SRC", &stage.src)
-                    .env("DEST", stage.url())
+                    .env("DEST", url)
                     .env("RSYNC_PASSWORD", RSYNC_PASSWORD);
                 c
             }
@@ -79,7 +84,7 @@ impl Tool {
                         log = log.display().to_string(),
                         status = dir.join("lsyncd.status").display().to_string(),
                         src = format!("{}/", stage.src.display()),
-                        url = stage.url(),
+                        url = url,
                         bin = stage.rsyncs.shim_dir.join("rsync").display().to_string(),
                         pf = stage.daemon.password_file.display().to_string(),
                     ),

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use crate::config::{Excludes, RootConfig};
 use crate::fs::{is_prefix_dir, rel_path, Stat};
-use crate::journal::{Journal, JournalError};
+use crate::journal::{IndexSum, Journal, JournalError};
 
 /// How a path differs from what the index remembers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -167,11 +167,26 @@ pub fn diff(
     }
 }
 
-/// How much earlier than the index's last write a recorded change may be and still be followed
-/// by one whose event was lost, beyond the root's `modify_delay` (an unclosed write waits that
-/// long in memory): the coarsest timestamp tick (2 s on some filesystems) and the way from the
-/// kernel to the journal.
-const RACY_MARGIN: Duration = Duration::from_secs(3);
+/// A timestamp tick on a filesystem with sub-second timestamps: the kernel stamps with a coarse
+/// clock (a jiffy, at most 10 ms), with room to spare.
+const FINE_TICK: Duration = Duration::from_millis(100);
+/// A timestamp tick on a filesystem with whole-second timestamps (2 s on FAT).
+const COARSE_TICK: Duration = Duration::from_secs(3);
+/// Beyond `modify_delay`, how long an event may take from the kernel to the journal.
+const PIPELINE_MARGIN: Duration = Duration::from_secs(1);
+
+/// How much earlier than the index's last write a recorded change may be and still be followed,
+/// in the same timestamp tick, by one whose event was lost: a tick of the root's filesystem,
+/// plus, unless the index was settled by an orderly stop, how long an event may wait on its way
+/// (`modify_delay`: an unclosed write waits that long in memory).
+fn racy_window(root: &RootConfig, sum: &IndexSum) -> Duration {
+    let fine = Stat::lstat(&root.source).is_ok_and(|s| s.ctime_ns % 1_000_000_000 != 0);
+    let tick = if fine { FINE_TICK } else { COARSE_TICK };
+    match sum.settled {
+        true => tick,
+        false => tick + root.modify_delay + PIPELINE_MARGIN,
+    }
+}
 
 /// Whether an entry was recorded so close to the index's last write (`written_ns`) that a
 /// later change in the same timestamp tick, whose event was lost, would look the same: its
@@ -245,7 +260,7 @@ pub fn catch_up(journal: &Journal, root: &RootConfig) -> Result<CatchUp, Journal
     if journal.index_failed(&root.name)? {
         return refuse(Untrusted::WriteFailed);
     }
-    let window = (root.modify_delay + RACY_MARGIN).as_nanos() as i64;
+    let window = racy_window(root, &sum).as_nanos() as i64;
     let racy = |s: &Stat| racy(s, sum.written_ns, window);
     let walk = Walk::new(&root.source, &root.excludes);
     let unreadable = walk.unreadable();
@@ -437,6 +452,32 @@ mod tests {
             racy(&s(12_000), written, window),
             "changed after the write: racy too"
         );
+    }
+
+    #[test]
+    fn a_settled_index_is_racy_only_within_a_tick_of_the_stop() {
+        let d = tempfile::tempdir().unwrap();
+        let root = RootConfig {
+            name: "r".into(),
+            source: d.path().to_path_buf(),
+            excludes: Excludes::default(),
+            delay: Duration::ZERO,
+            modify_delay: Duration::from_secs(5),
+            full_resync_interval: Duration::ZERO,
+            targets: Vec::new(),
+        };
+        let tick = match Stat::lstat(d.path()).unwrap().ctime_ns % 1_000_000_000 {
+            0 => COARSE_TICK,
+            _ => FINE_TICK,
+        };
+        let mut sum = IndexSum::default();
+        assert_eq!(
+            racy_window(&root, &sum),
+            tick + Duration::from_secs(5) + PIPELINE_MARGIN,
+            "running: an event may wait modify_delay in memory"
+        );
+        sum.settled = true;
+        assert_eq!(racy_window(&root, &sum), tick, "after an orderly stop");
     }
 
     #[test]

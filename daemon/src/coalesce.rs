@@ -30,6 +30,7 @@ use crate::catchup;
 use crate::config::RootConfig;
 use crate::fs::{abs_path, Stat};
 use crate::journal::{Journal, JournalError};
+use crate::links::Links;
 use crate::observe::log::Events;
 use crate::watch::{Change, Urgency};
 
@@ -83,6 +84,8 @@ pub struct Coalescer {
     pub journal_error: Arc<watch::Sender<Option<String>>>,
     /// Where owed full syncs and catch-ups are told (`syncctl log`).
     pub events: Events,
+    /// The names of hard-linked files (used on the blocking pool).
+    pub links: Arc<std::sync::Mutex<Links>>,
 }
 
 type Key = (usize, Vec<u8>);
@@ -527,15 +530,51 @@ impl Coalescer {
         if work.is_empty() {
             return;
         }
-        let journal = self.journal.clone();
-        let done = tokio::task::spawn_blocking(move || {
+        let (journal, links) = (self.journal.clone(), self.links.clone());
+        let done = blocking(move || {
+            let mut siblings = Vec::new();
             for (name, source, paths) in work {
+                let changes = index_paths(&journal, &name, &source, &paths);
+                let mut links = links.lock().unwrap_or_else(|e| e.into_inner());
+                match links.siblings(&journal, &name, &changes) {
+                    Ok(s) if !s.is_empty() => siblings.push((name, source, s)),
+                    Ok(_) => {}
+                    Err(e) => warn!(root = %name, error = %e, "hard-link siblings not found"),
+                }
+            }
+            Ok(siblings)
+        });
+        match done.await {
+            Ok(s) if !s.is_empty() => self.push_siblings(s).await,
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "index write failed; the next catch-up is a full sync"),
+        }
+    }
+
+    /// The other names of hard-linked files just journaled: journaled too (before the targets
+    /// are woken), then indexed.
+    async fn push_siblings(&self, siblings: Vec<(String, PathBuf, Vec<Vec<u8>>)>) {
+        for (name, _, paths) in &siblings {
+            let Some(sink) = self.roots.iter().find(|s| s.name() == name) else {
+                continue;
+            };
+            debug!(root = %name, paths = paths.len(), "hard-link siblings journaled");
+            if let Err(e) = self.journal.record(&sink.target_ids, paths) {
+                warn!(root = %name, error = %e, "hard-link siblings not journaled");
+            }
+        }
+        if let Err(e) = self.journal.flush().await {
+            warn!(error = %e, "hard-link siblings not journaled");
+            return;
+        }
+        let journal = self.journal.clone();
+        let _ = blocking(move || {
+            for (name, source, paths) in siblings {
                 index_paths(&journal, &name, &source, &paths);
             }
-        });
-        if let Err(e) = done.await {
-            warn!(error = %e, "index write failed; the next catch-up pushes these paths again");
-        }
+            Ok(())
+        })
+        .await;
     }
 }
 
@@ -550,16 +589,22 @@ async fn blocking<R: Send + 'static>(
     })
 }
 
-fn index_paths(journal: &Journal, root: &str, source: &Path, paths: &[Vec<u8>]) {
+/// `lstat` the paths and write what they are now into the index; returns what was written.
+fn index_paths(
+    journal: &Journal,
+    root: &str,
+    source: &Path,
+    paths: &[Vec<u8>],
+) -> Vec<(Vec<u8>, Option<Stat>)> {
     // The root itself is not an entry of its walk.
     let changes: Vec<(Vec<u8>, Option<Stat>)> = paths
         .iter()
         .filter(|p| !p.is_empty())
         .map(|p| (p.clone(), Stat::lstat(&abs_path(source, p)).ok()))
         .collect();
-    if let Err(e) = journal.index_update(root, &changes) {
-        warn!(root, error = %e, "index write failed; the next catch-up pushes these paths again");
-    }
+    // A failure is recorded by the journal: the next catch-up is a full sync.
+    let _ = journal.index_update(root, &changes);
+    changes
 }
 
 #[cfg(test)]
@@ -745,6 +790,7 @@ mod tests {
             tick: Arc::new(watch::Sender::new(0)),
             journal_error: Arc::new(watch::Sender::new(None)),
             events: Events::default(),
+            links: Arc::default(),
         };
         let indexed = || -> Vec<(String, u64)> {
             journal

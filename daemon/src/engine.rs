@@ -381,6 +381,7 @@ impl Engine {
             tick: tick.clone(),
             journal_error: journal_error.clone(),
             events: events.clone(),
+            links: Arc::default(),
         };
         let (cmd_tx, cmd_rx) = mpsc::channel(16);
         let stop_watch = CancellationToken::new();

@@ -4,7 +4,8 @@
 //! - [`process`]: the daemon around it all: run, supervise, reload, daemonize;
 //! - [`config`]: the validated configuration;
 //! - [`watch`]: inotify → [`watch::Change`]s;
-//! - [`coalesce`]: changes → journal entries for every target of the root;
+//! - [`coalesce`]: changes → journal entries for every target of the root ([`catchup`]: what
+//!   changed while nobody watched; [`links`]: the other names of a hard-linked file);
 //! - [`journal`]: the sled journal of pending, parked and owed work;
 //! - [`dispatch`]: one worker per target: batches, schedule, retries;
 //! - [`rsync`]: the rsync command lines, runs and exit classification;
@@ -25,6 +26,7 @@ pub mod dispatch;
 pub mod engine;
 pub mod fs;
 pub mod journal;
+pub mod links;
 pub mod observe;
 pub mod process;
 pub mod rsync;

@@ -1069,3 +1069,33 @@ fn a_damaged_journal_is_told_and_answered_by_a_full_sync() {
     );
     assert_same_tree(&env.src, &env.dst);
 }
+
+#[test]
+fn a_hard_linked_file_written_through_one_name_updates_every_name_at_the_target() {
+    let env = Env::new();
+    write(&env.src.join("a/one"), b"first");
+    std::fs::create_dir_all(env.src.join("b")).unwrap();
+    std::fs::hard_link(env.src.join("a/one"), env.src.join("b/two")).unwrap();
+    let d = start(&env);
+    assert_same_tree(&env.src, &env.dst);
+    // Appended through one name: inotify tells only that one.
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(env.src.join("a/one"))
+        .unwrap()
+        .write_all(b" and more")
+        .unwrap();
+    d.settle();
+    assert_same_tree(&env.src, &env.dst);
+    // A third name made while running, then a rewrite through it.
+    std::fs::hard_link(env.src.join("b/two"), env.src.join("three")).unwrap();
+    d.settle();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(env.src.join("three"))
+        .unwrap()
+        .write_all(b"FIRST")
+        .unwrap();
+    d.settle();
+    assert_same_tree(&env.src, &env.dst);
+}

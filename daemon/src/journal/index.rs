@@ -53,6 +53,9 @@ pub struct IndexSum {
     /// with (see [`Excludes::digest`](crate::config::Excludes::digest)). Until then the index
     /// holds only the paths changed since, and vouches for nothing.
     pub built: Option<u64>,
+    /// Set at an orderly stop (with `written_ns` then): every change before `written_ns` is
+    /// recorded, none waits in memory. Cleared by the next write.
+    pub settled: bool,
 }
 
 /// Count and hash over entries as they are read, to compare with the [`IndexSum`].
@@ -286,6 +289,7 @@ impl Index {
                     apply(&mut entries, &mut sum, &index_key(root, path), stat)?;
                 }
                 sum.written_ns = now_ns();
+                sum.settled = false;
                 sums.insert(root, opts().serialize(&sum)?.as_slice())
                     .map_err(db_err)?;
                 let mut meta = txn.open_table(META).map_err(db_err)?;
@@ -327,6 +331,30 @@ impl Index {
                 sum.built = Some(excludes);
                 sums.insert(root, opts().serialize(&sum)?.as_slice())
                     .map_err(db_err)?;
+            }
+            txn.commit().map_err(db_err)
+        })())
+    }
+
+    /// At an orderly stop: every root's index is settled as of now (see [`IndexSum::settled`]).
+    pub(super) fn settle(&self) -> Result<(), IndexError> {
+        self.check((|| {
+            let db = self.db()?;
+            let txn = self.write_txn(&db)?;
+            {
+                let mut sums = txn.open_table(SUMS).map_err(db_err)?;
+                let mut all = Vec::new();
+                for kv in sums.iter().map_err(db_err)? {
+                    let (k, v) = kv.map_err(db_err)?;
+                    let sum: IndexSum = opts().deserialize(v.value())?;
+                    all.push((k.value().to_string(), sum));
+                }
+                for (root, mut sum) in all {
+                    sum.written_ns = now_ns();
+                    sum.settled = true;
+                    sums.insert(root.as_str(), opts().serialize(&sum)?.as_slice())
+                        .map_err(db_err)?;
+                }
             }
             txn.commit().map_err(db_err)
         })())
@@ -479,6 +507,18 @@ impl Journal {
         self.with(|t| t.index_failed(root))
     }
 
+    /// Every path of `root` the index holds as a file of inode `ino` (a scan of the root).
+    pub fn index_names_of(&self, root: &str, ino: u64) -> Result<Vec<Vec<u8>>, JournalError> {
+        let mut out = Vec::new();
+        for e in self.index_scan(root)? {
+            let (p, e) = e?;
+            if e.stat.ino == ino && e.stat.kind == crate::fs::Kind::File {
+                out.push(p);
+            }
+        }
+        Ok(out)
+    }
+
     /// The root's count, hash and last write; None if the root has no index yet.
     pub fn index_sum(&self, root: &str) -> Result<Option<IndexSum>, JournalError> {
         Ok(self.index.sum(root)?)
@@ -509,6 +549,14 @@ impl Journal {
     pub fn index_mark_built(&self, root: &str, excludes: u64) -> Result<(), JournalError> {
         self.index.mark_built(root, excludes)?;
         self.write(|t| t.set_index_failed(Some(root), false))
+    }
+
+    /// At an orderly stop, once everything seen is journaled and indexed: every root's index
+    /// is settled (only a change within a timestamp tick of now can look unchanged).
+    pub fn index_settle(&self) -> Result<(), JournalError> {
+        self.index
+            .settle()
+            .map_err(|e| self.index_write_failed(None, &e))
     }
 
     /// Forget the root's index.

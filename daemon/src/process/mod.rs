@@ -61,7 +61,9 @@ pub async fn run(
     flusher_stop.cancel();
     let _ = flusher.await;
     let stopped = match &result {
-        Ok(true) => journal.mark_clean_stop(),
+        Ok(true) => journal
+            .index_settle()
+            .and_then(|_| journal.mark_clean_stop()),
         Ok(false) => {
             warn!("a full sync finished after watching stopped: the next start trusts no index");
             Ok(())
