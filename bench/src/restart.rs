@@ -148,10 +148,18 @@ pub fn run(files: usize, changes: usize) -> anyhow::Result<RestartResult> {
     let log = running.log.clone();
     running.stop();
     // The log file is the restart's own (each start truncates it).
-    let full_syncs = std::fs::read_to_string(&log)?
+    let text = std::fs::read_to_string(&log)?;
+    let full_syncs = text
         .lines()
         .filter(|l| l.contains("full sync done"))
         .count();
+    for l in text.lines().filter(|l| {
+        ["syncd ready", "watching", "caught up"]
+            .iter()
+            .any(|k| l.contains(k))
+    }) {
+        eprintln!("  syncd: {l}");
+    }
     let differing = differing_count(&stage.src, &stage.module);
     change(&stage.src, changes, 2)?;
     relay.take();

@@ -13,8 +13,8 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use crate::config::{Excludes, RootConfig};
-use crate::fs::{is_prefix_dir, rel_path, Stat};
-use crate::journal::{IndexSum, Journal, JournalError};
+use crate::fs::{is_prefix_dir, Stat};
+use crate::journal::{IndexScan, IndexSum, IndexTally, Journal, JournalError};
 
 /// How a path differs from what the index remembers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -42,28 +42,34 @@ pub fn walk_order(a: &[u8], b: &[u8]) -> Ordering {
     a.iter().map(key).cmp(b.iter().map(key))
 }
 
+/// An entry of a directory: its name and `lstat`.
+type Named = (Vec<u8>, Stat);
+
 /// The entries below `source` (not the root itself) in walk order, with their `lstat`;
 /// excluded entries are skipped and excluded directories not entered. Directories that cannot
 /// be read are listed in [`Walk::unreadable`] (shared, filled as the walk goes: an error comes
-/// right after its directory, before anything below it in walk order): what the index has
-/// below them is not taken for deleted.
+/// right after its directory, before anything below it in walk order; the root itself as the
+/// empty path): what the index has below them is not taken for deleted.
+///
+/// Each directory is read whole and sorted; entries are `lstat`ed relative to their directory
+/// (`fstatat`, not a lookup of the whole path), which is most of a catch-up's time.
 pub struct Walk {
-    iter: walkdir::IntoIter,
     source: PathBuf,
     excludes: Excludes,
+    /// The directories being walked, outermost first: each one's path and the entries still to
+    /// come, sorted backwards (the next one is last).
+    open: Vec<(Vec<u8>, Vec<Named>)>,
+    started: bool,
     unreadable: Rc<RefCell<Vec<Vec<u8>>>>,
 }
 
 impl Walk {
     pub fn new(source: &Path, excludes: &Excludes) -> Walk {
-        let iter = walkdir::WalkDir::new(source)
-            .min_depth(1)
-            .sort_by(|a, b| a.file_name().cmp(b.file_name()))
-            .into_iter();
         Walk {
-            iter,
             source: source.to_path_buf(),
             excludes: excludes.clone(),
+            open: Vec::new(),
+            started: false,
             unreadable: Rc::default(),
         }
     }
@@ -72,36 +78,52 @@ impl Walk {
     pub fn unreadable(&self) -> Rc<RefCell<Vec<Vec<u8>>>> {
         self.unreadable.clone()
     }
+
+    /// Enter directory `rel`: its entries, or a note that it cannot be read.
+    fn enter(&mut self, rel: Vec<u8>) {
+        use std::os::unix::ffi::OsStringExt;
+        let read = || -> std::io::Result<Vec<Named>> {
+            let mut v = Vec::new();
+            for e in std::fs::read_dir(crate::fs::abs_path(&self.source, &rel))? {
+                let e = e?;
+                // Gone since it was listed: as if never seen (the index tells a deletion).
+                if let Ok(m) = e.metadata() {
+                    v.push((e.file_name().into_vec(), Stat::of(&m)));
+                }
+            }
+            v.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+            Ok(v)
+        };
+        match read() {
+            Ok(v) => self.open.push((rel, v)),
+            Err(_) => self.unreadable.borrow_mut().push(rel),
+        }
+    }
 }
 
 impl Iterator for Walk {
     type Item = (Vec<u8>, Stat);
 
     fn next(&mut self) -> Option<Self::Item> {
+        if !self.started {
+            self.started = true;
+            self.enter(Vec::new());
+        }
         loop {
-            let e = match self.iter.next()? {
-                Ok(e) => e,
-                Err(err) => {
-                    if let Some(p) = err.path() {
-                        self.unreadable.borrow_mut().push(rel_path(&self.source, p));
-                    }
-                    continue;
-                }
+            let (dir, entries) = self.open.last_mut()?;
+            let Some((name, stat)) = entries.pop() else {
+                self.open.pop();
+                continue;
             };
-            let rel = rel_path(&self.source, e.path());
-            let is_dir = e.file_type().is_dir();
+            let rel = crate::fs::join_rel(dir, &name);
+            let is_dir = stat.kind == crate::fs::Kind::Dir;
             if self.excludes.matches(&rel, is_dir) {
-                if is_dir {
-                    self.iter.skip_current_dir();
-                }
                 continue;
             }
-            // walkdir's metadata does not follow symlinks: an lstat.
-            match e.metadata() {
-                Ok(m) => return Some((rel, Stat::of(&m))),
-                // Gone since it was listed: as if never seen (the index tells a deletion).
-                Err(_) => continue,
+            if is_dir {
+                self.enter(rel.clone());
             }
+            return Some((rel, stat));
         }
     }
 }
@@ -266,22 +288,23 @@ pub fn catch_up(journal: &Journal, root: &RootConfig) -> Result<CatchUp, Journal
     let unreadable = walk.unreadable();
     let walked = Cell::new(0u64);
     let walk = walk.inspect(|_| walked.set(walked.get() + 1));
-    let mut scan = journal.index_scan(&root.name)?;
-    let mut error = None;
-    let index = scan.by_ref().map_while(|e| match e {
-        Ok((p, e)) => Some((p, e.stat)),
-        Err(e) => {
-            error = Some(e);
-            None
-        }
-    });
+    // The index is read on a thread of its own while this one walks: two cores, half the time.
+    let (index, reader) = read_ahead(journal.index_scan(&root.name)?);
     let found = diff(walk, index, racy, |p| {
-        unreadable.borrow().iter().any(|d| is_prefix_dir(d, p))
+        unreadable
+            .borrow()
+            .iter()
+            .any(|d| d.is_empty() || is_prefix_dir(d, p))
     });
+    let (tally, error) = reader.join().map_err(|_| {
+        JournalError::Index(crate::journal::IndexError::Failed(
+            "the index reader panicked".into(),
+        ))
+    })?;
     // An entry that cannot be read is an index not to trust, not an error of the catch-up.
     let untrusted = if error.is_some() {
         Some(Untrusted::Unreadable)
-    } else if !scan.tally.matches(&sum) {
+    } else if !tally.matches(&sum) {
         Some(Untrusted::SumMismatch)
     } else {
         None
@@ -291,6 +314,47 @@ pub fn catch_up(journal: &Journal, root: &RootConfig) -> Result<CatchUp, Journal
         untrusted,
         walked: walked.get(),
     })
+}
+
+/// Entries read from the index per message of [`read_ahead`].
+const READ_AHEAD_CHUNK: usize = 4096;
+
+/// The index reader of a catch-up: what it read and tallied, and the error it stopped at.
+type Reader = std::thread::JoinHandle<(IndexTally, Option<JournalError>)>;
+
+/// Read `scan` on its own thread, a few chunks ahead: its entries in order (up to the first
+/// that cannot be read), and the thread, which returns the tally and that error.
+fn read_ahead(mut scan: IndexScan) -> (impl Iterator<Item = (Vec<u8>, Stat)>, Reader) {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<(Vec<u8>, Stat)>>(8);
+    let reader = std::thread::spawn(move || {
+        let mut chunk = Vec::with_capacity(READ_AHEAD_CHUNK);
+        let mut error = None;
+        for e in scan.by_ref() {
+            match e {
+                Ok((p, e)) => chunk.push((p, e.stat)),
+                Err(e) => {
+                    error = Some(e);
+                    break;
+                }
+            }
+            let full = chunk.len() == READ_AHEAD_CHUNK;
+            if full
+                && tx
+                    .send(std::mem::replace(
+                        &mut chunk,
+                        Vec::with_capacity(READ_AHEAD_CHUNK),
+                    ))
+                    .is_err()
+            {
+                break;
+            }
+        }
+        if !chunk.is_empty() {
+            let _ = tx.send(chunk);
+        }
+        (scan.tally, error)
+    });
+    (rx.into_iter().flatten(), reader)
 }
 
 /// Why a target is owed a full sync where a catch-up would not do.
