@@ -478,6 +478,18 @@ mod tests {
     use super::*;
     use crate::fs::Kind;
 
+    fn root_at(source: &Path, modify_delay: Duration) -> RootConfig {
+        RootConfig {
+            name: "r".into(),
+            source: source.to_path_buf(),
+            excludes: Excludes::default(),
+            delay: Duration::ZERO,
+            modify_delay,
+            full_resync_interval: Duration::ZERO,
+            targets: Vec::new(),
+        }
+    }
+
     fn st(ino: u64, kind: Kind, size: u64) -> Stat {
         Stat {
             kind,
@@ -521,15 +533,7 @@ mod tests {
     #[test]
     fn a_settled_index_is_racy_only_within_a_tick_of_the_stop() {
         let d = tempfile::tempdir().unwrap();
-        let root = RootConfig {
-            name: "r".into(),
-            source: d.path().to_path_buf(),
-            excludes: Excludes::default(),
-            delay: Duration::ZERO,
-            modify_delay: Duration::from_secs(5),
-            full_resync_interval: Duration::ZERO,
-            targets: Vec::new(),
-        };
+        let root = root_at(d.path(), Duration::from_secs(5));
         let tick = match Stat::lstat(d.path()).unwrap().ctime_ns % 1_000_000_000 {
             0 => COARSE_TICK,
             _ => FINE_TICK,
@@ -744,15 +748,7 @@ mod tests {
         let src = d.path().join("src");
         std::fs::create_dir_all(&src).unwrap();
         std::fs::write(src.join("old"), b"o").unwrap();
-        let root = RootConfig {
-            name: "r".into(),
-            source: src.clone(),
-            excludes: Excludes::default(),
-            delay: Duration::ZERO,
-            modify_delay: Duration::ZERO,
-            full_resync_interval: Duration::ZERO,
-            targets: Vec::new(),
-        };
+        let root = root_at(&src, Duration::ZERO);
         let j = crate::journal::Journal::open(&d.path().join("state")).unwrap();
         // No index yet: nothing to trust (a full sync is owed).
         assert_eq!(
@@ -787,15 +783,7 @@ mod tests {
         let src = d.path().join("src");
         std::fs::create_dir_all(src.join("dir")).unwrap();
         std::fs::write(src.join("dir/f"), b"x").unwrap();
-        let mut root = RootConfig {
-            name: "r".into(),
-            source: src.clone(),
-            excludes: Excludes::default(),
-            delay: Duration::ZERO,
-            modify_delay: Duration::ZERO,
-            full_resync_interval: Duration::ZERO,
-            targets: Vec::new(),
-        };
+        let mut root = root_at(&src, Duration::ZERO);
         let j = crate::journal::Journal::open(&d.path().join("state")).unwrap();
         let ids = ["r/old".to_string(), "r/new".to_string()];
         let whys = |p: &Plan| p.full.clone();

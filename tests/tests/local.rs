@@ -954,6 +954,15 @@ fn syncctl_log_lists_recent_batches_and_follows_new_ones() {
     assert_same_tree(&env.src, &env.dst);
 }
 
+/// Start syncd on `cfg` and let it settle: it, and the full syncs it was owed (target, why).
+fn start_owed(env: &Env, cfg: &Path) -> (Syncd, Vec<(String, String)>) {
+    let t = now_ms();
+    let d = Syncd::start(cfg, &env.socket);
+    d.settle();
+    let owed = owed_since(&d, t);
+    (d, owed)
+}
+
 /// The `full-sync-owed` events since `since`, as (target, why).
 fn owed_since(d: &Syncd, since: u64) -> Vec<(String, String)> {
     d.full_syncs_since(since)
@@ -985,9 +994,7 @@ fn a_full_sync_at_restart_only_where_the_index_cannot_vouch_and_the_log_says_why
     let two = format!("{one}{}", local_target("second", &dst2, ""));
     let cfg = env.config("exclude = [\"*.tmp\"]", &two);
     let t = now_ms();
-    let d = Syncd::start(&cfg, &env.socket);
-    d.settle();
-    let owed = owed_since(&d, t);
+    let (d, owed) = start_owed(&env, &cfg);
     assert_eq!(owed.len(), 1, "{owed:?}");
     assert_eq!(owed[0].0, "data/second");
     assert!(owed[0].1.contains("never finished a full sync"), "{owed:?}");
@@ -1001,10 +1008,7 @@ fn a_full_sync_at_restart_only_where_the_index_cannot_vouch_and_the_log_says_why
 
     // The exclude list changed while down: what it now includes was never pushed.
     let cfg = env.config("", &two);
-    let t = now_ms();
-    let d = Syncd::start(&cfg, &env.socket);
-    d.settle();
-    let owed = owed_since(&d, t);
+    let (d, owed) = start_owed(&env, &cfg);
     assert_eq!(owed.len(), 2, "{owed:?}");
     assert!(
         owed.iter().all(|o| o.1.contains("exclude list changed")),
@@ -1017,10 +1021,7 @@ fn a_full_sync_at_restart_only_where_the_index_cannot_vouch_and_the_log_says_why
     // A damaged index file: moved aside, rebuilt by a full sync.
     let index = env.state.join("journal/index.redb");
     std::fs::write(&index, vec![0x5a; 4096]).unwrap();
-    let t = now_ms();
-    let d = Syncd::start(&cfg, &env.socket);
-    d.settle();
-    let owed = owed_since(&d, t);
+    let (d, owed) = start_owed(&env, &cfg);
     assert_eq!(owed.len(), 2, "{owed:?}");
     assert!(
         owed.iter().all(|o| o.1.contains("no complete index")),
@@ -1057,10 +1058,7 @@ fn a_damaged_journal_is_told_and_answered_by_a_full_sync() {
     let mut bytes = std::fs::read(&db).unwrap();
     bytes[100..2148].fill(0x5a);
     std::fs::write(&db, bytes).unwrap();
-    let t = now_ms();
-    let d = Syncd::start(&cfg, &env.socket);
-    d.settle();
-    let owed = owed_since(&d, t);
+    let (d, owed) = start_owed(&env, &cfg);
     assert_eq!(owed.len(), 1, "{owed:?}");
     assert!(owed[0].1.contains("the journal lost writes"), "{owed:?}");
     assert!(
