@@ -23,8 +23,9 @@ pub enum Delta {
     Created,
     /// In both, and its `lstat` differs (type included), or its entry is racy.
     Changed,
-    /// In the index, gone from the source (everything below a deleted directory goes with it
-    /// and is not listed).
+    /// In the index, gone from the source. Everything below a deleted directory is listed too:
+    /// if the directory is back by the time of the push (recreated), its push as a directory
+    /// would not delete what it held, each path's own deletion does.
     Deleted,
 }
 
@@ -141,8 +142,6 @@ pub fn diff(
     let mut walk = walk.peekable();
     let mut index = index.peekable();
     let mut out = Vec::new();
-    // The last directory taken for deleted: its entries in the index are not listed.
-    let mut deleted_dir: Option<Vec<u8>> = None;
     loop {
         let order = match (walk.peek(), index.peek()) {
             (None, None) => return out,
@@ -172,13 +171,9 @@ pub fn diff(
             }
             Ordering::Greater => {
                 let (path, _) = index.next().expect("peeked");
-                let below_deleted = deleted_dir
-                    .as_deref()
-                    .is_some_and(|d| is_prefix_dir(d, &path));
-                if below_deleted || unreadable(&path) {
+                if unreadable(&path) {
                     continue;
                 }
-                deleted_dir = Some(path.clone());
                 out.push(Found {
                     path,
                     delta: Delta::Deleted,
@@ -356,6 +351,17 @@ fn read_ahead(mut scan: IndexScan) -> (impl Iterator<Item = (Vec<u8>, Stat)>, Re
     });
     (rx.into_iter().flatten(), reader)
 }
+
+/// Whether a catch-up that finds the index trustworthy stands on its own. Not yet: restarted
+/// in order again and again under a writer that keeps deleting and recreating directories
+/// (`stop_and_restart_cycles_…`, crash.rs), targets kept paths the source had deleted, cause not
+/// found yet. Until it is, every catch-up at start, after an overflow or when a root is back
+/// still journals what it finds and keeps the index current, and every target also gets the
+/// full sync it got before the index (issue 12).
+pub const CATCH_UP_VOUCHES: bool = false;
+/// Why, told with each such full sync.
+pub const NOT_YET_VOUCHING: &str =
+    "a catch-up does not yet stand on its own (issue 12: deletes missed across restarts under a busy writer); full sync as a safety net";
 
 /// Why a target is owed a full sync where a catch-up would not do.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -580,6 +586,9 @@ mod tests {
                 ("a/grown".into(), Changed),
                 ("a/new".into(), Created),
                 ("gone".into(), Deleted),
+                ("gone/sub".into(), Deleted),
+                ("gone/sub/y".into(), Deleted),
+                ("gone/x".into(), Deleted),
                 ("new-dir".into(), Created),
                 ("new-dir/n".into(), Created),
                 ("was-file".into(), Changed),
@@ -733,6 +742,8 @@ mod tests {
             ("newdir/inner".into(), Created),
             ("newdir/inner/f".into(), Created),
             ("olddir".into(), Deleted),
+            ("olddir/inner".into(), Deleted),
+            ("olddir/inner/f".into(), Deleted),
             ("rewrite".into(), Changed),
             ("tree".into(), Created),
             ("tree/a".into(), Created),
@@ -831,7 +842,13 @@ mod tests {
         // What a catch-up found goes into the index: deleted, it is found no more.
         std::fs::remove_dir_all(src.join("dir")).unwrap();
         let p = plan(&j, &root, &ids, false, None).unwrap();
-        assert_eq!(found(&p.found), [("dir".to_string(), Delta::Deleted)]);
+        assert_eq!(
+            found(&p.found),
+            [
+                ("dir".to_string(), Delta::Deleted),
+                ("dir/f".to_string(), Delta::Deleted)
+            ]
+        );
         index_found(&j, "r", &p.found).unwrap();
         let p = plan(&j, &root, &ids, false, None).unwrap();
         assert_eq!(found(&p.found), []);

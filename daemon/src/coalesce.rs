@@ -335,7 +335,12 @@ impl Coalescer {
                 return;
             }
         };
-        if let Ask::Full(why) = ask {
+        let forced = match ask {
+            Ask::Full(why) => Some(why),
+            _ if !catchup::CATCH_UP_VOUCHES => Some(catchup::NOT_YET_VOUCHING.to_string()),
+            _ => None,
+        };
+        if let Some(why) = forced {
             for f in plan.full.iter_mut().filter(|f| f.is_none()) {
                 *f = Some(catchup::FullSyncWhy::Asked(why.clone()));
             }

@@ -159,6 +159,8 @@ struct Wiring<'a> {
     stop_hooks: CancellationToken,
     hook_tasks: JoinSet<()>,
     full_done: Arc<AtomicU64>,
+    /// Cancelled to stop the watcher; the workers see it too.
+    stop_watch: CancellationToken,
 }
 
 /// Where each root stands at start: the identity it must have, why it is lost if it is, and
@@ -219,6 +221,7 @@ impl<'a> Wiring<'a> {
             stop_hooks: CancellationToken::new(),
             hook_tasks: JoinSet::new(),
             full_done: Arc::default(),
+            stop_watch: CancellationToken::new(),
         }
     }
 
@@ -261,6 +264,7 @@ impl<'a> Wiring<'a> {
             view: view_tx,
             tick: self.tick.clone(),
             grace: self.cfg.grace_period,
+            watch_stopped: self.stop_watch.clone(),
         };
         self.push_tasks.spawn(worker.run(self.stop_push.clone()));
         Ok(TargetHandle {
@@ -384,7 +388,7 @@ impl Engine {
             links: Arc::default(),
         };
         let (cmd_tx, cmd_rx) = mpsc::channel(16);
-        let stop_watch = CancellationToken::new();
+        let stop_watch = w.stop_watch.clone();
         let mut watch_tasks = JoinSet::new();
         watch_tasks.spawn(coalescer.run(change_rx));
         watch_tasks.spawn(watcher.run(cmd_rx, stop_watch.clone()));

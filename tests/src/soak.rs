@@ -153,6 +153,25 @@ pub struct SoakReport {
 /// or just after a full sync finished. Finally the writer stops, syncd settles and the trees are
 /// compared with `dst` (the target's directory): `lost` counts entries that differ.
 pub fn kill9_cycles(env: &Env, cfg: &Path, dst: &Path, cycles: u32, seed: u64) -> SoakReport {
+    cycles_of(env, cfg, dst, cycles, seed, Syncd::kill9)
+}
+
+/// Like [`kill9_cycles`] with an orderly stop (SIGTERM) each time: every restart catches up
+/// from the index with what the writer did while syncd was down.
+pub fn stop_cycles(env: &Env, cfg: &Path, dst: &Path, cycles: u32, seed: u64) -> SoakReport {
+    cycles_of(env, cfg, dst, cycles, seed, |d| {
+        assert_eq!(d.stop(), Some(0), "an orderly stop");
+    })
+}
+
+fn cycles_of(
+    env: &Env,
+    cfg: &Path,
+    dst: &Path,
+    cycles: u32,
+    seed: u64,
+    end: impl Fn(Syncd),
+) -> SoakReport {
     let mut rng = Rng(seed | 1);
     let writer = Writer::start(&env.src, seed.wrapping_mul(31));
     let mut peak = 0;
@@ -175,7 +194,7 @@ pub fn kill9_cycles(env: &Env, cfg: &Path, dst: &Path, cycles: u32, seed: u64) -
             d.log.text()
         );
         peak = peak.max(crate::peak_rss_kib(d.child.id()));
-        d.kill9();
+        end(d);
     }
     // Last start: the writer stops, everything seen must arrive.
     let d = Syncd::start(cfg, &env.socket);

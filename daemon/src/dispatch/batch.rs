@@ -18,6 +18,8 @@ pub struct BatchJob {
     pub reporter: Reporter,
     pub journal: Journal,
     pub identity: RootIdentity,
+    /// Cancelled once the watcher stopped: see [`BatchJob::confirm`].
+    pub watch_stopped: tokio_util::sync::CancellationToken,
 }
 
 /// Where a batch stands while its slices are pushed.
@@ -76,6 +78,7 @@ impl BatchJob {
             };
             match outcome {
                 Outcome::Delivered => {
+                    let chunk = self.still_planned(chunk, &list).await;
                     if let Err(e) = self.confirm(&chunk, p) {
                         return Ending::Failed(e);
                     }
@@ -96,6 +99,34 @@ impl BatchJob {
         Ending::Done
     }
 
+    /// Of a delivered slice, the items whose push still holds: a path not listed itself (its
+    /// top-most missing ancestor was, to be deleted) is kept pending when it would be planned
+    /// otherwise now. Else a directory recreated before rsync read it is pushed as itself, the
+    /// deletion below it never happens, and the path would leave the journal (seen with a
+    /// writer deleting and recreating directories, across orderly restarts).
+    async fn still_planned(&self, chunk: Vec<Item>, list: &[Vec<u8>]) -> Vec<Item> {
+        let listed = |p: &[u8]| list.binary_search_by(|e| e.as_slice().cmp(p)).is_ok();
+        if chunk.iter().all(|i| listed(&i.path)) {
+            return chunk;
+        }
+        let root = self.runner.root.source.clone();
+        let list = list.to_vec();
+        let keep = move |chunk: Vec<Item>| -> Vec<Item> {
+            let listed = |p: &[u8]| list.binary_search_by(|e| e.as_slice().cmp(p)).is_ok();
+            chunk
+                .into_iter()
+                .filter(|i| {
+                    // Never listed (the root itself): nothing to push, nothing to hold.
+                    listed(&i.path)
+                        || crate::rsync::plan_path(&root, &i.path).is_none_or(|(e, _)| listed(&e))
+                })
+                .collect()
+        };
+        tokio::task::spawn_blocking(move || keep(chunk))
+            .await
+            .unwrap_or_default()
+    }
+
     /// Plan a slice of the batch again (it is planned as it is now).
     async fn plan(&self, chunk: &[Item]) -> Vec<Vec<u8>> {
         let root = self.runner.root.source.clone();
@@ -105,8 +136,15 @@ impl BatchJob {
             .unwrap_or_default()
     }
 
-    /// The target has `chunk`: remove from the journal what did not change meanwhile.
+    /// The target has `chunk`: remove from the journal what did not change meanwhile. Not once
+    /// the watcher stopped (in the shutdown grace period): rsync may have read a state no event
+    /// told, such as a path recreated after the index saw it gone, so the paths stay pending
+    /// and go again at the next start, which sees them as they are then.
     fn confirm(&self, chunk: &[Item], p: &mut Progress) -> Result<(), TargetFailure> {
+        if self.watch_stopped.is_cancelled() {
+            self.reporter.delivered(chunk, 0);
+            return Ok(());
+        }
         let n = self.journal.confirm(&self.reporter.id, chunk)?;
         p.delivered += n;
         self.reporter.delivered(chunk, n);

@@ -104,6 +104,8 @@ pub struct Worker {
     /// Bumped on every state change; `wait-idle` waits on it.
     pub tick: Arc<watch::Sender<u64>>,
     pub grace: Duration,
+    /// Cancelled once the watcher stopped (at shutdown, before the workers are told to).
+    pub watch_stopped: CancellationToken,
 }
 
 /// What the worker's loop keeps between wake-ups.
@@ -261,6 +263,7 @@ impl Worker {
                 reporter: self.reporter.clone(),
                 journal: self.journal.clone(),
                 identity: self.identity,
+                watch_stopped: self.watch_stopped.clone(),
             };
             r.jobs
                 .spawn(flushed(self.journal.clone(), job.run(items, claim)));
