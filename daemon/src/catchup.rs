@@ -352,17 +352,6 @@ fn read_ahead(mut scan: IndexScan) -> (impl Iterator<Item = (Vec<u8>, Stat)>, Re
     (rx.into_iter().flatten(), reader)
 }
 
-/// Whether a catch-up that finds the index trustworthy stands on its own. Not yet: restarted
-/// in order again and again under a writer that keeps deleting and recreating directories
-/// (`stop_and_restart_cycles_…`, crash.rs), targets kept paths the source had deleted, cause not
-/// found yet. Until it is, every catch-up at start, after an overflow or when a root is back
-/// still journals what it finds and keeps the index current, and every target also gets the
-/// full sync it got before the index (issue 12).
-pub const CATCH_UP_VOUCHES: bool = false;
-/// Why, told with each such full sync.
-pub const NOT_YET_VOUCHING: &str =
-    "a catch-up does not yet stand on its own (issue 12: deletes missed across restarts under a busy writer); full sync as a safety net";
-
 /// Why a target is owed a full sync where a catch-up would not do.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FullSyncWhy {

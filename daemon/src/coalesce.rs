@@ -107,6 +107,8 @@ struct Held {
     degraded_next: Vec<Option<Instant>>,
     /// Paths to journal now.
     ready: Vec<Vec<Vec<u8>>>,
+    /// Of those, directories moved away: what the index holds below them is journaled too.
+    trees: Vec<Vec<Vec<u8>>>,
     /// A full resync to journal now, and why.
     resync: Vec<Option<String>>,
     /// A catch-up to run now (events were lost, or a scheduled full sync).
@@ -122,6 +124,7 @@ impl Held {
             timers: BTreeSet::new(),
             degraded_next: vec![None; roots],
             ready: vec![Vec::new(); roots],
+            trees: vec![Vec::new(); roots],
             resync: vec![None; roots],
             catch_up: vec![None; roots],
             barriers: Vec::new(),
@@ -165,6 +168,10 @@ impl Held {
                 path,
                 urgency,
             } => self.path(root, path, urgency, &roots[root], now),
+            Change::TreeGone { root, path } => {
+                self.path(root, path.clone(), Urgency::Now, &roots[root], now);
+                self.trees[root].push(path);
+            }
             Change::Resync { root, reason } => {
                 warn!(root = %roots[root].name(), %reason, "events were lost; catching up");
                 self.ask(root, Ask::Diff);
@@ -292,7 +299,7 @@ impl Coalescer {
                 }
                 held.end_all_windows();
             }
-            self.commit(&mut held.ready, &mut held.resync).await;
+            self.commit_held(&mut held).await;
             for r in 0..self.roots.len() {
                 if let Some(ask) = held.catch_up[r].take() {
                     self.catch_up(r, ask, &mut held).await;
@@ -300,7 +307,7 @@ impl Coalescer {
             }
             if closing {
                 // What a failed catch-up owes, journaled before the end.
-                self.commit(&mut held.ready, &mut held.resync).await;
+                self.commit_held(&mut held).await;
             }
             self.waiting.send_replace(held.waiting());
             for b in held.barriers.drain(..) {
@@ -335,12 +342,7 @@ impl Coalescer {
                 return;
             }
         };
-        let forced = match ask {
-            Ask::Full(why) => Some(why),
-            _ if !catchup::CATCH_UP_VOUCHES => Some(catchup::NOT_YET_VOUCHING.to_string()),
-            _ => None,
-        };
-        if let Some(why) = forced {
+        if let Ask::Full(why) = ask {
             for f in plan.full.iter_mut().filter(|f| f.is_none()) {
                 *f = Some(catchup::FullSyncWhy::Asked(why.clone()));
             }
@@ -442,6 +444,37 @@ impl Coalescer {
                 m = rx.try_recv().ok();
             }
         }
+    }
+
+    /// Journal what is ready (with what the index holds below each directory moved away).
+    async fn commit_held(&self, held: &mut Held) {
+        for r in 0..self.roots.len() {
+            if held.trees[r].is_empty() {
+                continue;
+            }
+            let (journal, name) = (self.journal.clone(), self.roots[r].name().to_string());
+            let trees = std::mem::take(&mut held.trees[r]);
+            let below = blocking(move || {
+                let mut out = Vec::new();
+                for t in &trees {
+                    out.extend(journal.index_paths_below(&name, t)?);
+                }
+                Ok(out)
+            });
+            match below.await {
+                Ok(paths) => held.ready[r].extend(paths),
+                Err(e) => {
+                    // The target may keep what was below: a full sync removes it.
+                    warn!(root = %self.roots[r].name(), error = %e, "what was below a directory moved away is unknown; a full sync instead");
+                    held.resync[r].get_or_insert_with(|| {
+                        format!(
+                            "the index could not tell what was below a directory moved away: {e}"
+                        )
+                    });
+                }
+            }
+        }
+        self.commit(&mut held.ready, &mut held.resync).await;
     }
 
     async fn commit(&self, ready: &mut [Vec<Vec<u8>>], resync: &mut [Option<String>]) {

@@ -96,43 +96,76 @@ fn pick(rng: &mut Rng) -> PathBuf {
 /// One random operation; failures (a name that does not exist right now) are part of the game.
 fn one_op(root: &Path, rng: &mut Rng) {
     let p = root.join(pick(rng));
+    let what = apply_op(root, rng, p);
+    oplog(&what);
+}
+
+/// Do one operation; what was done (empty when nothing was tried).
+fn apply_op(root: &Path, rng: &mut Rng, p: PathBuf) -> String {
     match rng.below(10) {
         0..=3 => {
             let _ = std::fs::create_dir_all(p.parent().unwrap());
             let len = rng.below(3000) as usize;
             let fill = b'a' + rng.below(26) as u8;
-            let _ = std::fs::write(&p, vec![fill; len]);
+            let r = std::fs::write(&p, vec![fill; len]);
+            format!("write {} {:?}", p.display(), r.is_ok())
         }
         4..=5 => {
             use std::io::Write;
             if let Ok(mut f) = std::fs::OpenOptions::new().append(true).open(&p) {
                 let _ = writeln!(f, "appended {}", rng.next_u64());
+                return format!("append {}", p.display());
             }
+            String::new()
         }
         6 => {
             let to = root.join(pick(rng));
             let _ = std::fs::create_dir_all(to.parent().unwrap());
-            let _ = std::fs::rename(&p, &to);
+            let r = std::fs::rename(&p, &to);
+            format!("rename {} {} {:?}", p.display(), to.display(), r.is_ok())
         }
         7 => {
-            let _ = std::fs::remove_file(&p);
+            let r = std::fs::remove_file(&p);
+            format!("rm {} {:?}", p.display(), r.is_ok())
         }
         8 => {
             // A whole directory renamed to another slot (swapping content around).
             let a = root.join(format!("d{}", rng.below(8)));
             let b = root.join(format!("d{}", rng.below(8)));
             if !b.exists() {
-                let _ = std::fs::rename(&a, &b);
+                let r = std::fs::rename(&a, &b);
+                return format!("dirrename {} {} {:?}", a.display(), b.display(), r.is_ok());
             }
+            String::new()
         }
         _ => {
             let d = root.join(format!("d{}", rng.below(8)));
             if rng.below(4) == 0 {
-                let _ = std::fs::remove_dir_all(&d);
+                let r = std::fs::remove_dir_all(&d);
+                format!("rmrf {} {:?}", d.display(), r.is_ok())
             } else {
                 let _ = std::fs::create_dir_all(d.join("sub"));
                 let _ = std::fs::write(d.join("sub/deep"), rng.next_u64().to_string());
+                format!("deep {}", d.display())
             }
+        }
+    }
+}
+
+/// With `SOAK_OPLOG=FILE`, every operation and cycle is appended to FILE with its time in ms
+/// (to follow a path's history when a run loses one; `SYNCD_TEST_ECHO=1` shows syncd's side).
+fn oplog(what: &str) {
+    if what.is_empty() {
+        return;
+    }
+    if let Some(f) = std::env::var_os("SOAK_OPLOG") {
+        use std::io::Write;
+        if let Ok(mut o) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(f)
+        {
+            let _ = writeln!(o, "{} {}", crate::now_ms(), what);
         }
     }
 }
@@ -178,6 +211,7 @@ fn cycles_of(
     for c in 0..cycles {
         let d = Syncd::start(cfg, &env.socket);
         let since = now_ms();
+        oplog(&format!("started cycle {c}"));
         match rng.below(3) {
             0 => {}
             1 => pushes_started(&d, 1 + rng.below(4) as usize, Duration::from_secs(5)),
@@ -194,7 +228,9 @@ fn cycles_of(
             d.log.text()
         );
         peak = peak.max(crate::peak_rss_kib(d.child.id()));
+        oplog(&format!("stopping cycle {c}"));
         end(d);
+        oplog(&format!("stopped cycle {c}"));
     }
     // Last start: the writer stops, everything seen must arrive.
     let d = Syncd::start(cfg, &env.socket);

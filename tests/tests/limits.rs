@@ -36,7 +36,6 @@ impl Drop for Sysctl {
 }
 
 #[test]
-#[ignore = "issue 12: catch-ups still end in a full sync (catchup::CATCH_UP_VOUCHES is false); run with --ignored once it is true"]
 fn queue_overflow_catches_the_roots_up_without_a_full_sync_and_converges() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let env = Env::new();

@@ -141,6 +141,24 @@ fn directory_replaced_by_a_file_is_replaced_at_the_target_with_nothing_failed() 
 }
 
 #[test]
+fn directory_moved_away_and_recreated_before_the_push_leaves_nothing_of_it_at_the_target() {
+    let env = Env::new();
+    write(&env.src.join("a/old.txt"), b"old");
+    write(&env.src.join("a/sub/deep.txt"), b"deep");
+    let d = start(&env);
+    // Paused, so the push comes only once `a` is a directory again: pushed as itself, it
+    // deletes nothing below it, and only what the index held below it tells the old names.
+    assert!(d.ctl(&["pause"]).status.success());
+    std::fs::rename(env.src.join("a"), env.src.join("b")).unwrap();
+    std::fs::create_dir(env.src.join("a")).unwrap();
+    write(&env.src.join("a/new.txt"), b"new");
+    assert_eq!(d.wait_idle(1), 4);
+    assert!(d.ctl(&["resume"]).status.success());
+    d.settle();
+    assert_same_tree(&env.src, &env.dst);
+}
+
+#[test]
 fn directory_moved_out_is_deleted_at_target_and_no_longer_watched() {
     let env = Env::new();
     write(&env.src.join("leaving/x/1.txt"), b"1");
@@ -596,7 +614,6 @@ fn sigterm_right_after_writes_journals_every_event_seen() {
 }
 
 #[test]
-#[ignore = "issue 12: catch-ups still end in a full sync (catchup::CATCH_UP_VOUCHES is false); run with --ignored once it is true"]
 fn after_kill_9_the_restart_finds_what_was_only_in_memory_and_trusts_no_index() {
     let env = Env::new();
     // A long coalescing window: the creates below wait in memory, never journaled.
@@ -979,7 +996,6 @@ fn owed_since(d: &Syncd, since: u64) -> Vec<(String, String)> {
 }
 
 #[test]
-#[ignore = "issue 12: catch-ups still end in a full sync (catchup::CATCH_UP_VOUCHES is false); run with --ignored once it is true"]
 fn a_full_sync_at_restart_only_where_the_index_cannot_vouch_and_the_log_says_why() {
     let env = Env::new();
     write(&env.src.join("keep.txt"), b"k");

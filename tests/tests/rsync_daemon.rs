@@ -675,7 +675,6 @@ fn change_everything_kind_by_kind(src: &std::path::Path) {
 }
 
 #[test]
-#[ignore = "issue 12: catch-ups still end in a full sync (catchup::CATCH_UP_VOUCHES is false); run with --ignored once it is true"]
 fn changes_of_every_kind_made_while_down_arrive_at_restart_without_a_full_sync() {
     use std::os::unix::fs::MetadataExt;
     let env = Env::new();

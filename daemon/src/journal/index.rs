@@ -379,6 +379,27 @@ impl Index {
         })())
     }
 
+    /// The paths of every entry below `path` of `root`.
+    pub(super) fn paths_below(&self, root: &str, path: &[u8]) -> Result<Vec<Vec<u8>>, IndexError> {
+        self.check((|| {
+            let db = self.db()?;
+            let txn = db.begin_read().map_err(db_err)?;
+            let table = match txn.open_table(ENTRIES) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+                Err(e) => return Err(db_err(e)),
+            };
+            let prefix_len = root.len() + 1;
+            let (lo, hi) = below(&index_key(root, path));
+            let mut out = Vec::new();
+            for kv in table.range(lo.as_slice()..hi.as_slice()).map_err(db_err)? {
+                let (k, _) = kv.map_err(db_err)?;
+                out.push(key_path(prefix_len, k.value()));
+            }
+            Ok(out)
+        })())
+    }
+
     /// Bytes the index file takes on disk.
     pub(super) fn size_on_disk(&self) -> u64 {
         std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0)
@@ -505,6 +526,13 @@ impl Journal {
     /// Whether an index write of `root` failed since its index was last built.
     pub fn index_failed(&self, root: &str) -> Result<bool, JournalError> {
         self.with(|t| t.index_failed(root))
+    }
+
+    /// Every path the index holds below `path` of `root` (what a target may hold there).
+    pub fn index_paths_below(&self, root: &str, path: &[u8]) -> Result<Vec<Vec<u8>>, JournalError> {
+        self.index
+            .paths_below(root, path)
+            .map_err(|e| self.index_write_failed(Some(root), &e))
     }
 
     /// Every path of `root` the index holds as a file of inode `ino` (a scan of the root).

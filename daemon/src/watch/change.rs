@@ -24,6 +24,10 @@ pub enum Change {
         path: Vec<u8>,
         urgency: Urgency,
     },
+    /// A directory moved away from `path`: it is journaled now with everything the index holds
+    /// below it, because a directory that appears there again before the push is pushed as
+    /// itself, which deletes nothing below it at the target.
+    TreeGone { root: usize, path: Vec<u8> },
     /// Events were lost for `root`: it catches up (a full sync where its index cannot vouch).
     Resync { root: usize, reason: String },
     /// `root` cannot be fully watched: keep it in sync by scheduled full resyncs.

@@ -408,7 +408,7 @@ impl Watcher {
         match action {
             Action::DirMovedAway => {
                 moved_dirs.insert(ev.cookie, (root, path.clone()));
-                self.send(now(path)).await;
+                self.send(Change::TreeGone { root, path }).await;
             }
             Action::DirAppeared { moved_in } => {
                 if moved_in {
