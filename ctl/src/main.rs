@@ -2,7 +2,8 @@
 //!
 //! `conn` opens the socket and frames requests; `cmd/` has one handler per command, named after
 //! it (the daemon's `control/` has one file per request). Exit status: 0 success; 1 error
-//! (daemon unreachable, request refused); `wait-idle` 3 = idle with failed paths, 4 = timed out.
+//! (daemon unreachable, request refused); `wait-idle` 3 = idle with failed paths, 4 = timed out;
+//! `verify` 1 = drift found, 2 = a target could not be compared.
 
 mod cmd;
 mod conn;
@@ -70,6 +71,19 @@ enum Command {
         #[arg(long)]
         timeout: Option<f64>,
     },
+    /// Compare the targets with the source, changing nothing: list each path that is missing,
+    /// extra or differs (content, size, time, attributes). Exit 0 in sync, 1 drift found, 2 a
+    /// target could not be compared. `resync` repairs.
+    Verify {
+        #[arg(long)]
+        target: Option<String>,
+        /// Compare content (rsync --checksum: reads every file at both sides), not size and
+        /// modification time.
+        #[arg(long)]
+        checksum: bool,
+        /// Only this directory (inside a root).
+        path: Option<PathBuf>,
+    },
     /// Re-read the configuration file.
     Reload,
     /// Stop the daemon.
@@ -117,6 +131,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::WaitIdle { target, timeout } => {
             cmd::wait_idle(&mut open()?, target, timeout, json)
         }
+        Command::Verify {
+            target,
+            checksum,
+            path,
+        } => cmd::verify(&mut open()?, target, path, checksum, json),
         Command::Reload => cmd::reload(&mut open()?, json),
         Command::Stop => cmd::stop(&mut open()?, json),
         Command::Log { follow } => cmd::log(&mut open()?, follow, json),

@@ -243,12 +243,13 @@ impl<'a> Wiring<'a> {
         let (paused_tx, paused_rx) = watch::channel(false);
         let (view_tx, view_rx) = watch::channel(WorkerView::default());
         let kick = Arc::new(AtomicBool::new(false));
+        let runner = Runner {
+            root: root.clone(),
+            target: Arc::new(t.clone()),
+        };
         let worker = Worker {
             id: id.clone(),
-            runner: Runner {
-                root: root.clone(),
-                target: Arc::new(t.clone()),
-            },
+            runner: runner.clone(),
             reporter: Reporter {
                 id: id.clone(),
                 hooks: self.hooks(r, t),
@@ -276,6 +277,7 @@ impl<'a> Wiring<'a> {
             paused: Arc::new(paused_tx),
             kick,
             view: view_rx,
+            runner,
         })
     }
 

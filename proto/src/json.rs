@@ -257,3 +257,55 @@ impl IdleView {
         }
     }
 }
+
+/// `syncctl --json verify`.
+#[derive(Serialize)]
+pub struct VerifyView<'a> {
+    pub drift: bool,
+    pub targets: Vec<TargetDriftView<'a>>,
+}
+
+#[derive(Serialize)]
+pub struct TargetDriftView<'a> {
+    pub dir: Cow<'a, str>,
+    pub elapsed_ms: u64,
+    pub error: Option<&'a str>,
+    pub more: u64,
+    pub paths: Vec<DriftPathView<'a>>,
+    pub target: &'a str,
+}
+
+#[derive(Serialize)]
+pub struct DriftPathView<'a> {
+    pub itemized: &'a str,
+    pub kind: &'static str,
+    pub path: Cow<'a, str>,
+}
+
+impl<'a> VerifyView<'a> {
+    pub fn of(r: &'a crate::VerifyReport) -> VerifyView<'a> {
+        VerifyView {
+            drift: r.drift(),
+            targets: r
+                .targets
+                .iter()
+                .map(|t| TargetDriftView {
+                    dir: String::from_utf8_lossy(&t.dir),
+                    elapsed_ms: t.elapsed_ms,
+                    error: t.error.as_deref(),
+                    more: t.more,
+                    paths: t
+                        .paths
+                        .iter()
+                        .map(|p| DriftPathView {
+                            itemized: &p.itemized,
+                            kind: p.kind.as_str(),
+                            path: String::from_utf8_lossy(&p.path),
+                        })
+                        .collect(),
+                    target: &t.target,
+                })
+                .collect(),
+        }
+    }
+}

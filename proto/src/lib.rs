@@ -65,6 +65,14 @@ pub enum Request {
     /// The recent delivered and failed batches as `Event`s, then `Done`; with `follow`, the
     /// connection then streams new ones as they happen instead, until the client goes.
     Log { follow: bool },
+    /// Compare the targets (one, or all) with the source, changing nothing: a dry-run rsync of
+    /// every root (or the directory `path` inside one); `checksum` compares content, not size
+    /// and time.
+    Verify {
+        target: Option<String>,
+        path: Option<ByteBuf>,
+        checksum: bool,
+    },
 }
 
 /// The daemon's answer to one [`Request`].
@@ -84,6 +92,84 @@ pub enum Response {
     Error { kind: ErrorKind, message: String },
     /// One entry of `Log`.
     Event(LogEvent),
+    /// Answer to `Verify`.
+    Verify(VerifyReport),
+}
+
+/// What `Verify` found, per target.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct VerifyReport {
+    pub targets: Vec<TargetDrift>,
+}
+
+impl VerifyReport {
+    /// Whether any target differs from the source.
+    pub fn drift(&self) -> bool {
+        self.targets
+            .iter()
+            .any(|t| !t.paths.is_empty() || t.more > 0)
+    }
+
+    /// Whether any target could not be compared.
+    pub fn errors(&self) -> bool {
+        self.targets.iter().any(|t| t.error.is_some())
+    }
+}
+
+/// How one target differs from the source.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct TargetDrift {
+    /// `root/target`.
+    pub target: String,
+    /// The directory compared, relative to the root; empty for the whole root.
+    pub dir: ByteBuf,
+    /// Why it could not be compared (target down, root unavailable); nothing is listed then.
+    pub error: Option<String>,
+    /// The differing paths (relative to the root, as rsync names them: unprintable bytes
+    /// escaped as `\#ooo`), the first ones up to the daemon's limit.
+    pub paths: Vec<DriftPath>,
+    /// Differing paths not listed because of the limit.
+    pub more: u64,
+    pub elapsed_ms: u64,
+}
+
+/// One path that differs between source and target.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct DriftPath {
+    pub path: ByteBuf,
+    pub kind: DriftKind,
+    /// rsync's itemized change string (`>f.st......`, `*deleting`).
+    pub itemized: String,
+}
+
+/// How a path differs.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DriftKind {
+    /// At the source, not at the target.
+    Missing,
+    /// At the target, not at the source.
+    Extra,
+    /// Other content of the same size (found with `checksum`), a symlink pointing elsewhere.
+    Content,
+    /// Another size.
+    Size,
+    /// Another modification time.
+    Time,
+    /// Permissions, owner, group, ACLs or extended attributes only.
+    Attributes,
+}
+
+impl DriftKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DriftKind::Missing => "missing",
+            DriftKind::Extra => "extra",
+            DriftKind::Content => "content",
+            DriftKind::Size => "size",
+            DriftKind::Time => "time",
+            DriftKind::Attributes => "attributes",
+        }
+    }
 }
 
 /// Something that happened to a target's paths (`syncctl log`).

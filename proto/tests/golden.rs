@@ -54,6 +54,14 @@ fn requests() -> Vec<(Request, &'static str)> {
         (Request::Reload, "0000000108"),
         (Request::Shutdown, "0000000109"),
         (Request::Log { follow: true }, "000000020a01"),
+        (
+            Request::Verify {
+                target: Some("b1".into()),
+                path: None,
+                checksum: true,
+            },
+            "000000070b010262310001",
+        ),
     ]
 }
 
@@ -168,6 +176,26 @@ fn responses() -> Vec<(Response, &'static str)> {
                 }],
             }),
             "00000030020000000100000101770003000000000000000000010100000001000000000000010100000003000000000000010100",
+        ),
+        (
+            Response::Verify(VerifyReport {
+                targets: vec![TargetDrift {
+                    target: "d/b1".into(),
+                    dir: ByteBuf::from(b"s".to_vec()),
+                    error: None,
+                    paths: [DriftKind::Missing, DriftKind::Extra, DriftKind::Attributes]
+                        .into_iter()
+                        .map(|kind| DriftPath {
+                            path: ByteBuf::from(b"f".to_vec()),
+                            kind,
+                            itemized: "i".into(),
+                        })
+                        .collect(),
+                    more: 1,
+                    elapsed_ms: 7,
+                }],
+            }),
+            "0000001c070104642f6231017300030166000169016601016901660501690107",
         ),
     ]
 }

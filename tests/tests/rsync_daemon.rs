@@ -716,3 +716,120 @@ fn changes_of_every_kind_made_while_down_arrive_at_restart_without_a_full_sync()
         "every change found: {caught}"
     );
 }
+
+/// `syncctl --json verify ARGS…`: exit code and the document.
+fn verify(d: &Syncd, args: &[&str]) -> (i32, serde_json::Value) {
+    let mut all = vec!["--json", "verify"];
+    all.extend_from_slice(args);
+    let out = d.ctl(&all);
+    let doc = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "verify {args:?}: {e}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code().unwrap_or(-1), doc)
+}
+
+/// The (kind, path) pairs a verify listed, sorted.
+fn drift(doc: &serde_json::Value) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = doc["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|t| t["paths"].as_array().unwrap().iter())
+        .map(|p| {
+            (
+                p["kind"].as_str().unwrap().into(),
+                p["path"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn verify_lists_what_differs_at_the_target_changes_nothing_and_is_clean_after_resync() {
+    let env = Env::new();
+    let module = module_dir(&env);
+    let rd = RsyncDaemon::start(env.dir.path(), &module, "");
+    for (p, c) in [
+        ("keep.txt", "keep"),
+        ("change.txt", "change"),
+        ("delete-me.txt", "delete me"),
+        ("same-size.txt", "aaaa"),
+        ("sub/inner.txt", "inner"),
+    ] {
+        write(&env.src.join(p), c.as_bytes());
+    }
+    let cfg = env.config("", &rd.target("d1", ""));
+    let d = Syncd::start(&cfg, &env.socket);
+    d.settle();
+    let (code, doc) = verify(&d, &[]);
+    assert_eq!((code, drift(&doc)), (0, vec![]), "{doc}");
+    assert_eq!(doc["drift"], false);
+
+    // Behind syncd's back, at the target.
+    std::fs::remove_file(module.join("delete-me.txt")).unwrap();
+    write(&module.join("extra.txt"), b"not at the source");
+    write(&module.join("change.txt"), b"changed at the target");
+    let same = module.join("same-size.txt");
+    let mtime = std::fs::metadata(&same).unwrap().modified().unwrap();
+    write(&same, b"bbbb");
+    std::fs::File::options()
+        .write(true)
+        .open(&same)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    let target_before = snapshot(&module);
+
+    let s = |k: &str, p: &str| (k.to_string(), p.to_string());
+    let (code, doc) = verify(&d, &[]);
+    let quick = vec![
+        s("extra", "extra.txt"),
+        s("missing", "delete-me.txt"),
+        s("size", "change.txt"),
+    ];
+    assert_eq!((code, drift(&doc)), (1, quick.clone()), "{doc}");
+    // Same size and time: only a comparison of content sees it.
+    let (code, doc) = verify(&d, &["--checksum"]);
+    let mut by_content = quick;
+    by_content.insert(0, s("content", "same-size.txt"));
+    assert_eq!((code, drift(&doc)), (1, by_content), "{doc}");
+    // One directory only, and it is in sync.
+    let sub = env.src.join("sub");
+    let (code, doc) = verify(&d, &["--target", "d1", sub.to_str().unwrap()]);
+    assert_eq!((code, drift(&doc)), (0, vec![]), "{doc}");
+    assert_eq!(doc["targets"][0]["dir"], "sub");
+    assert_eq!(
+        snapshot(&module),
+        target_before,
+        "verify changed the target"
+    );
+    // The human form names each path.
+    let text = String::from_utf8(d.ctl(&["verify"]).stdout).unwrap();
+    assert!(
+        text.contains("3 path(s) differ") && text.contains("extra      extra.txt"),
+        "{text}"
+    );
+
+    assert!(d.ctl(&["resync", "--target", "d1"]).status.success());
+    d.settle();
+    let (code, doc) = verify(&d, &["--checksum"]);
+    // rsync's quick check cannot see same-size.txt: the full sync leaves it, --checksum tells.
+    assert_eq!(
+        (code, drift(&doc)),
+        (1, vec![s("content", "same-size.txt")]),
+        "{doc}"
+    );
+    let (code, doc) = verify(&d, &[]);
+    assert_eq!((code, drift(&doc)), (0, vec![]), "{doc}");
+    drop(rd);
+    let (code, doc) = verify(&d, &[]);
+    assert_eq!(code, 2, "{doc}");
+    let err = doc["targets"][0]["error"].as_str().unwrap_or_default();
+    assert!(err.starts_with("not compared:"), "{doc}");
+}

@@ -11,6 +11,7 @@ mod resync;
 mod retry_failed;
 mod status;
 mod stop;
+mod verify;
 mod wait_idle;
 
 pub use completions::{completions, man};
@@ -22,6 +23,7 @@ pub use resync::resync;
 pub use retry_failed::retry_failed;
 pub use status::status;
 pub use stop::stop;
+pub use verify::verify;
 pub use wait_idle::wait_idle;
 
 use std::process::ExitCode;

@@ -5,7 +5,7 @@
 //! - `connection`: the accept loop and one connection's frames (`frame`: proto's framing as a
 //!   tokio decoder);
 //! - `status`, `pause` (and resume), `resync`, `retry_failed`, `failed`, `wait_idle`, `reload`,
-//!   `stop`, `log`: the requests;
+//!   `stop`, `log`, `verify`: the requests;
 //! - `http`: the optional HTTP face of the same requests.
 //!
 //! Invariants:
@@ -29,6 +29,7 @@ mod status;
 mod stop;
 #[cfg(test)]
 mod tests;
+mod verify;
 mod wait_idle;
 
 use std::sync::Arc;
@@ -53,6 +54,31 @@ pub struct Shared {
     pub access: Access,
     /// `syncctl log`.
     pub events: crate::observe::log::Events,
+}
+
+/// The root holding the absolute `path` and the path inside it (`None` without a path), or
+/// the error answer naming it.
+fn locate(
+    engine: &EngineView,
+    path: Option<syncd_proto::ByteBuf>,
+) -> Result<Option<(usize, Vec<u8>)>, Response> {
+    use std::os::unix::ffi::OsStrExt;
+    let Some(p) = path else {
+        return Ok(None);
+    };
+    let p = std::path::PathBuf::from(std::ffi::OsStr::from_bytes(&p));
+    let found = engine.roots.iter().enumerate().find_map(|(i, r)| {
+        p.strip_prefix(&r.source)
+            .ok()
+            .map(|rel| (i, rel.as_os_str().as_bytes().to_vec()))
+    });
+    match found {
+        Some(f) => Ok(Some(f)),
+        None => Err(err(
+            ErrorKind::UnknownPath,
+            format!("{} is not inside any watched root", p.display()),
+        )),
+    }
 }
 
 fn err(kind: ErrorKind, message: impl Into<String>) -> Response {
@@ -87,6 +113,11 @@ pub(crate) async fn answer(req: Request, shared: &Shared) -> Response {
             wait_idle::wait_idle(&engine, shared, target.as_deref(), timeout_ms).await
         }
         Request::Reload => reload::reload(shared).await,
+        Request::Verify {
+            target,
+            path,
+            checksum,
+        } => verify::verify(&engine, target.as_deref(), path, checksum).await,
         // Answered by the connection itself (it streams).
         Request::Log { .. } => err(
             ErrorKind::BadRequest,

@@ -1,7 +1,6 @@
 //! `syncctl resync [--target NAME] [PATH]`: a full rsync of a root (or of the directory PATH
 //! inside one) owed to the chosen targets, in the journal.
 
-use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 
 use syncd_proto::{ByteBuf, ErrorKind, Response};
@@ -19,25 +18,10 @@ pub(super) fn resync(
         Ok(t) => t,
         Err(e) => return e,
     };
-    let mut sub_for_root: Option<(usize, Vec<u8>)> = None;
-    if let Some(p) = path {
-        use std::os::unix::ffi::OsStrExt;
-        let p = PathBuf::from(std::ffi::OsStr::from_bytes(&p));
-        let found = engine.roots.iter().enumerate().find_map(|(i, r)| {
-            p.strip_prefix(&r.source)
-                .ok()
-                .map(|rel| (i, rel.as_os_str().as_bytes().to_vec()))
-        });
-        match found {
-            Some(f) => sub_for_root = Some(f),
-            None => {
-                return err(
-                    ErrorKind::UnknownPath,
-                    format!("{} is not inside any watched root", p.display()),
-                )
-            }
-        }
-    }
+    let sub_for_root = match super::locate(engine, path) {
+        Ok(s) => s,
+        Err(e) => return e,
+    };
     let mut n = 0;
     for t in ts {
         let sub: &[u8] = match &sub_for_root {

@@ -35,7 +35,30 @@ fn target(id: &str, root: usize) -> TargetHandle {
         paused: Arc::new(watch::channel(false).0),
         kick: Arc::new(AtomicBool::new(false)),
         view: watch::channel(WorkerView::default()).1,
+        runner: runner(),
     }
+}
+
+/// A runner of a valid configuration (its source in a temp dir kept for the whole test run).
+fn runner() -> crate::rsync::Runner {
+    static RUNNER: std::sync::OnceLock<(tempfile::TempDir, crate::rsync::Runner)> =
+        std::sync::OnceLock::new();
+    RUNNER
+        .get_or_init(|| {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::create_dir(dir.path().join("src")).unwrap();
+            let text = format!(
+                "state_dir = \"{d}/state\"\n[[sync]]\nsource = \"{d}/src\"\n[[sync.target]]\ndest = \"{d}/dst\"\n",
+                d = dir.path().display()
+            );
+            let cfg = crate::config::Config::from_toml(&text, std::path::Path::new("t.toml"))
+                .unwrap();
+            let root = Arc::new(cfg.roots[0].clone());
+            let target = Arc::new(root.targets[0].clone());
+            (dir, crate::rsync::Runner { root, target })
+        })
+        .1
+        .clone()
 }
 
 fn root(name: &str, source: &str) -> RootView {

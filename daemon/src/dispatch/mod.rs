@@ -88,6 +88,8 @@ pub struct TargetHandle {
     /// Set to leave backoff at once (explicit resync or retry-failed).
     pub kick: Arc<AtomicBool>,
     pub view: watch::Receiver<WorkerView>,
+    /// What its rsyncs run against (`syncctl verify` runs one too).
+    pub runner: Runner,
 }
 
 /// The worker task.

@@ -120,24 +120,30 @@ impl Runner {
 
     /// Full `rsync -a --delete` of the root (or its subdirectory `sub`).
     pub(super) fn full_command(&self, sub: &[u8]) -> Command {
+        let mut c = self.full_command_base();
+        // A line for every entry, up to date or not: how far the sync is (progress.rs).
+        c.args(["-ii", "--out-format=%i %l %b"]);
+        self.full_command_ends(&mut c, sub);
+        c
+    }
+
+    /// What a full sync and a verify share before their own options.
+    pub(super) fn full_command_base(&self) -> Command {
         let mut c = self.base_command();
         // Nanosecond mtime comparison: a same-size rewrite within one second (made while syncd
         // was down, say) is not skipped, and unchanged files still are.
-        c.args([
-            "--delete",
-            "--force",
-            "--modify-window=-1",
-            // A line for every entry, up to date or not: how far the sync is (progress.rs).
-            "-ii",
-            "--out-format=%i %l %b",
-        ]);
+        c.args(["--delete", "--force", "--modify-window=-1"]);
+        c
+    }
+
+    /// The source and destination of a full sync (or verify) of `sub`, and its output piped.
+    pub(super) fn full_command_ends(&self, c: &mut Command, sub: &[u8]) {
         if !sub.is_empty() {
             c.arg("--mkpath");
         }
         c.arg(self.src_arg(sub))
             .arg(self.target.dest.rsync_arg(sub));
         c.stdout(Stdio::piped());
-        c
     }
 }
 

@@ -13,6 +13,7 @@
 //! - `run`: one process to its end, with a deadline;
 //! - `exit`: what its exit status means for delivery ([`Outcome`]);
 //! - `progress`: a full sync's progress from rsync's itemized lines;
+//! - `verify`: a dry run of the full sync, read into the paths that differ;
 //! - `version`: the startup probe.
 
 mod command;
@@ -20,6 +21,7 @@ pub mod exit;
 pub mod plan;
 pub mod progress;
 mod run;
+pub mod verify;
 pub mod version;
 
 use std::sync::Arc;

@@ -119,7 +119,7 @@ async fn count(stdout: Option<ChildStdout>, progress: Option<&FullProgress>) -> 
 }
 
 /// rsync's stderr: the first [`STDERR_KEPT`] bytes kept, the rest read and dropped.
-async fn errs(mut stderr: Option<ChildStderr>) -> Vec<u8> {
+pub(super) async fn errs(mut stderr: Option<ChildStderr>) -> Vec<u8> {
     let mut buf = Vec::new();
     if let Some(e) = stderr.as_mut() {
         let _ = e.take(STDERR_KEPT).read_to_end(&mut buf).await;
