@@ -278,6 +278,7 @@ impl<'a> Wiring<'a> {
             kick,
             view: view_rx,
             runner,
+            verifying: Arc::default(),
         })
     }
 

@@ -44,6 +44,7 @@ pub struct TargetView<'a> {
     pub pending: u64,
     pub root: &'a str,
     pub state: &'static str,
+    pub verify: Option<ProgressView<'a>>,
 }
 
 /// A running full sync.
@@ -119,6 +120,7 @@ impl<'a> TargetView<'a> {
             pending: t.pending,
             root,
             state: t.state.as_str(),
+            verify: t.verify.as_ref().map(ProgressView::of),
         }
     }
 }

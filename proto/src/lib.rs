@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 pub use serde_bytes::ByteBuf;
 
 /// Version of this protocol; bumped on any incompatible change to the messages below.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// Largest request frame the daemon accepts (requests are small; anything bigger is hostile).
 pub const MAX_REQUEST_FRAME: usize = 64 * 1024;
@@ -292,6 +292,8 @@ pub struct TargetStatus {
     pub next_retry_ms: Option<u64>,
     /// Progress of a full sync while one runs.
     pub full_sync: Option<SyncProgress>,
+    /// Progress of a `verify` of this target while one runs (`files`: paths found to differ).
+    pub verify: Option<SyncProgress>,
 }
 
 /// What a target is doing.

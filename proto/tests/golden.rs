@@ -13,7 +13,7 @@ fn requests() -> Vec<(Request, &'static str)> {
             Request::Hello {
                 protocol: PROTOCOL_VERSION,
             },
-            "000000020002",
+            "000000020003",
         ),
         (Request::Status, "0000000101"),
         (Request::Pause { target: None }, "000000020200"),
@@ -101,10 +101,11 @@ fn responses() -> Vec<(Response, &'static str)> {
                             bytes_sent: 6,
                             total: Some(TreeSize { entries: 9, bytes: 8 }),
                         }),
+                        verify: None,
                     }],
                 }],
             }),
-            "0000003e0205302e312e302afbe803010464617461052f6461746100030102623104683a3a6d02020001fb2c0101fa01016500010a07016401fb2c01050206010908",
+            "0000003f0205302e312e302afbe803010464617461052f6461746100030102623104683a3a6d02020001fb2c0101fa01016500010a07016401fb2c0105020601090800",
         ),
         (
             Response::Failed(FailedList {
@@ -171,11 +172,12 @@ fn responses() -> Vec<(Response, &'static str)> {
                             last_error: None,
                             next_retry_ms: Some(1),
                             full_sync: None,
+                            verify: None,
                         })
                         .collect(),
                 }],
             }),
-            "00000030020000000100000101770003000000000000000000010100000001000000000000010100000003000000000000010100",
+            "00000033020000000100000101770003000000000000000000010100000000010000000000000101000000000300000000000001010000",
         ),
         (
             Response::Verify(VerifyReport {

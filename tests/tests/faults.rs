@@ -547,3 +547,46 @@ fn a_full_sync_that_ends_after_watching_stopped_leaves_the_next_start_trusting_n
     assert_eq!(owed.len(), 1, "{owed:?}");
     assert!(owed[0].contains("did not stop in order"), "{owed:?}");
 }
+
+#[test]
+fn a_running_verify_shows_in_status_what_it_checked_and_found_so_far() {
+    let env = Env::new();
+    let fake = Fake::new(env.dir.path());
+    for i in 0..20 {
+        write(&env.src.join(format!("d/{i}.txt")), b"x");
+    }
+    let d = start(&env, &fake, "");
+    d.settle();
+    std::fs::remove_file(env.dst.join("d/7.txt")).unwrap();
+    write(&env.dst.join("d/stale"), b"only at the target");
+    nix::unistd::mkfifo(
+        &fake.flags.join("release"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
+    // The verify's rsync has compared everything; its process has not exited yet.
+    fake.set("pause-after", true);
+    let socket = env.socket.clone();
+    let verify = std::thread::spawn(move || ctl(&socket, &["--json", "verify"]));
+    assert!(
+        wait_for_entry(&fake.flags, |n| n == "paused", Duration::from_secs(30)),
+        "{}",
+        d.log.text()
+    );
+    let st = d.target_status("local");
+    let p = &st["verify"];
+    // Every entry of the source (the root, d, its 20 files) compared.
+    assert_eq!(p["checked"], 22, "{st}");
+    assert_eq!(p["files"], 2, "one missing, one extra so far: {st}");
+    assert!(st["full_sync"].is_null(), "a verify is no full sync: {st}");
+    let text = String::from_utf8(d.ctl(&["status"]).stdout).unwrap();
+    assert!(text.contains("verify of the root:"), "{text}");
+    fake.set("pause-after", false);
+    std::fs::write(fake.flags.join("release"), b"go\n").unwrap();
+    let out = verify.join().unwrap();
+    assert_eq!(out.status.code(), Some(1), "drift found");
+    assert!(
+        d.target_status("local")["verify"].is_null(),
+        "gone once done"
+    );
+}

@@ -146,11 +146,14 @@ fn target_table(targets: &[TargetStatus]) -> String {
     table.to_string()
 }
 
-/// What a target is doing beyond its row: a running full sync, the last error.
+/// What a target is doing beyond its row: a running full sync or verify, the last error.
 fn target_details(t: &TargetStatus, bar: bool) -> String {
     let mut lines = Vec::new();
     if let Some(p) = &t.full_sync {
-        lines.push(progress_lines(p, bar));
+        lines.push(progress_lines(p, bar, Run::FullSync));
+    }
+    if let Some(p) = &t.verify {
+        lines.push(progress_lines(p, bar, Run::Verify));
     }
     if let Some(e) = &t.last_error {
         let retry = t
@@ -162,16 +165,27 @@ fn target_details(t: &TargetStatus, bar: bool) -> String {
     lines.join("\n")
 }
 
-/// Two lines on a running full sync: how much is checked (of the total, once the daemon has
-/// counted it), on a terminal with a bar; then what was sent and deleted.
-fn progress_lines(p: &SyncProgress, bar: bool) -> String {
+/// What a progress is of.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Run {
+    FullSync,
+    Verify,
+}
+
+/// Two lines on a running full sync (or verify): how much is checked (of the total, once the
+/// daemon has counted it), on a terminal with a bar; then what was sent and deleted (or found to
+/// differ).
+fn progress_lines(p: &SyncProgress, bar: bool, run: Run) -> String {
     let size = |b: u64| bytesize::ByteSize(b).display().iec().to_string();
     let what = if p.path.is_empty() {
         "the root".to_string()
     } else {
         lossy(&p.path).escape_debug().to_string()
     };
-    let mut line = format!("full sync of {what}: ");
+    let mut line = match run {
+        Run::FullSync => format!("full sync of {what}: "),
+        Run::Verify => format!("verify of {what}: "),
+    };
     let checked = match (p.total, p.fraction()) {
         (Some(total), Some(f)) => {
             let pct = (f * 100.0).floor();
@@ -195,6 +209,10 @@ fn progress_lines(p: &SyncProgress, bar: bool) -> String {
             size(p.checked_bytes)
         ),
     };
+    if run == Run::Verify {
+        let secs = p.elapsed_ms as f64 / 1000.0;
+        return line + &format!("{checked}\n  {} differ so far, {secs:.1}s", p.files);
+    }
     line += &format!(
         "{checked}\n  {} sent ({}), {} deleted, {:.1}s",
         p.files.saturating_sub(p.deleted),
@@ -244,6 +262,7 @@ mod tests {
             last_error: None,
             next_retry_ms: None,
             full_sync: None,
+            verify: None,
         }
     }
 
@@ -309,13 +328,13 @@ mod tests {
             bytes: 10 << 20,
         }));
         assert_eq!(
-            progress_lines(&p, true),
+            progress_lines(&p, true, Run::FullSync),
             "full sync of photos/2026: [#########...........] 45%, 450 of 1000 entries \
              (3.0 MiB of 10.0 MiB) checked\n  10 sent (1.5 KiB), 2 deleted, 3.2s, \
              2 more directories queued"
         );
         assert_eq!(
-            progress_lines(&p, false),
+            progress_lines(&p, false, Run::FullSync),
             "full sync of photos/2026: 45%, 450 of 1000 entries (3.0 MiB of 10.0 MiB) checked\n  \
              10 sent (1.5 KiB), 2 deleted, 3.2s, 2 more directories queued"
         );
@@ -327,7 +346,7 @@ mod tests {
         p.path = ByteBuf::new();
         p.queued = 0;
         assert_eq!(
-            progress_lines(&p, true),
+            progress_lines(&p, true, Run::FullSync),
             "full sync of the root: 450 entries (3.0 MiB) checked, still counting the total\n  \
              10 sent (1.5 KiB), 2 deleted, 3.2s"
         );
@@ -340,7 +359,7 @@ mod tests {
             bytes: 0,
         }));
         p.checked = 150;
-        let line = progress_lines(&p, true);
+        let line = progress_lines(&p, true, Run::FullSync);
         assert!(line.contains("[###################.] 99%"), "{line}");
     }
 }

@@ -49,6 +49,12 @@ pub(super) fn status(engine: &EngineView, shared: &Shared) -> Response {
                     .next_retry
                     .map(|n| n.saturating_duration_since(Instant::now()).as_millis() as u64),
                 full_sync: v.full_sync.as_ref().map(|p| p.status()),
+                verify: t
+                    .verifying
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .as_ref()
+                    .map(|p| p.status()),
             });
         }
         use std::os::unix::ffi::OsStrExt;

@@ -36,6 +36,7 @@ fn target(id: &str, root: usize) -> TargetHandle {
         kick: Arc::new(AtomicBool::new(false)),
         view: watch::channel(WorkerView::default()).1,
         runner: runner(),
+        verifying: Arc::default(),
     }
 }
 

@@ -1,12 +1,54 @@
 //! `syncctl verify [--target NAME] [--checksum] [PATH]`: each chosen target compared with the
 //! source by a dry-run rsync, one target after another; nothing changes at either side.
 
+use std::sync::Arc;
+
 use syncd_proto::{ByteBuf, ErrorKind, Response, RootState, TargetDrift, VerifyReport};
 
 use super::err;
 use crate::dispatch::TargetHandle;
 use crate::engine::EngineView;
-use crate::rsync::Outcome;
+use crate::rsync::{FullProgress, Outcome};
+
+type Slot = std::sync::Mutex<Option<Arc<FullProgress>>>;
+
+fn lock(m: &Slot) -> std::sync::MutexGuard<'_, Option<Arc<FullProgress>>> {
+    // Nothing panics while holding it.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A verify's progress, shown by `status` until it is dropped (also when the client goes away
+/// and the request with it).
+struct Shown<'a> {
+    slot: &'a Slot,
+    progress: Arc<FullProgress>,
+}
+
+impl<'a> Shown<'a> {
+    fn new(t: &'a TargetHandle, sub: &[u8]) -> Shown<'a> {
+        let progress = Arc::new(FullProgress::new(t.runner.root.clone()));
+        progress.begin(sub, 0);
+        *lock(&t.verifying) = Some(progress.clone());
+        Shown {
+            slot: &t.verifying,
+            progress,
+        }
+    }
+}
+
+impl Drop for Shown<'_> {
+    fn drop(&mut self) {
+        self.progress.end();
+        let mut slot = lock(self.slot);
+        // Not another verify's, started meanwhile.
+        if slot
+            .as_ref()
+            .is_some_and(|p| Arc::ptr_eq(p, &self.progress))
+        {
+            *slot = None;
+        }
+    }
+}
 
 pub(super) async fn verify(
     engine: &EngineView,
@@ -56,7 +98,9 @@ async fn one(engine: &EngineView, t: &TargetHandle, sub: &[u8], checksum: bool) 
         drift.error = Some(format!("the source root is unavailable: {reason}"));
         return drift;
     }
-    let v = t.runner.verify(sub, checksum).await;
+    let shown = Shown::new(t, sub);
+    let v = t.runner.verify(sub, checksum, &shown.progress).await;
+    drop(shown);
     match v.outcome {
         Outcome::Delivered => {
             drift.paths = v.paths;

@@ -90,6 +90,8 @@ pub struct TargetHandle {
     pub view: watch::Receiver<WorkerView>,
     /// What its rsyncs run against (`syncctl verify` runs one too).
     pub runner: Runner,
+    /// Progress of a running `syncctl verify` of this target.
+    pub verifying: Arc<std::sync::Mutex<Option<Arc<FullProgress>>>>,
 }
 
 /// The worker task.

@@ -269,6 +269,7 @@ mod tests {
                     last_error: None,
                     next_retry_ms: None,
                     full_sync: None,
+                    verify: None,
                 }],
             }],
         }

@@ -1,6 +1,6 @@
 //! Verifying a target: a dry run (`-n`) of the full sync's command, whose itemized lines
-//! (`--out-format='%i %n'`, only what differs) are turned into the differing paths. Changes
-//! nothing at either side.
+//! (`-ii --out-format='%i %l %b %n'`: one per entry, up to date or not, so the progress counts
+//! like a full sync's) are turned into the differing paths. Changes nothing at either side.
 //!
 //! - Directory modification times are not compared (`--omit-dir-times`): a push into a
 //!   directory sets its time at the target to the time of the push, so they differ after any
@@ -14,6 +14,7 @@ use tokio::process::Command;
 use syncd_proto::{DriftKind, DriftPath};
 
 use super::exit::{classify, Outcome};
+use super::progress::{FullProgress, OutLine};
 use super::Runner;
 
 /// Most differing paths listed per target.
@@ -30,10 +31,11 @@ pub struct Verified {
 
 impl Runner {
     /// Compare the root (or its directory `sub`) with the target; `checksum`: by content.
-    pub async fn verify(&self, sub: &[u8], checksum: bool) -> Verified {
+    /// `progress` counts the entries compared.
+    pub async fn verify(&self, sub: &[u8], checksum: bool, progress: &FullProgress) -> Verified {
         let mut c = self.verify_command(sub, checksum);
         match c.spawn() {
-            Ok(child) => read_drift(child, sub).await,
+            Ok(child) => read_drift(child, sub, progress).await,
             Err(e) => Verified {
                 outcome: Outcome::TargetDown(format!("cannot start rsync: {e}")),
                 paths: Vec::new(),
@@ -44,7 +46,12 @@ impl Runner {
 
     fn verify_command(&self, sub: &[u8], checksum: bool) -> Command {
         let mut c = self.full_command_base();
-        c.args(["--dry-run", "--omit-dir-times", "--out-format=%i %n"]);
+        c.args([
+            "--dry-run",
+            "--omit-dir-times",
+            "-ii",
+            "--out-format=%i %l %b %n",
+        ]);
         if checksum {
             c.arg("--checksum");
         }
@@ -54,7 +61,11 @@ impl Runner {
 }
 
 /// Read the child's lines into differing paths (root-relative), then its exit.
-async fn read_drift(mut child: tokio::process::Child, sub: &[u8]) -> Verified {
+async fn read_drift(
+    mut child: tokio::process::Child,
+    sub: &[u8],
+    progress: &FullProgress,
+) -> Verified {
     let errs = super::run::errs(child.stderr.take());
     let out = child.stdout.take();
     let lines = async {
@@ -62,6 +73,9 @@ async fn read_drift(mut child: tokio::process::Child, sub: &[u8]) -> Verified {
         if let Some(out) = out {
             let mut lines = tokio::io::BufReader::new(out).split(b'\n');
             while let Ok(Some(line)) = lines.next_segment().await {
+                if let Some(l) = OutLine::parse(&line) {
+                    progress.record(&l);
+                }
                 let Some(d) = drift_of(&line, sub) else {
                     continue;
                 };
@@ -86,26 +100,28 @@ async fn read_drift(mut child: tokio::process::Child, sub: &[u8]) -> Verified {
     }
 }
 
-/// One itemized line (`YXcstpoguax name`, or `*deleting name`) as a differing path below
-/// `sub`; `None` for an up-to-date entry or any other line.
+/// One line (`YXcstpoguax LEN BYTES name`, or `*deleting   LEN BYTES name`) as a differing
+/// path below `sub`; `None` for an up-to-date entry or any other line.
 pub fn drift_of(line: &[u8], sub: &[u8]) -> Option<DriftPath> {
-    let sp = line.iter().position(|b| *b == b' ')?;
-    let (item, rest) = (&line[..sp], &line[sp..]);
+    // The change string is 11 wide (padded with spaces), then one space before each field.
+    let (item, rest) = (line.get(..11)?, line.get(11..)?);
+    let rest = rest.strip_prefix(b" ")?;
+    let mut fields = rest.splitn(3, |b| *b == b' ');
+    let (_len, _bytes, name) = (fields.next()?, fields.next()?, fields.next()?);
+    let item = item.trim_ascii_end();
     let kind = if item == b"*deleting" {
         DriftKind::Extra
     } else {
         kind_of(item)?
     };
-    let name = rest.trim_ascii_start();
     let name = name.strip_suffix(b"/").unwrap_or(name);
-    if name.is_empty() || name == b"." {
-        // The directory compared itself: only its attributes, never missing at this level.
-        if kind != DriftKind::Attributes && kind != DriftKind::Missing {
-            return None;
-        }
+    let name = if name == b"." { &b""[..] } else { name };
+    if name.is_empty() && !matches!(kind, DriftKind::Attributes | DriftKind::Missing) {
+        // The directory compared itself: missing, or its attributes.
+        return None;
     }
     let mut path = sub.to_vec();
-    if !name.is_empty() && name != b"." {
+    if !name.is_empty() {
         if !path.is_empty() {
             path.push(b'/');
         }
@@ -155,19 +171,23 @@ mod tests {
         use DriftKind::*;
         let s = |p: &str, k| Some((p.to_string(), k));
         let cases = [
-            (">f+++++++++ a/new.txt", "", s("a/new.txt", Missing)),
-            ("cd+++++++++ a/dir/", "", s("a/dir", Missing)),
-            ("cL+++++++++ link", "", s("link", Missing)),
-            ("*deleting   a/extra.txt", "", s("a/extra.txt", Extra)),
-            ("*deleting   gone/", "sub", s("sub/gone", Extra)),
-            (">fc.t...... changed", "", s("changed", Content)),
-            (">f.st...... grown", "", s("grown", Size)),
-            ("<fcst...... grown", "", s("grown", Size)),
-            (">f..t...... touched", "", s("touched", Time)),
-            (".f...p..... chmodded", "", s("chmodded", Attributes)),
-            (".d...p..... ./", "", s("", Attributes)),
-            ("cLc.t...... retargeted", "", s("retargeted", Content)),
-            (">f.st...... f", "d/e", s("d/e/f", Size)),
+            (">f+++++++++ 3 3 a/new.txt", "", s("a/new.txt", Missing)),
+            ("cd+++++++++ 4096 0 a/dir/", "", s("a/dir", Missing)),
+            ("cL+++++++++ 1 0 link", "", s("link", Missing)),
+            ("*deleting   0 0 a/extra.txt", "", s("a/extra.txt", Extra)),
+            ("*deleting   0 0 gone/", "sub", s("sub/gone", Extra)),
+            (">fc.t...... 3 3 changed", "", s("changed", Content)),
+            (">f.st...... 3 3 grown", "", s("grown", Size)),
+            ("<fcst...... 3 3 grown", "", s("grown", Size)),
+            (">f..t...... 3 3 touched", "", s("touched", Time)),
+            (".f...p..... 3 0 chmodded", "", s("chmodded", Attributes)),
+            (".d...p..... 4096 0 ./", "", s("", Attributes)),
+            ("cLc.t...... 1 0 retargeted", "", s("retargeted", Content)),
+            (">f.st...... 3 3 f", "d/e", s("d/e/f", Size)),
+            (">f.st...... 3 3  lead space", "", s(" lead space", Size)),
+            (".f          3 0 same", "", None),
+            (".d          4096 0 ./", "", None),
+            ("cd+++++++++ 4096 0 ./", "sub", s("sub", Missing)),
             ("with space name", "", None),
             ("sending incremental file list", "", None),
             ("", "", None),
