@@ -189,19 +189,19 @@ pub fn diff(
 const FINE_TICK: Duration = Duration::from_millis(100);
 /// A timestamp tick on a filesystem with whole-second timestamps (2 s on FAT).
 const COARSE_TICK: Duration = Duration::from_secs(3);
-/// Beyond `modify_delay`, how long an event may take from the kernel to the journal.
+/// Beyond its wait in memory, how long an event may take from the kernel to the journal.
 const PIPELINE_MARGIN: Duration = Duration::from_secs(1);
 
 /// How much earlier than the index's last write a recorded change may be and still be followed,
 /// in the same timestamp tick, by one whose event was lost: a tick of the root's filesystem,
 /// plus, unless the index was settled by an orderly stop, how long an event may wait on its way
-/// (`modify_delay`: an unclosed write waits that long in memory).
+/// (an unclosed write waits in memory up to [`RootConfig::longest_write_wait`]).
 fn racy_window(root: &RootConfig, sum: &IndexSum) -> Duration {
     let fine = Stat::lstat(&root.source).is_ok_and(|s| s.ctime_ns % 1_000_000_000 != 0);
     let tick = if fine { FINE_TICK } else { COARSE_TICK };
     match sum.settled {
         true => tick,
-        false => tick + root.modify_delay + PIPELINE_MARGIN,
+        false => tick + root.longest_write_wait() + PIPELINE_MARGIN,
     }
 }
 
@@ -536,8 +536,8 @@ mod tests {
         let mut sum = IndexSum::default();
         assert_eq!(
             racy_window(&root, &sum),
-            tick + Duration::from_secs(5) + PIPELINE_MARGIN,
-            "running: an event may wait modify_delay in memory"
+            tick + Duration::from_secs(50) + PIPELINE_MARGIN,
+            "running: an unclosed write may wait ten modify_delays in memory"
         );
         sum.settled = true;
         assert_eq!(racy_window(&root, &sum), tick, "after an orderly stop");

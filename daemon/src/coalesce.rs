@@ -4,9 +4,11 @@
 //! Invariants:
 //! - a finished change (close_write, delete, move, attrib, mkdir) is journaled and flushed at
 //!   once, batched with whatever else is already queued: under load batches grow by themselves;
-//! - a create or an unclosed write waits in memory for at most `delay` / `modify_delay` (fixed
-//!   from the first event, never extended, so a file written forever is still pushed) — a
-//!   close_write ends the wait early;
+//! - a create waits in memory for `delay` (fixed from its first event); a file written without
+//!   being closed until a quiet `modify_delay` after its last write, so a file being written
+//!   is pushed once, at its close, not half-written — but never longer than
+//!   `longest_write_wait` from its first event, so a file written forever is still pushed; a
+//!   close_write ends the wait at once;
 //! - at shutdown every waiting path is journaled before the task ends;
 //! - at start, and when events were lost (an overflow, a root back after it was away), each
 //!   root catches up (`catchup`): a local walk diffed against the index, whose findings are
@@ -90,6 +92,13 @@ pub struct Coalescer {
 
 type Key = (usize, Vec<u8>);
 
+/// A waiting path's window: when it ends, and the latest writes that keep coming may move it.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    at: Instant,
+    cap: Instant,
+}
+
 /// Why a root is owed a full sync after a failed journal write.
 const WRITE_FAILED: &str =
     "a journal write failed: changes held in memory would be lost if syncd stopped now";
@@ -100,7 +109,7 @@ const TAKE_AT_ONCE: usize = 16_384;
 /// What the coalescer holds between journal writes, per root where it says so.
 struct Held {
     /// When each waiting path's window ends.
-    deadlines: HashMap<Key, Instant>,
+    deadlines: HashMap<Key, Window>,
     /// The same, sorted by deadline.
     timers: BTreeSet<(Instant, usize, Vec<u8>)>,
     /// The next scheduled full resync of a root that cannot be fully watched.
@@ -214,18 +223,28 @@ impl Held {
             Urgency::Modified => Some(sink.config.modify_delay),
         };
         let key = (root, path);
-        match wait {
-            None => {
-                if let Some(at) = self.deadlines.remove(&key) {
-                    self.timers.remove(&(at, key.0, key.1.clone()));
+        match (wait, self.deadlines.get_mut(&key)) {
+            (None, _) => {
+                if let Some(w) = self.deadlines.remove(&key) {
+                    self.timers.remove(&(w.at, key.0, key.1.clone()));
                 }
                 self.ready[key.0].push(key.1);
             }
-            Some(_) if self.deadlines.contains_key(&key) => {}
-            Some(w) => {
-                let at = now + w;
+            // Still being written: a quiet modify_delay after this write, by the cap.
+            (Some(quiet), Some(w)) if urgency == Urgency::Modified => {
+                let at = (now + quiet).min(w.cap).max(w.at);
+                if at != w.at {
+                    self.timers.remove(&(w.at, key.0, key.1.clone()));
+                    self.timers.insert((at, key.0, key.1.clone()));
+                    w.at = at;
+                }
+            }
+            (Some(_), Some(_)) => {}
+            (Some(wait), None) => {
+                let at = now + wait;
+                let cap = now + sink.config.longest_write_wait();
                 self.timers.insert((at, key.0, key.1.clone()));
-                self.deadlines.insert(key, at);
+                self.deadlines.insert(key, Window { at, cap });
             }
         }
     }
@@ -745,14 +764,33 @@ mod tests {
                 vec![s(&[]), s(&["f"]), s(&["f"])],
             ),
             (
-                "an unclosed write waits modify_delay_ms from the first event, never extended",
+                "an unclosed write waits a quiet modify_delay_ms after its last write",
                 vec![
                     (0, path("log", Modified)),
                     (500, path("log", Modified)),
                     (999, path("log", Modified)),
                 ],
-                vec![999, 1000, 1999],
-                vec![s(&[]), s(&["log"]), s(&["log"])],
+                vec![1000, 1998, 1999],
+                vec![s(&[]), s(&[]), s(&["log"])],
+            ),
+            (
+                "a file created and then written waits for its writes, not only delay_ms",
+                vec![
+                    (0, path("dd", Created)),
+                    (50, path("dd", Modified)),
+                    (900, path("dd", Modified)),
+                    (1700, path("dd", Now)),
+                ],
+                vec![100, 1699, 1700],
+                vec![s(&[]), s(&[]), s(&["dd"])],
+            ),
+            (
+                "writes that keep coming wait 10 modify_delay_ms from the first at most",
+                (0..=24)
+                    .map(|i| (i * 500, path("busy", Modified)))
+                    .collect(),
+                vec![9999, 10_000, 12_000],
+                vec![s(&[]), s(&["busy"]), s(&["busy"])],
             ),
             (
                 "paths wait side by side, each for its own window",

@@ -514,6 +514,35 @@ fn file_kept_open_and_appended_is_delivered_while_still_open() {
 }
 
 #[test]
+fn a_file_still_being_written_is_pushed_once_at_its_close_not_half_written() {
+    let env = Env::new();
+    let d = start(&env);
+    // 40 writes 25 ms apart (1 s), longer than delay_ms (20) and modify_delay_ms (200) of
+    // the test config: only the close may end the wait.
+    let path = env.src.join("big.bin");
+    let mut f = std::fs::File::create(&path).unwrap();
+    for i in 0..40u8 {
+        f.write_all(&[i; 64 * 1024]).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    drop(f);
+    d.settle();
+    assert_same_tree(&env.src, &env.dst);
+    let out = d.ctl(&["--json", "log"]);
+    let pushes = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["kind"] == "delivered")
+        .filter(|e| {
+            e["sample"]
+                .as_array()
+                .is_some_and(|s| s.iter().any(|p| p == "big.bin"))
+        })
+        .count();
+    assert_eq!(pushes, 1, "pushed while still being written");
+}
+
+#[test]
 fn several_workers_per_target_deliver_a_burst_exactly() {
     let env = Env::new();
     let cfg = env.config(

@@ -28,8 +28,11 @@ pub const STARTUP_RESYNC: bool = true;
 
 /// `[[sync]] delay_ms`: the window of a create that may be followed by writes.
 pub const DELAY_MS: u64 = 100;
-/// `[[sync]] modify_delay_ms`: the longest a file written without being closed waits.
+/// `[[sync]] modify_delay_ms`: how long a file written without being closed waits after its
+/// last write.
 pub const MODIFY_DELAY_MS: u64 = 1000;
+/// A file whose writes keep coming waits at most this many `modify_delay`s from its first write.
+pub const WRITE_WAIT_FACTOR: u32 = 10;
 /// `[[sync]] full_resync_interval_s`: full resyncs of a root that cannot be fully watched.
 pub const FULL_RESYNC_INTERVAL_S: u64 = 300;
 

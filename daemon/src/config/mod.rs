@@ -94,11 +94,21 @@ pub struct RootConfig {
     pub excludes: Excludes,
     /// Window for creates that may be followed by more writes.
     pub delay: Duration,
-    /// Window for files written without being closed (logs).
+    /// Window for files written without being closed (logs): a quiet `modify_delay` after the
+    /// last write, at most [`RootConfig::longest_write_wait`] from the first.
     pub modify_delay: Duration,
     /// Interval of full resyncs when the root cannot be fully watched.
     pub full_resync_interval: Duration,
     pub targets: Vec<TargetConfig>,
+}
+
+impl RootConfig {
+    /// The longest a path written without being closed waits in memory: writes that keep
+    /// coming move its window on, never past this from its first event (so a file written
+    /// forever is still pushed).
+    pub fn longest_write_wait(&self) -> Duration {
+        self.modify_delay * defaults::WRITE_WAIT_FACTOR
+    }
 }
 
 /// A configured hook program (see [`crate::observe::hooks`]).

@@ -11,7 +11,8 @@ pub enum Urgency {
     Now,
     /// Created, probably about to be written: wait `delay` for its close_write.
     Created,
-    /// Written without being closed: journal after `modify_delay` at the latest.
+    /// Written without being closed: journal a quiet `modify_delay` after the last write (at
+    /// most `longest_write_wait` after the first).
     Modified,
 }
 
