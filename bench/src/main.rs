@@ -40,7 +40,7 @@ struct Args {
         default_value = "syncd,script,lsyncd,lsyncd-delay1"
     )]
     tools: Vec<String>,
-    /// Workloads: burst, steady200, steady2000, treeops, bigfile, renames.
+    /// Workloads: burst, steady200, steady2000, treeops, bigfile, bigwrite, renames.
     #[arg(
         long,
         value_delimiter = ',',
@@ -66,7 +66,7 @@ struct Args {
     #[arg(long, default_value_t = 1_000_000)]
     scale: usize,
     /// Trees (files) of the restart runs: syncd stopped, `--restart-changes` changes made, syncd
-    /// started again; bytes on the wire against one plain `rsync -a --delete` (empty: none).
+    /// started again; bytes on the wire against one plain `rsync -a --delete` (0: none).
     #[arg(long, value_delimiter = ',', default_value = "20000,1000000")]
     restart: Vec<usize>,
     /// Changes made while syncd is stopped, in each restart run.

@@ -32,6 +32,9 @@ pub enum Workload {
     TreeOps,
     /// 200 MiB written, then 1 MiB overwritten in the middle (timed: the overwrite).
     BigFile,
+    /// The same file written during the run (200 writes of 1 MiB), closed, then 1 MiB of it
+    /// rewritten in place: is it pushed half-written?
+    BigWrite,
     /// A directory of 100 files and a file renamed.
     Renames,
 }
@@ -46,9 +49,10 @@ impl Workload {
             "steady2000" => Workload::Steady { rate: 2000 },
             "treeops" => Workload::TreeOps,
             "bigfile" => Workload::BigFile,
+            "bigwrite" => Workload::BigWrite,
             "renames" => Workload::Renames,
             other => bail!(
-                "unknown workload {other:?}: burst, steady200, steady2000, treeops, bigfile, renames"
+                "unknown workload {other:?}: burst, steady200, steady2000, treeops, bigfile, bigwrite, renames"
             ),
         })
     }
@@ -60,6 +64,7 @@ impl Workload {
             Workload::Steady { .. } => "steady 2,000 files/s",
             Workload::TreeOps => "tree ops",
             Workload::BigFile => "big file",
+            Workload::BigWrite => "big write",
             Workload::Renames => "renames",
         }
     }
@@ -118,7 +123,7 @@ impl Workload {
                     f.write_all(&content(&mut rng, 1 << 20))?;
                 }
             }
-            Workload::Burst | Workload::Steady { .. } => {}
+            Workload::Burst | Workload::Steady { .. } | Workload::BigWrite => {}
         }
         Ok(())
     }
@@ -209,6 +214,20 @@ impl Workload {
                     std::fs::remove_file(src.join(&p))?;
                     touched.push(p);
                 }
+            }
+            Workload::BigWrite => {
+                use std::io::{Seek, SeekFrom, Write};
+                let mut f = std::fs::File::create(src.join("big.bin"))?;
+                for _ in 0..200 {
+                    f.write_all(&content(&mut rng, 1 << 20))?;
+                }
+                drop(f);
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(src.join("big.bin"))?;
+                f.seek(SeekFrom::Start(100 << 20))?;
+                f.write_all(&content(&mut rng, 1 << 20))?;
+                touched.push(PathBuf::from("big.bin"));
             }
             Workload::BigFile => {
                 use std::io::{Seek, SeekFrom, Write};
