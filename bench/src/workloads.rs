@@ -216,26 +216,17 @@ impl Workload {
                 }
             }
             Workload::BigWrite => {
-                use std::io::{Seek, SeekFrom, Write};
+                use std::io::Write;
                 let mut f = std::fs::File::create(src.join("big.bin"))?;
                 for _ in 0..200 {
                     f.write_all(&content(&mut rng, 1 << 20))?;
                 }
                 drop(f);
-                let mut f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .open(src.join("big.bin"))?;
-                f.seek(SeekFrom::Start(100 << 20))?;
-                f.write_all(&content(&mut rng, 1 << 20))?;
+                rewrite_big_file(src, &mut rng)?;
                 touched.push(PathBuf::from("big.bin"));
             }
             Workload::BigFile => {
-                use std::io::{Seek, SeekFrom, Write};
-                let mut f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .open(src.join("big.bin"))?;
-                f.seek(SeekFrom::Start(100 << 20))?;
-                f.write_all(&content(&mut rng, 1 << 20))?;
+                rewrite_big_file(src, &mut rng)?;
                 touched.push(PathBuf::from("big.bin"));
             }
             Workload::Renames => {
@@ -262,4 +253,15 @@ fn content(rng: &mut Rng, size: usize) -> Vec<u8> {
     }
     v.truncate(size);
     v
+}
+
+/// 1 MiB in the middle of `big.bin` rewritten in place.
+fn rewrite_big_file(src: &Path, rng: &mut Rng) -> anyhow::Result<()> {
+    use std::io::{Seek, SeekFrom, Write};
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(src.join("big.bin"))?;
+    f.seek(SeekFrom::Start(100 << 20))?;
+    f.write_all(&content(rng, 1 << 20))?;
+    Ok(())
 }

@@ -518,7 +518,8 @@ fn a_file_still_being_written_is_pushed_once_at_its_close_not_half_written() {
     let env = Env::new();
     let d = start(&env);
     // 40 writes 25 ms apart (1 s), longer than delay_ms (20) and modify_delay_ms (200) of
-    // the test config: only the close may end the wait.
+    // the test config: only the close may end the wait. The pause is the writer's rhythm (the
+    // workload itself), not a wait for syncd.
     let path = env.src.join("big.bin");
     let mut f = std::fs::File::create(&path).unwrap();
     for i in 0..40u8 {

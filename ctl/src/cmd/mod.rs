@@ -50,6 +50,20 @@ fn done(conn: &mut Conn, req: Request, as_json: bool) -> anyhow::Result<ExitCode
     }
 }
 
+/// A PATH argument made absolute here (the daemon does not know the caller's working
+/// directory), as the bytes the request carries.
+fn absolute(path: Option<std::path::PathBuf>) -> anyhow::Result<Option<syncd_proto::ByteBuf>> {
+    use anyhow::Context;
+    use std::os::unix::ffi::OsStrExt;
+    let Some(p) = path else {
+        return Ok(None);
+    };
+    let abs = std::path::absolute(&p).with_context(|| format!("resolving {}", p.display()))?;
+    Ok(Some(syncd_proto::ByteBuf::from(
+        abs.as_os_str().as_bytes().to_vec(),
+    )))
+}
+
 /// One JSON document on a line of its own.
 fn print_json(v: &impl serde::Serialize) {
     println!(

@@ -1,11 +1,9 @@
 //! `syncctl resync [--target T] [PATH]`: a full rsync of every root, or of one directory.
 
-use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
-use syncd_proto::{ByteBuf, Request};
+use syncd_proto::Request;
 
 use crate::conn::Conn;
 
@@ -16,13 +14,6 @@ pub fn resync(
     path: Option<PathBuf>,
     as_json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let path = match path {
-        Some(p) => {
-            let abs =
-                std::path::absolute(&p).with_context(|| format!("resolving {}", p.display()))?;
-            Some(ByteBuf::from(abs.as_os_str().as_bytes().to_vec()))
-        }
-        None => None,
-    };
+    let path = super::absolute(path)?;
     super::done(conn, Request::Resync { target, path }, as_json)
 }

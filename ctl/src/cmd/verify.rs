@@ -1,13 +1,12 @@
 //! `syncctl verify [--target T] [--checksum] [PATH]`: how each target differs from the source;
 //! changes nothing. Exit 0 in sync, 1 drift found, 2 a target could not be compared.
 
-use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use syncd_proto::json::VerifyView;
-use syncd_proto::{ByteBuf, Request, Response, TargetDrift, VerifyReport};
+use syncd_proto::{Request, Response, TargetDrift, VerifyReport};
 
 use super::{lossy, print_json};
 use crate::conn::{refused, Conn};
@@ -20,14 +19,7 @@ pub fn verify(
     checksum: bool,
     as_json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let path = match path {
-        Some(p) => {
-            let abs =
-                std::path::absolute(&p).with_context(|| format!("resolving {}", p.display()))?;
-            Some(ByteBuf::from(abs.as_os_str().as_bytes().to_vec()))
-        }
-        None => None,
-    };
+    let path = super::absolute(path)?;
     let report = match conn.call(&Request::Verify {
         target,
         path,

@@ -56,6 +56,33 @@ pub struct Shared {
     pub events: crate::observe::log::Events,
 }
 
+/// The targets `target` names (all of them for `None`), each with the directory of its root
+/// that the absolute `path` names (empty: the whole root; targets of other roots are left
+/// out), or the error answer saying why there are none.
+fn chosen<'a>(
+    engine: &'a EngineView,
+    target: Option<&str>,
+    path: Option<syncd_proto::ByteBuf>,
+) -> Result<Vec<(&'a crate::dispatch::TargetHandle, Vec<u8>)>, Response> {
+    let ts = engine.select(target)?;
+    let sub_for_root = locate(engine, path)?;
+    let chosen: Vec<_> = ts
+        .into_iter()
+        .filter_map(|t| match &sub_for_root {
+            Some((r, _)) if *r != t.root => None,
+            Some((_, s)) => Some((t, s.clone())),
+            None => Some((t, Vec::new())),
+        })
+        .collect();
+    if chosen.is_empty() {
+        return Err(err(
+            ErrorKind::UnknownTarget,
+            "that target does not replicate the root containing the path",
+        ));
+    }
+    Ok(chosen)
+}
+
 /// The root holding the absolute `path` and the path inside it (`None` without a path), or
 /// the error answer naming it.
 fn locate(

@@ -14,21 +14,13 @@ pub(super) fn resync(
     target: Option<&str>,
     path: Option<ByteBuf>,
 ) -> Response {
-    let ts = match engine.select(target) {
-        Ok(t) => t,
+    let chosen = match super::chosen(engine, target, path) {
+        Ok(c) => c,
         Err(e) => return e,
     };
-    let sub_for_root = match super::locate(engine, path) {
-        Ok(s) => s,
-        Err(e) => return e,
-    };
-    let mut n = 0;
-    for t in ts {
-        let sub: &[u8] = match &sub_for_root {
-            Some((r, _)) if *r != t.root => continue,
-            Some((_, s)) => s,
-            None => b"",
-        };
+    let n = chosen.len();
+    for (t, sub) in chosen {
+        let sub = sub.as_slice();
         if let Err(e) = shared.journal.request_resync(&t.id, sub) {
             return err(ErrorKind::Internal, e.to_string());
         }
@@ -37,13 +29,6 @@ pub(super) fn resync(
             .full_sync_owed(&t.id, sub, "asked for by syncctl resync");
         t.kick.store(true, Ordering::Relaxed);
         t.wake.notify_one();
-        n += 1;
-    }
-    if n == 0 {
-        return err(
-            ErrorKind::UnknownTarget,
-            "that target does not replicate the root containing the path",
-        );
     }
     Response::Done {
         message: format!("full resync queued for {n} target(s)"),

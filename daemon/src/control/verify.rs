@@ -3,9 +3,8 @@
 
 use std::sync::Arc;
 
-use syncd_proto::{ByteBuf, ErrorKind, Response, RootState, TargetDrift, VerifyReport};
+use syncd_proto::{ByteBuf, Response, RootState, TargetDrift, VerifyReport};
 
-use super::err;
 use crate::dispatch::TargetHandle;
 use crate::engine::EngineView;
 use crate::rsync::{FullProgress, Outcome};
@@ -56,28 +55,13 @@ pub(super) async fn verify(
     path: Option<ByteBuf>,
     checksum: bool,
 ) -> Response {
-    let ts = match engine.select(target) {
-        Ok(t) => t,
-        Err(e) => return e,
-    };
-    let sub_for_root = match super::locate(engine, path) {
-        Ok(s) => s,
+    let chosen = match super::chosen(engine, target, path) {
+        Ok(c) => c,
         Err(e) => return e,
     };
     let mut targets = Vec::new();
-    for t in ts {
-        let sub: &[u8] = match &sub_for_root {
-            Some((r, _)) if *r != t.root => continue,
-            Some((_, s)) => s,
-            None => b"",
-        };
-        targets.push(one(engine, t, sub, checksum).await);
-    }
-    if targets.is_empty() {
-        return err(
-            ErrorKind::UnknownTarget,
-            "that target does not replicate the root containing the path",
-        );
+    for (t, sub) in chosen {
+        targets.push(one(engine, t, &sub, checksum).await);
     }
     Response::Verify(VerifyReport { targets })
 }
