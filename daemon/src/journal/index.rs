@@ -530,9 +530,7 @@ impl Journal {
 
     /// Every path the index holds below `path` of `root` (what a target may hold there).
     pub fn index_paths_below(&self, root: &str, path: &[u8]) -> Result<Vec<Vec<u8>>, JournalError> {
-        self.index
-            .paths_below(root, path)
-            .map_err(|e| self.index_write_failed(Some(root), &e))
+        Ok(self.index.paths_below(root, path)?)
     }
 
     /// Every path of `root` the index holds as a file of inode `ino` (a scan of the root).
