@@ -84,6 +84,9 @@ pub struct RunResult {
     /// From its last operation to convergence.
     pub after_last: Option<Duration>,
     pub cpu_s: f64,
+    /// Of `cpu_s`, the tool's own process (without its rsyncs and other children); None for
+    /// the ideal, which is rsync alone.
+    pub own_cpu_s: Option<f64>,
     /// CPU of the rsync daemon serving the run (all its transfer processes).
     pub server_cpu_s: f64,
     /// How long the workload itself took, and the CPU it used.
@@ -265,6 +268,7 @@ fn run_one(
     let running_log = running.log.clone();
     running.wait_ready(&stage, Duration::from_secs(300))?;
     let cpu0 = tree_cpu_s(running.pgid);
+    let own0 = measure::own_cpu_s(running.pgid);
     let server0 = stage.server_cpu_s();
     let runs0 = stage.rsyncs.count();
     let lag = load
@@ -279,6 +283,7 @@ fn run_one(
     let at = t0.elapsed();
     let lag = lag.map(|l| l.finish());
     let cpu1 = tree_cpu_s(running.pgid);
+    let own1 = measure::own_cpu_s(running.pgid);
     let server1 = stage.server_cpu_s();
     let runs1 = stage.rsyncs.count();
     // Is it still working once the target is right? Quiet: no rsync and (almost) no CPU for
@@ -316,6 +321,7 @@ fn run_one(
         from_start: converged.then_some(at),
         after_last: converged.then(|| at.saturating_sub(last)),
         cpu_s: cpu1 - cpu0,
+        own_cpu_s: Some(own1 - own0),
         server_cpu_s: server1 - server0,
         workload_s: last.as_secs_f64(),
         workload_cpu_s: wcpu,
@@ -393,6 +399,7 @@ fn ideal(load: &Workload, base: usize) -> anyhow::Result<RunResult> {
         from_start: ok.then_some(took),
         after_last: ok.then_some(took),
         cpu_s: cpu,
+        own_cpu_s: None,
         server_cpu_s,
         workload_s,
         workload_cpu_s,

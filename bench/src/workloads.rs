@@ -22,6 +22,9 @@ pub fn base_tree(src: &Path, n: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How long the big write's 200 MiB take: `dd bs=1M` onto a disk.
+const BIG_WRITE_TIME: std::time::Duration = std::time::Duration::from_millis(1700);
+
 pub enum Workload {
     /// 5,000 files of 10–100 KB in 50 new directories, as fast as one process writes.
     Burst,
@@ -32,8 +35,8 @@ pub enum Workload {
     TreeOps,
     /// 200 MiB written, then 1 MiB overwritten in the middle (timed: the overwrite).
     BigFile,
-    /// The same file written during the run (200 writes of 1 MiB), closed, then 1 MiB of it
-    /// rewritten in place: is it pushed half-written?
+    /// The same file written during the run (200 writes of 1 MiB over `BIG_WRITE_TIME`),
+    /// closed, then 1 MiB of it rewritten in place: is it pushed half-written?
     BigWrite,
     /// A directory of 100 files and a file renamed.
     Renames,
@@ -217,9 +220,14 @@ impl Workload {
             }
             Workload::BigWrite => {
                 use std::io::Write;
+                // Paced like `dd bs=1M` onto a disk (200 MiB in 1.7 s), not at tmpfs speed: the
+                // tool sees a file that stays open and keeps growing.
+                let t0 = std::time::Instant::now();
                 let mut f = std::fs::File::create(src.join("big.bin"))?;
-                for _ in 0..200 {
+                for i in 1..=200u32 {
                     f.write_all(&content(&mut rng, 1 << 20))?;
+                    let due = t0 + BIG_WRITE_TIME * i / 200;
+                    std::thread::sleep(due.saturating_duration_since(std::time::Instant::now()));
                 }
                 drop(f);
                 rewrite_big_file(src, &mut rng)?;
