@@ -24,14 +24,14 @@ use std::time::Duration;
 
 use syncd_proto::LogKind;
 use syncd_proto::RootState;
-use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{sleep_until, Instant};
 use tracing::{debug, info, warn};
 
 use crate::catchup;
 use crate::config::RootConfig;
 use crate::fs::{abs_path, Stat};
-use crate::journal::{Journal, JournalError};
+use crate::journal::{Bell, Journal, JournalError};
 use crate::links::Links;
 use crate::observe::log::Events;
 use crate::watch::{Change, Urgency};
@@ -63,7 +63,7 @@ pub struct RootSink {
     pub config: Arc<RootConfig>,
     pub start: RootStart,
     pub target_ids: Vec<String>,
-    pub wakes: Vec<Arc<Notify>>,
+    pub wakes: Vec<Arc<Bell>>,
     /// Set to cut a target's backoff short (the root is back).
     pub kicks: Vec<Arc<std::sync::atomic::AtomicBool>>,
     pub state: Arc<watch::Sender<RootState>>,
@@ -102,6 +102,11 @@ struct Window {
 /// Why a root is owed a full sync after a failed journal write.
 const WRITE_FAILED: &str =
     "a journal write failed: changes held in memory would be lost if syncd stopped now";
+
+/// Journal writes start no sooner than this after the previous one: a lone change is written at
+/// once, a stream of them costs one journal write (flush, index commit) per gap instead of one
+/// per file.
+pub const COMMIT_GAP: Duration = Duration::from_millis(25);
 
 /// Most changes taken from the channel before one journal write: a huge backlog still streams.
 const TAKE_AT_ONCE: usize = 16_384;
@@ -296,8 +301,12 @@ impl Coalescer {
             }
         }
         self.waiting.send_replace(held.waiting());
+        // When the last journal write began, and until when ready paths gather for the next.
+        let mut last_commit: Option<Instant> = None;
+        let mut gather: Option<Instant> = None;
         loop {
             let wake = held.next_wake(Instant::now());
+            let wake = gather.map_or(wake, |g| g.min(wake));
             let mut closing = false;
             tokio::select! {
                 biased;
@@ -318,7 +327,18 @@ impl Coalescer {
                 }
                 held.end_all_windows();
             }
-            self.commit_held(&mut held).await;
+            let now = Instant::now();
+            let urgent =
+                closing || !held.barriers.is_empty() || held.catch_up.iter().any(Option::is_some);
+            gather = last_commit
+                .map(|t| t + COMMIT_GAP)
+                .filter(|g| *g > now && !urgent && held.owes_write());
+            if gather.is_none() {
+                if held.owes_write() {
+                    last_commit = Some(now);
+                }
+                self.commit_held(&mut held).await;
+            }
             for r in 0..self.roots.len() {
                 if let Some(ask) = held.catch_up[r].take() {
                     self.catch_up(r, ask, &mut held).await;
@@ -428,7 +448,7 @@ impl Coalescer {
     fn tell_plan(&self, r: usize, plan: &catchup::Plan) {
         let sink = &self.roots[r];
         for w in &sink.wakes {
-            w.notify_one();
+            w.ring(plan.found.len());
         }
         for (id, why) in sink.target_ids.iter().zip(&plan.full) {
             match why {
@@ -556,14 +576,17 @@ impl Coalescer {
             }
         }
         // Only the targets of roots that got new work; `written` is empty if the flush failed.
-        let woken: Vec<usize> = written.iter().map(|(r, _)| *r).collect();
+        let woken: Vec<(usize, usize)> = written.iter().map(|(r, p)| (*r, p.len())).collect();
+        for (r, paths) in &written {
+            debug!(root = %self.roots[*r].name(), paths = paths.len(), "changes journaled");
+        }
         // Strictly after the flush: the index never records a change the journal could lose.
         // And before the push: a path that reaches a target is in the index before its entry
         // can leave the journal (else a delete made while syncd is down goes unseen).
         self.index(written).await;
-        for r in woken {
+        for (r, paths) in woken {
             for w in &self.roots[r].wakes {
-                w.notify_one();
+                w.ring(paths);
             }
         }
         self.tick.send_modify(|n| *n += 1);
@@ -685,7 +708,7 @@ mod tests {
             config: root_at(Path::new("/nonexistent")),
             start: RootStart::Nothing,
             target_ids: vec!["r/t".into()],
-            wakes: vec![Arc::new(Notify::new())],
+            wakes: vec![Arc::default()],
             kicks: vec![Arc::default()],
             state: Arc::new(watch::Sender::new(RootState::Watching)),
         }
@@ -847,6 +870,55 @@ mod tests {
         // A catch-up asked meanwhile does not take the full sync's place.
         held.ask(0, Ask::Diff);
         assert!(matches!(held.catch_up[0], Some(Ask::Full(_))));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lone_change_is_journaled_at_once_and_a_stream_once_per_commit_gap() {
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        let journal = Journal::open(&d.path().join("state")).unwrap();
+        let (waiting, tick) = (
+            Arc::new(watch::Sender::new(0)),
+            Arc::new(watch::Sender::new(0)),
+        );
+        let c = Coalescer {
+            journal: journal.clone(),
+            roots: vec![RootSink {
+                config: root_at(&src),
+                ..sink()
+            }],
+            waiting: waiting.clone(),
+            tick: tick.clone(),
+            journal_error: Arc::new(watch::Sender::new(None)),
+            events: Events::default(),
+            links: Arc::default(),
+        };
+        let (tx, rx) = mpsc::channel(4);
+        let task = tokio::spawn(c.run(rx));
+        let mut ticks = tick.subscribe();
+        let t0 = Instant::now();
+        tx.send(vec![path("a", Urgency::Now)]).await.unwrap();
+        ticks.wait_for(|n| *n >= 1).await.unwrap();
+        assert_eq!(Instant::now(), t0, "a lone change waits for nothing");
+        // The next one, right behind it, gathers until the gap is over: in memory meanwhile.
+        tx.send(vec![path("b", Urgency::Now)]).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(1), ticks.wait_for(|n| *n >= 2))
+            .await
+            .expect("the second change is journaled")
+            .unwrap();
+        assert!(Instant::now() > t0, "journaled before the gap was over");
+        assert_eq!(
+            Instant::now(),
+            t0 + COMMIT_GAP,
+            "journaled when the gap is over"
+        );
+        assert_eq!(*waiting.borrow(), 0);
+        drop(tx);
+        task.await.unwrap();
+        let (due, _) = journal.due("r/t", u64::MAX, 10, &mut |_| false).unwrap();
+        let due: Vec<&[u8]> = due.iter().map(|i| i.path.as_slice()).collect();
+        assert_eq!(due, [b"a".as_slice(), b"b"]);
     }
 
     #[tokio::test]

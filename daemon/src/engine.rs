@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use syncd_proto::{ErrorKind, Response, RootState};
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -17,7 +17,7 @@ use crate::coalesce::{Coalescer, RootSink, RootStart};
 use crate::config::{Config, RootConfig, TargetConfig};
 use crate::dispatch::{TargetHandle, Worker, WorkerView};
 use crate::fs::{dir_is_empty, RootIdentity};
-use crate::journal::Journal;
+use crate::journal::{Bell, Journal};
 use crate::observe::hooks::{Hook, HookQueue, Hooks};
 use crate::observe::{log::Events, metrics::Metrics, Reporter};
 use crate::rsync::Runner;
@@ -239,7 +239,7 @@ impl<'a> Wiring<'a> {
         if resync {
             self.journal.request_resync(&id, b"")?;
         }
-        let wake = Arc::new(Notify::new());
+        let wake = Arc::new(Bell::default());
         let (paused_tx, paused_rx) = watch::channel(false);
         let (view_tx, view_rx) = watch::channel(WorkerView::default());
         let kick = Arc::new(AtomicBool::new(false));

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use syncd_proto::{ByteBuf, ErrorKind, Request, Response, RootState};
-use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::{answer, Access, Shared};
@@ -31,7 +31,7 @@ fn target(id: &str, root: usize) -> TargetHandle {
         root,
         name: name.into(),
         dest: format!("/backup/{id}"),
-        wake: Arc::new(Notify::new()),
+        wake: Arc::default(),
         paused: Arc::new(watch::channel(false).0),
         kick: Arc::new(AtomicBool::new(false)),
         view: watch::channel(WorkerView::default()).1,

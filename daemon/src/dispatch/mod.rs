@@ -16,9 +16,9 @@
 //! - exit 23 is narrowed by splitting the batch until the failing paths are single, and only
 //!   those spend attempts; after `max_attempts` they are parked as failed with rsync's reason;
 //! - owed full resyncs run alone, after at most two batches of journaled paths;
-//! - a batch starts no sooner than [`schedule::PACE`] after the previous one: a quiet target
-//!   pushes a change at once, a stream costs one rsync per pace, a backlog runs on `workers`
-//!   rsyncs;
+//! - a batch starts no sooner than [`schedule::PACE`] after a full one and
+//!   [`schedule::STREAM_PACE`] after a small one: a quiet target pushes a change at once, a
+//!   stream costs one rsync per stream pace, a backlog runs on `workers` rsyncs;
 //! - refused at the server's `max connections` while other pushes run, the worker narrows its
 //!   parallelism instead of backing off;
 //! - timers are deadlines slept on with `sleep_until`, never a polling loop.
@@ -34,14 +34,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use syncd_proto::TargetState;
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::fs::RootIdentity;
-use crate::journal::{now_ms, Journal, ResyncToken};
+use crate::journal::{now_ms, Bell, Journal, ResyncToken};
 use crate::observe::Reporter;
 use crate::rsync::{plan_path, FullProgress, Runner};
 use batch::BatchJob;
@@ -83,7 +83,7 @@ pub struct TargetHandle {
     pub root: usize,
     pub name: String,
     pub dest: String,
-    pub wake: Arc<Notify>,
+    pub wake: Arc<Bell>,
     pub paused: Arc<watch::Sender<bool>>,
     /// Set to leave backoff at once (explicit resync or retry-failed).
     pub kick: Arc<AtomicBool>,
@@ -101,7 +101,7 @@ pub struct Worker {
     pub reporter: Reporter,
     pub journal: Journal,
     pub identity: RootIdentity,
-    pub wake: Arc<Notify>,
+    pub wake: Arc<Bell>,
     pub paused: watch::Receiver<bool>,
     pub kick: Arc<AtomicBool>,
     pub view: watch::Sender<WorkerView>,
@@ -242,10 +242,11 @@ impl Worker {
         while r.jobs.len() < r.sched.workers() {
             // Paced: not even a look at the journal (a scan per wake-up costs more than the
             // batch it finds under a steady stream of changes).
-            if let Some(at) = r.sched.paced_until(Instant::now()) {
+            if let Some(at) = r.sched.paced_until(Instant::now(), self.wake.fresh()) {
                 r.sched.due_at(at);
                 return;
             }
+            self.wake.clear();
             let (items, claim) = match self.take_due(r) {
                 Ok(taken) => taken,
                 Err(e) => return self.read_failed(r, e),
@@ -259,7 +260,8 @@ impl Worker {
             if items.is_empty() {
                 return;
             }
-            r.sched.batch_started(Instant::now(), !owed.is_empty());
+            r.sched
+                .batch_started(Instant::now(), items.len(), !owed.is_empty());
             r.inflight.claim(&claim);
             debug!(target = %self.id, paths = items.len(), "push batch");
             let job = BatchJob {

@@ -28,10 +28,19 @@ pub const BUSY_RETRIES: u32 = 3;
 /// Batches that may run while a full resync is owed, before it runs.
 pub const MAX_DEFERRED_BATCHES: u32 = 2;
 
-/// Pacing: a batch starts no sooner than this after the previous one started. A change to a
-/// quiet target goes at once; a stream of changes costs at most one rsync per interval instead
-/// of one per file, and the batches of a backlog run in parallel on up to `workers` rsyncs.
+/// Pacing: a batch starts no sooner than this after the previous one started, if that one was
+/// full (at least [`SMALL_BATCH`] paths). A change to a quiet target goes at once; the batches
+/// of a backlog run in parallel on up to `workers` rsyncs.
 pub const PACE: Duration = Duration::from_millis(50);
+
+/// After a small batch, the next starts no sooner than this: a stream of changes is sized by
+/// the lag budget (0.3 s from a file's close to the target: this wait, the journal's
+/// [`COMMIT_GAP`](crate::coalesce::COMMIT_GAP), the run itself) rather than costing one rsync per
+/// [`PACE`], whose fixed cost (start, connection, file list) would dominate.
+pub const STREAM_PACE: Duration = Duration::from_millis(150);
+
+/// Fewer paths than this make a batch small (see [`STREAM_PACE`]).
+pub const SMALL_BATCH: usize = 100;
 
 /// Backoff after `n` consecutive failures: exponential, capped, with jitter in the upper half.
 pub fn backoff(policy: &RetryPolicy, n: u32) -> Duration {
@@ -60,8 +69,8 @@ pub struct Schedule {
     next_due: Option<Instant>,
     /// Batches run while a full resync is owed.
     deferred: u32,
-    /// When the last batch started (see [`PACE`]).
-    last_start: Option<Instant>,
+    /// When the last batch started, and the pace that follows it (see [`PACE`]).
+    last_start: Option<(Instant, Duration)>,
     /// Paths delivered so far.
     pub delivered: u64,
     /// Shown in `status`.
@@ -129,14 +138,22 @@ impl Schedule {
         self.next_due = Some(self.next_due.map_or(at, |n| n.min(at)));
     }
 
-    /// When the next batch may start if the pace forbids it now.
-    pub fn paced_until(&self, now: Instant) -> Option<Instant> {
-        self.last_start.map(|s| s + PACE).filter(|at| *at > now)
+    /// When the next batch may start if the pace forbids it now, with `fresh` paths journaled
+    /// since the last one started: a stream that gathered a full batch goes at the short pace.
+    pub fn paced_until(&self, now: Instant, fresh: usize) -> Option<Instant> {
+        self.last_start
+            .map(|(s, pace)| s + if fresh >= SMALL_BATCH { PACE } else { pace })
+            .filter(|at| *at > now)
     }
 
-    /// A batch started at `now`; `owed` whether a full resync waits behind it.
-    pub fn batch_started(&mut self, now: Instant, owed: bool) {
-        self.last_start = Some(now);
+    /// A batch of `paths` started at `now`; `owed` whether a full resync waits behind it.
+    pub fn batch_started(&mut self, now: Instant, paths: usize, owed: bool) {
+        let pace = if paths < SMALL_BATCH {
+            STREAM_PACE
+        } else {
+            PACE
+        };
+        self.last_start = Some((now, pace));
         if owed {
             self.deferred += 1;
         }
@@ -340,13 +357,25 @@ mod tests {
     async fn batches_are_paced() {
         let mut s = schedule(4);
         let t0 = Instant::now();
-        assert_eq!(s.paced_until(t0), None, "a quiet target pushes at once");
-        s.batch_started(t0, false);
-        assert_eq!(s.paced_until(t0), Some(t0 + PACE));
+        assert_eq!(s.paced_until(t0, 0), None, "a quiet target pushes at once");
+        // A full batch: a backlog, the next one follows after the short pace.
+        s.batch_started(t0, SMALL_BATCH, false);
+        assert_eq!(s.paced_until(t0, 0), Some(t0 + PACE));
         tokio::time::advance(PACE - Duration::from_millis(1)).await;
-        assert_eq!(s.paced_until(Instant::now()), Some(t0 + PACE));
+        assert_eq!(s.paced_until(Instant::now(), 0), Some(t0 + PACE));
         tokio::time::advance(Duration::from_millis(1)).await;
-        assert_eq!(s.paced_until(Instant::now()), None);
+        assert_eq!(s.paced_until(Instant::now(), 0), None);
+        // A small batch: a stream, the next one gathers for longer.
+        let t1 = Instant::now();
+        s.batch_started(t1, SMALL_BATCH - 1, false);
+        tokio::time::advance(PACE).await;
+        assert_eq!(s.paced_until(Instant::now(), 0), Some(t1 + STREAM_PACE));
+        // Unless the stream gathered a full batch meanwhile.
+        assert_eq!(s.paced_until(Instant::now(), SMALL_BATCH), None);
+        tokio::time::advance(STREAM_PACE - PACE - Duration::from_millis(1)).await;
+        assert_eq!(s.paced_until(Instant::now(), 0), Some(t1 + STREAM_PACE));
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(s.paced_until(Instant::now(), 0), None);
     }
 
     #[tokio::test(start_paused = true)]
@@ -446,15 +475,15 @@ mod tests {
         let mut s = schedule(4);
         let now = Instant::now();
         assert!(!s.full_sync_overdue());
-        s.batch_started(now, true);
+        s.batch_started(now, 1, true);
         assert!(!s.full_sync_overdue());
-        s.batch_started(now, true);
+        s.batch_started(now, 1, true);
         assert!(s.full_sync_overdue());
         s.full_sync_started();
         assert!(!s.full_sync_overdue());
         // Batches with nothing owed do not count.
-        s.batch_started(now, false);
-        s.batch_started(now, false);
+        s.batch_started(now, 1, false);
+        s.batch_started(now, 1, false);
         assert!(!s.full_sync_overdue());
     }
 

@@ -32,7 +32,9 @@ use sled::transaction::{TransactionError, TransactionResult};
 use sled::{IVec, Transactional};
 use tokio_util::sync::CancellationToken;
 
+mod bell;
 mod index;
+pub use bell::Bell;
 pub use index::{IndexEntry, IndexError, IndexScan, IndexSum, IndexTally};
 
 const SCHEMA_VERSION: u32 = 1;
