@@ -242,6 +242,8 @@ impl Trees {
         }
         let generation = self.db.generate_id()?;
         let now = now_ms();
+        // Nothing parked (the usual case): no removal to try per path.
+        let any_parked = !self.failed.is_empty();
         for t in targets {
             for p in paths {
                 let k = key(t, p);
@@ -260,7 +262,9 @@ impl Trees {
                     last_error: None,
                 };
                 self.pending.insert(k.as_slice(), opts().serialize(&e)?)?;
-                self.failed.remove(k)?;
+                if any_parked {
+                    self.failed.remove(k)?;
+                }
             }
         }
         // After the entries, in the same log: a journal whose tail was lost has a lower seq.
