@@ -15,18 +15,20 @@ use std::collections::HashMap;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::config::RootConfig;
 use crate::fs::{abs_path, is_prefix_dir, join_rel, RootIdentity};
 
 mod change;
+mod root_check;
 
 pub use change::{classify, Action, Change, Urgency, WatchCmd};
 
@@ -77,8 +79,9 @@ pub struct Watcher {
     degraded: Vec<bool>,
     /// Identity of each root when the generation started.
     identity: Vec<RootIdentity>,
-    /// Roots that are not the directory they were: unwatched until they are back.
-    lost: Vec<bool>,
+    /// Roots that are not the directory they were: unwatched until they are back (shared with
+    /// the [`root_check::RootCheck`] thread).
+    lost: Arc<Vec<AtomicBool>>,
     counts: Arc<WatchCounts>,
     tx: mpsc::Sender<Vec<Change>>,
     /// Changes not yet handed over: sent as one message per inotify read (fewer wake-ups).
@@ -117,7 +120,7 @@ impl Watcher {
             root_wd: vec![None; n],
             degraded: vec![false; n],
             identity,
-            lost: vec![false; n],
+            lost: Arc::new((0..n).map(|_| AtomicBool::new(false)).collect()),
             counts: counts.clone(),
             tx,
             out: Vec::new(),
@@ -272,11 +275,21 @@ impl Watcher {
     /// closes the channel and lets the coalescer journal everything.
     pub async fn run(mut self, mut cmds: mpsc::Receiver<WatchCmd>, shutdown: CancellationToken) {
         let mut buf = vec![0u8; 64 * 1024];
-        let mut check = tokio::time::interval(ROOT_CHECK);
-        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let check = match root_check::RootCheck::start(
+            self.roots.iter().map(|r| r.source.clone()).collect(),
+            self.identity.clone(),
+            self.lost.clone(),
+            ROOT_CHECK,
+        ) {
+            Ok(c) => c,
+            Err(e) => {
+                error!(error = %e, "cannot start the thread that checks the roots; stopping the watch");
+                return;
+            }
+        };
         loop {
             tokio::select! {
-                _ = check.tick() => {
+                _ = check.wanted() => {
                     self.check_roots().await;
                     self.flush().await;
                 }
@@ -351,7 +364,7 @@ impl Watcher {
     async fn overflowed(&mut self) {
         warn!("inotify queue overflowed: events were lost; every root catches up");
         for r in 0..self.roots.len() {
-            if self.lost[r] {
+            if self.is_lost(r) {
                 continue;
             }
             self.watch_tree(r, Vec::new(), false).await;
@@ -468,10 +481,10 @@ impl Watcher {
 
     /// Stop watching a root that is not the directory it was, and report it once.
     async fn lost(&mut self, root: usize, why: &str) {
-        if self.lost[root] {
+        if self.is_lost(root) {
             return;
         }
-        self.lost[root] = true;
+        self.lost[root].store(true, Ordering::Relaxed);
         // A root moved away keeps its watches; its events are no longer this root's.
         let gone: Vec<i32> = self
             .by_wd
@@ -493,14 +506,18 @@ impl Watcher {
         self.send(Change::Lost { root, reason }).await;
     }
 
+    fn is_lost(&self, root: usize) -> bool {
+        self.lost[root].load(Ordering::Relaxed)
+    }
+
     /// Compare every root with its identity: report a root replaced without an inotify event (a
     /// mount on top of it), and watch a lost root again once it is back.
     async fn check_roots(&mut self) {
         for root in 0..self.roots.len() {
             let now = RootIdentity::of(&self.roots[root].source).ok();
             let same = now == Some(self.identity[root]);
-            if same && self.lost[root] {
-                self.lost[root] = false;
+            if same && self.is_lost(root) {
+                self.lost[root].store(false, Ordering::Relaxed);
                 self.degraded[root] = false;
                 info!(root = %self.roots[root].name, source = %self.roots[root].source.display(), "source root is back; watching it again and catching up");
                 self.send(Change::Back { root }).await;
@@ -511,7 +528,7 @@ impl Watcher {
                     reason: "the source root is back".into(),
                 })
                 .await;
-            } else if !same && !self.lost[root] {
+            } else if !same && !self.is_lost(root) {
                 let why = if now.is_some() {
                     "the source root was replaced or has a filesystem mounted on it or unmounted"
                 } else {
