@@ -557,7 +557,7 @@ impl Coalescer {
             return;
         }
         if !written.is_empty() {
-            if let Err(e) = self.journal.flush().await {
+            if let Err(e) = self.journal.flush_changes().await {
                 warn!(error = %e, "journal flush failed; keeping changes in memory");
                 error = Some(format!("journal flush failed: {e}"));
                 for (r, paths) in written.drain(..) {
@@ -643,7 +643,7 @@ impl Coalescer {
                 warn!(root = %name, error = %e, "hard-link siblings not journaled");
             }
         }
-        if let Err(e) = self.journal.flush().await {
+        if let Err(e) = self.journal.flush_changes().await {
             warn!(error = %e, "hard-link siblings not journaled");
             return;
         }

@@ -444,33 +444,32 @@ fn apply(
     k: &[u8],
     stat: &Option<Stat>,
 ) -> Result<(), IndexError> {
-    let old = entries.get(k).map_err(db_err)?.map(|v| v.value().to_vec());
+    // One lookup per path: the insert or the removal hands back the entry it replaced.
+    let old = match stat {
+        Some(stat) => {
+            let v = opts().serialize(&IndexEntry { stat: *stat })?;
+            sum.hash = sum.hash.wrapping_add(entry_hash(k, &v));
+            let old = entries.insert(k, v.as_slice()).map_err(db_err)?;
+            old.map(|o| o.value().to_vec())
+        }
+        None => entries
+            .remove(k)
+            .map_err(db_err)?
+            .map(|o| o.value().to_vec()),
+    };
     if let Some(old) = &old {
         sum.hash = sum.hash.wrapping_sub(entry_hash(k, old));
     }
-    match stat {
-        Some(stat) => {
-            let v = opts().serialize(&IndexEntry { stat: *stat })?;
-            if old.is_none() {
-                sum.count += 1;
-            }
-            sum.hash = sum.hash.wrapping_add(entry_hash(k, &v));
-            entries.insert(k, v.as_slice()).map_err(db_err)?;
-        }
-        None => {
-            if old.is_some() {
+    sum.count = sum.count + u64::from(stat.is_some()) - u64::from(old.is_some());
+    if stat.is_none() {
+        let (lo, hi) = below(k);
+        entries
+            .retain_in(lo.as_slice()..hi.as_slice(), |key, value| {
                 sum.count -= 1;
-                entries.remove(k).map_err(db_err)?;
-            }
-            let (lo, hi) = below(k);
-            entries
-                .retain_in(lo.as_slice()..hi.as_slice(), |key, value| {
-                    sum.count -= 1;
-                    sum.hash = sum.hash.wrapping_sub(entry_hash(key, value));
-                    false
-                })
-                .map_err(db_err)?;
-        }
+                sum.hash = sum.hash.wrapping_sub(entry_hash(key, value));
+                false
+            })
+            .map_err(db_err)?;
     }
     Ok(())
 }

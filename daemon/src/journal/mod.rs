@@ -247,21 +247,24 @@ impl Trees {
         for t in targets {
             for p in paths {
                 let k = key(t, p);
-                let first_seen_ms = match self.pending.get(&k)? {
-                    Some(old) => opts()
-                        .deserialize::<Entry>(&old)
-                        .map(|e| e.first_seen_ms)
-                        .unwrap_or(now),
-                    None => now,
-                };
-                let e = Entry {
+                let mut e = Entry {
                     generation,
-                    first_seen_ms,
+                    first_seen_ms: now,
                     attempts: 0,
                     next_attempt_ms: 0,
                     last_error: None,
                 };
-                self.pending.insert(k.as_slice(), opts().serialize(&e)?)?;
+                // One lookup per path: the insert hands back the entry it replaced, and a path
+                // still pending keeps the time it was first seen (written again, rarely).
+                let old = self.pending.insert(k.as_slice(), opts().serialize(&e)?)?;
+                if let Some(first) = old
+                    .and_then(|old| opts().deserialize::<Entry>(&old).ok())
+                    .map(|old| old.first_seen_ms)
+                    .filter(|&first| first < now)
+                {
+                    e.first_seen_ms = first;
+                    self.pending.insert(k.as_slice(), opts().serialize(&e)?)?;
+                }
                 if any_parked {
                     self.failed.remove(k)?;
                 }
@@ -626,15 +629,27 @@ impl Journal {
     /// the journal. In that order a confirmation (a pushed path leaving the journal) is never
     /// durable before the index entry of that path (see `index`'s invariant).
     pub async fn flush(&self) -> Result<(), JournalError> {
+        self.flush_on_pool(true).await
+    }
+
+    /// Make the changes recorded so far survive a crash of the process: the journal alone.
+    /// New pending entries need no index behind them (only a confirmation does, see
+    /// [`Journal::flush`]), so the coalescer's flush, one per commit, skips the index's.
+    pub async fn flush_changes(&self) -> Result<(), JournalError> {
+        self.flush_on_pool(false).await
+    }
+
+    /// On tokio's blocking pool: sled's own flush_async hands every flush to its thread pool,
+    /// which costs several thread wake-ups per flush under a burst.
+    async fn flush_on_pool(&self, index_first: bool) -> Result<(), JournalError> {
         let t = self.trees()?;
-        // On tokio's blocking pool: sled's own flush_async hands every flush to its thread pool,
-        // which costs several thread wake-ups per flush under a burst.
         let db = t.db.clone();
-        let index = self.index.clone();
         let this = self.clone();
         let res = match tokio::task::spawn_blocking(move || {
-            if let Err(e) = index.persist() {
-                this.index_write_failed(None, &e);
+            if index_first {
+                if let Err(e) = this.index.persist() {
+                    this.index_write_failed(None, &e);
+                }
             }
             db.flush()
         })
@@ -799,6 +814,36 @@ mod tests {
             left.iter().map(|i| i.path.clone()).collect::<Vec<_>>(),
             vec![b"b".to_vec()]
         );
+    }
+
+    #[test]
+    fn a_path_recorded_again_while_pending_keeps_its_first_seen_time_and_a_new_generation() {
+        let (_d, j) = open();
+        let first = 1_000;
+        let old = Entry {
+            generation: 999_999,
+            first_seen_ms: first,
+            attempts: 4,
+            next_attempt_ms: u64::MAX,
+            last_error: Some("refused".into()),
+        };
+        let t = j.trees().unwrap();
+        t.pending
+            .insert(key(T, b"p"), opts().serialize(&old).unwrap())
+            .unwrap();
+        j.record(&[T.into()], &[b"p".to_vec(), b"q".to_vec()])
+            .unwrap();
+        let (items, _) = j.due(T, now_ms(), 10, &mut |_| false).unwrap();
+        let p = &items.iter().find(|i| i.path == b"p").unwrap().entry;
+        assert_eq!(p.first_seen_ms, first, "the oldest change's age is kept");
+        assert_eq!((p.attempts, p.next_attempt_ms), (0, 0), "fresh tries");
+        assert_ne!(
+            p.generation, old.generation,
+            "a push in flight is not confirmed"
+        );
+        let q = &items.iter().find(|i| i.path == b"q").unwrap().entry;
+        assert!(q.first_seen_ms > first);
+        assert_eq!(j.pending_stats(T).unwrap(), (2, Some(first)));
     }
 
     #[test]
