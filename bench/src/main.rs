@@ -177,7 +177,7 @@ fn main() -> anyhow::Result<()> {
         eprintln!("{}", measure::restart_row(&r));
         restarts.push(r);
     }
-    let mut report = measure::report(&results, &idle, scale.as_ref())?;
+    let mut report = measure::report(&results, &idle, scale.as_ref(), &restarts)?;
     report.push_str(&measure::restart_table(&restarts));
     std::fs::write(&args.out, report).with_context(|| format!("writing {}", args.out.display()))?;
     eprintln!("report written to {}", args.out.display());
@@ -432,6 +432,9 @@ fn settled(read: impl Fn() -> f64) -> f64 {
     v
 }
 
+/// From "ready" to the start of the idle window.
+const IDLE_SETTLE: Duration = Duration::from_secs(11);
+
 /// A tool doing nothing: what it costs while no file changes.
 pub struct IdleResult {
     pub tool: String,
@@ -448,6 +451,9 @@ fn idle_one(tool: &Tool, base: usize, window: Duration) -> anyhow::Result<IdleRe
     let stage = Stage::new(base)?;
     let running = tool.start(&stage)?;
     running.wait_ready(&stage, Duration::from_secs(600))?;
+    // Idle is what follows the work: tokio keeps an idle blocking thread 10 s, and each wakes
+    // once to end (performance.md §6).
+    std::thread::sleep(IDLE_SETTLE);
     let cpu0 = tree_cpu_s(running.pgid);
     let w0 = measure::group_wakeups(running.pgid);
     // The measuring window: nothing changes on purpose while it runs.
