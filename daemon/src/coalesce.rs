@@ -31,7 +31,7 @@ use tracing::{debug, info, warn};
 use crate::catchup;
 use crate::config::RootConfig;
 use crate::fs::{abs_path, Stat};
-use crate::journal::{Bell, Journal, JournalError};
+use crate::journal::{Bell, Journal, JournalError, Rename};
 use crate::links::Links;
 use crate::observe::log::Events;
 use crate::watch::{Change, Urgency};
@@ -123,6 +123,8 @@ struct Held {
     ready: Vec<Vec<Vec<u8>>>,
     /// Of those, directories moved away: what the index holds below them is journaled too.
     trees: Vec<Vec<Vec<u8>>>,
+    /// Renames inside the root: journaled as moves with the paths.
+    moves: Vec<Vec<Rename>>,
     /// A full resync to journal now, and why.
     resync: Vec<Option<String>>,
     /// A catch-up to run now (events were lost, or a scheduled full sync).
@@ -139,6 +141,7 @@ impl Held {
             degraded_next: vec![None; roots],
             ready: vec![Vec::new(); roots],
             trees: vec![Vec::new(); roots],
+            moves: vec![Vec::new(); roots],
             resync: vec![None; roots],
             catch_up: vec![None; roots],
             barriers: Vec::new(),
@@ -185,6 +188,28 @@ impl Held {
             Change::TreeGone { root, path } => {
                 self.path(root, path.clone(), Urgency::Now, &roots[root], now);
                 self.trees[root].push(path);
+            }
+            Change::TreeMoved { root, from, to } => {
+                self.take(
+                    Change::TreeGone {
+                        root,
+                        path: from.clone(),
+                    },
+                    roots,
+                    now,
+                );
+                self.moves[root].push(Rename {
+                    from,
+                    to,
+                    dir: true,
+                });
+            }
+            Change::FileMoved { root, from, to } => {
+                self.moves[root].push(Rename {
+                    from,
+                    to,
+                    dir: false,
+                });
             }
             Change::Resync { root, reason } => {
                 warn!(root = %roots[root].name(), %reason, "events were lost; catching up");
@@ -513,10 +538,16 @@ impl Coalescer {
                 }
             }
         }
-        self.commit(&mut held.ready, &mut held.resync).await;
+        self.commit(&mut held.ready, &mut held.moves, &mut held.resync)
+            .await;
     }
 
-    async fn commit(&self, ready: &mut [Vec<Vec<u8>>], resync: &mut [Option<String>]) {
+    async fn commit(
+        &self,
+        ready: &mut [Vec<Vec<u8>>],
+        moves: &mut [Vec<Rename>],
+        resync: &mut [Option<String>],
+    ) {
         // What this commit wrote, per root: given back if the flush fails, because a failed
         // flush closes the journal and the unflushed writes are gone with it.
         let mut written: Vec<(usize, Vec<Vec<u8>>)> = Vec::new();
@@ -537,10 +568,13 @@ impl Coalescer {
             if !paths.is_empty() {
                 paths.sort_unstable();
                 paths.dedup();
-                res = res.and_then(|_| self.journal.record(&sink.target_ids, paths));
+                res = res
+                    .and_then(|_| self.journal.record_moves(&sink.target_ids, &moves[r]))
+                    .and_then(|_| self.journal.record(&sink.target_ids, paths));
             }
             match res {
                 Ok(()) => {
+                    moves[r].clear();
                     written.push((r, std::mem::take(paths)));
                     owed.extend(resync[r].take().map(|why| (r, why)));
                 }
@@ -951,8 +985,12 @@ mod tests {
                 .collect()
         };
         let paths = |v: &[&str]| vec![v.iter().map(|p| p.as_bytes().to_vec()).collect()];
-        c.commit(&mut paths(&["", "dir", "dir/f"]), &mut [None])
-            .await;
+        c.commit(
+            &mut paths(&["", "dir", "dir/f"]),
+            &mut [Vec::new()],
+            &mut [None],
+        )
+        .await;
         assert!(journal.has_pending("r/t").unwrap());
         let dir_size = std::fs::symlink_metadata(src.join("dir")).unwrap().len();
         assert_eq!(
@@ -960,7 +998,8 @@ mod tests {
             [("dir".to_string(), dir_size), ("dir/f".to_string(), 5)]
         );
         std::fs::remove_dir_all(src.join("dir")).unwrap();
-        c.commit(&mut paths(&["dir"]), &mut [None]).await;
+        c.commit(&mut paths(&["dir"]), &mut [Vec::new()], &mut [None])
+            .await;
         assert_eq!(indexed(), []);
     }
 }

@@ -42,6 +42,10 @@ pub struct TargetView<'a> {
     pub next_retry_ms: Option<u64>,
     pub oldest_pending_ms: Option<u64>,
     pub pending: u64,
+    /// `unprobed`, `moves` or `plain`.
+    pub renames: &'static str,
+    /// Why renames are plain pushes, when they are.
+    pub renames_reason: Option<&'a str>,
     pub root: &'a str,
     pub state: &'static str,
     pub verify: Option<ProgressView<'a>>,
@@ -118,6 +122,11 @@ impl<'a> TargetView<'a> {
             next_retry_ms: t.next_retry_ms,
             oldest_pending_ms: t.oldest_pending_ms,
             pending: t.pending,
+            renames: t.renames.as_str(),
+            renames_reason: match &t.renames {
+                crate::RenameMode::Plain(why) => Some(why),
+                _ => None,
+            },
             root,
             state: t.state.as_str(),
             verify: t.verify.as_ref().map(ProgressView::of),

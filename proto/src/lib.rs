@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 pub use serde_bytes::ByteBuf;
 
 /// Version of this protocol; bumped on any incompatible change to the messages below.
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// Largest request frame the daemon accepts (requests are small; anything bigger is hostile).
 pub const MAX_REQUEST_FRAME: usize = 64 * 1024;
@@ -294,6 +294,30 @@ pub struct TargetStatus {
     pub full_sync: Option<SyncProgress>,
     /// Progress of a `verify` of this target while one runs (`files`: paths found to differ).
     pub verify: Option<SyncProgress>,
+    /// How a directory renamed at the source reaches this target.
+    pub renames: RenameMode,
+}
+
+/// How a directory renamed at the source reaches a target.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub enum RenameMode {
+    /// Not known until the first rename probes the target.
+    Unprobed,
+    /// Moved: its files are linked from the old directory at the target (`--link-dest`).
+    Moves,
+    /// Pushed like new files, and why (the probe found `--link-dest` not linking there).
+    Plain(String),
+}
+
+impl RenameMode {
+    /// The name used in `syncctl --json status`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RenameMode::Unprobed => "unprobed",
+            RenameMode::Moves => "moves",
+            RenameMode::Plain(_) => "plain",
+        }
+    }
 }
 
 /// What a target is doing.

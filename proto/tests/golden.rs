@@ -13,7 +13,7 @@ fn requests() -> Vec<(Request, &'static str)> {
             Request::Hello {
                 protocol: PROTOCOL_VERSION,
             },
-            "000000020003",
+            "000000020004",
         ),
         (Request::Status, "0000000101"),
         (Request::Pause { target: None }, "000000020200"),
@@ -102,10 +102,11 @@ fn responses() -> Vec<(Response, &'static str)> {
                             total: Some(TreeSize { entries: 9, bytes: 8 }),
                         }),
                         verify: None,
+                        renames: RenameMode::Unprobed,
                     }],
                 }],
             }),
-            "0000003f0205302e312e302afbe803010464617461052f6461746100030102623104683a3a6d02020001fb2c0101fa01016500010a07016401fb2c0105020601090800",
+            "000000400205302e312e302afbe803010464617461052f6461746100030102623104683a3a6d02020001fb2c0101fa01016500010a07016401fb2c010502060109080000",
         ),
         (
             Response::Failed(FailedList {
@@ -173,11 +174,12 @@ fn responses() -> Vec<(Response, &'static str)> {
                             next_retry_ms: Some(1),
                             full_sync: None,
                             verify: None,
+                            renames: RenameMode::Plain("p".into()),
                         })
                         .collect(),
                 }],
             }),
-            "00000033020000000100000101770003000000000000000000010100000000010000000000000101000000000300000000000001010000",
+            "0000003c020000000100000101770003000000000000000000010100000201700000010000000000000101000002017000000300000000000001010000020170",
         ),
         (
             Response::Verify(VerifyReport {

@@ -3,11 +3,11 @@
 //! target and progress).
 
 use syncd_proto::{
-    status_json, ByteBuf, RootState, RootStatus, StatusReport, SyncProgress, TargetState,
-    TargetStatus, TreeSize,
+    status_json, ByteBuf, RenameMode, RootState, RootStatus, StatusReport, SyncProgress,
+    TargetState, TargetStatus, TreeSize,
 };
 
-fn target(name: &str, full_sync: Option<SyncProgress>) -> TargetStatus {
+fn target(name: &str, full_sync: Option<SyncProgress>, renames: RenameMode) -> TargetStatus {
     TargetStatus {
         name: name.into(),
         dest: "u@127.0.0.1::m".into(),
@@ -21,6 +21,7 @@ fn target(name: &str, full_sync: Option<SyncProgress>) -> TargetStatus {
         next_retry_ms: None,
         full_sync,
         verify: None,
+        renames,
     }
 }
 
@@ -47,13 +48,14 @@ fn report() -> StatusReport {
                 state: RootState::Watching,
                 watches: 3,
                 targets: vec![
-                    target("b1", None),
+                    target("b1", None, RenameMode::Unprobed),
                     target(
                         "b2",
                         Some(progress(Some(TreeSize {
                             entries: 1000,
                             bytes: 10_000,
                         }))),
+                        RenameMode::Moves,
                     ),
                 ],
             },
@@ -64,13 +66,17 @@ fn report() -> StatusReport {
                     reason: "the source root is gone".into(),
                 },
                 watches: 0,
-                targets: vec![target("b3", Some(progress(None)))],
+                targets: vec![target(
+                    "b3",
+                    Some(progress(None)),
+                    RenameMode::Plain("the probe failed".into()),
+                )],
             },
         ],
     }
 }
 
-const GOLDEN: &str = r#"{"pid":42,"roots":[{"name":"data","reason":null,"source":"/data","state":"watching","targets":[{"delivered":99,"dest":"u@127.0.0.1::m","failed":1,"full_sync":null,"id":"data/b1","in_flight":2,"last_error":"rsync exit 10: connection failed","name":"b1","next_retry_ms":null,"oldest_pending_ms":1500,"pending":12345,"root":"data","state":"backoff","verify":null},{"delivered":99,"dest":"u@127.0.0.1::m","failed":1,"full_sync":{"bytes_sent":1536,"checked":450,"checked_bytes":3000,"deleted":1,"elapsed_ms":3200,"files":10,"fraction":0.45,"path":"d�","queued":2,"total":{"bytes":10000,"entries":1000}},"id":"data/b2","in_flight":2,"last_error":"rsync exit 10: connection failed","name":"b2","next_retry_ms":null,"oldest_pending_ms":1500,"pending":12345,"root":"data","state":"backoff","verify":null}],"watches":3},{"name":"gone","reason":"the source root is gone","source":"/g�","state":"unavailable","targets":[{"delivered":99,"dest":"u@127.0.0.1::m","failed":1,"full_sync":{"bytes_sent":1536,"checked":450,"checked_bytes":3000,"deleted":1,"elapsed_ms":3200,"files":10,"fraction":null,"path":"d�","queued":2,"total":null},"id":"gone/b3","in_flight":2,"last_error":"rsync exit 10: connection failed","name":"b3","next_retry_ms":null,"oldest_pending_ms":1500,"pending":12345,"root":"gone","state":"backoff","verify":null}],"watches":0}],"targets":[{"delivered":99,"dest":"u@127.0.0.1::m","failed":1,"full_sync":null,"id":"data/b1","in_flight":2,"last_error":"rsync exit 10: connection failed","name":"b1","next_retry_ms":null,"oldest_pending_ms":1500,"pending":12345,"root":"data","state":"backoff","verify":null},{"delivered":99,"dest":"u@127.0.0.1::m","failed":1,"full_sync":{"bytes_sent":1536,"checked":450,"checked_bytes":3000,"deleted":1,"elapsed_ms":3200,"files":10,"fraction":0.45,"path":"d�","queued":2,"total":{"bytes":10000,"entries":1000}},"id":"data/b2","in_flight":2,"last_error":"rsync exit 10: connection failed","name":"b2","next_retry_ms":null,"oldest_pending_ms":1500,"pending":12345,"root":"data","state":"backoff","verify":null},{"delivered":99,"dest":"u@127.0.0.1::m","failed":1,"full_sync":{"bytes_sent":1536,"checked":450,"checked_bytes":3000,"deleted":1,"elapsed_ms":3200,"files":10,"fraction":null,"path":"d�","queued":2,"total":null},"id":"gone/b3","in_flight":2,"last_error":"rsync exit 10: connection failed","name":"b3","next_retry_ms":null,"oldest_pending_ms":1500,"pending":12345,"root":"gone","state":"backoff","verify":null}],"uptime_ms":7000,"version":"0.1.0"}"#;
+const GOLDEN: &str = r#"{"pid":42,"roots":[{"name":"data","reason":null,"source":"/data","state":"watching","targets":[{"delivered":99,"dest":"u@127.0.0.1::m","failed":1,"full_sync":null,"id":"data/b1","in_flight":2,"last_error":"rsync exit 10: connection failed","name":"b1","next_retry_ms":null,"oldest_pending_ms":1500,"pending":12345,"renames":"unprobed","renames_reason":null,"root":"data","state":"backoff","verify":null},{"delivered":99,"dest":"u@127.0.0.1::m","failed":1,"full_sync":{"bytes_sent":1536,"checked":450,"checked_bytes":3000,"deleted":1,"elapsed_ms":3200,"files":10,"fraction":0.45,"path":"d�","queued":2,"total":{"bytes":10000,"entries":1000}},"id":"data/b2","in_flight":2,"last_error":"rsync exit 10: connection failed","name":"b2","next_retry_ms":null,"oldest_pending_ms":1500,"pending":12345,"renames":"moves","renames_reason":null,"root":"data","state":"backoff","verify":null}],"watches":3},{"name":"gone","reason":"the source root is gone","source":"/g�","state":"unavailable","targets":[{"delivered":99,"dest":"u@127.0.0.1::m","failed":1,"full_sync":{"bytes_sent":1536,"checked":450,"checked_bytes":3000,"deleted":1,"elapsed_ms":3200,"files":10,"fraction":null,"path":"d�","queued":2,"total":null},"id":"gone/b3","in_flight":2,"last_error":"rsync exit 10: connection failed","name":"b3","next_retry_ms":null,"oldest_pending_ms":1500,"pending":12345,"renames":"plain","renames_reason":"the probe failed","root":"gone","state":"backoff","verify":null}],"watches":0}],"targets":[{"delivered":99,"dest":"u@127.0.0.1::m","failed":1,"full_sync":null,"id":"data/b1","in_flight":2,"last_error":"rsync exit 10: connection failed","name":"b1","next_retry_ms":null,"oldest_pending_ms":1500,"pending":12345,"renames":"unprobed","renames_reason":null,"root":"data","state":"backoff","verify":null},{"delivered":99,"dest":"u@127.0.0.1::m","failed":1,"full_sync":{"bytes_sent":1536,"checked":450,"checked_bytes":3000,"deleted":1,"elapsed_ms":3200,"files":10,"fraction":0.45,"path":"d�","queued":2,"total":{"bytes":10000,"entries":1000}},"id":"data/b2","in_flight":2,"last_error":"rsync exit 10: connection failed","name":"b2","next_retry_ms":null,"oldest_pending_ms":1500,"pending":12345,"renames":"moves","renames_reason":null,"root":"data","state":"backoff","verify":null},{"delivered":99,"dest":"u@127.0.0.1::m","failed":1,"full_sync":{"bytes_sent":1536,"checked":450,"checked_bytes":3000,"deleted":1,"elapsed_ms":3200,"files":10,"fraction":null,"path":"d�","queued":2,"total":null},"id":"gone/b3","in_flight":2,"last_error":"rsync exit 10: connection failed","name":"b3","next_retry_ms":null,"oldest_pending_ms":1500,"pending":12345,"renames":"plain","renames_reason":"the probe failed","root":"gone","state":"backoff","verify":null}],"uptime_ms":7000,"version":"0.1.0"}"#;
 
 #[test]
 fn status_json_bytes_are_pinned() {

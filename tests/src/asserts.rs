@@ -103,3 +103,16 @@ pub fn write(path: &Path, content: &[u8]) {
     }
     std::fs::write(path, content).unwrap();
 }
+
+/// The inode of every regular file under `root`, by relative path: a file the target kept
+/// (linked to a new name, say) keeps its inode, one sent again gets a new one.
+pub fn inodes(root: &Path) -> BTreeMap<Vec<u8>, u64> {
+    snapshot(root)
+        .into_iter()
+        .filter(|(_, n)| matches!(n, Node::File { .. }))
+        .map(|(p, _)| {
+            let m = std::fs::symlink_metadata(root.join(std::ffi::OsStr::from_bytes(&p))).unwrap();
+            (p, m.ino())
+        })
+        .collect()
+}

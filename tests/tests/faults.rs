@@ -30,6 +30,7 @@ impl Fake {
         let script = format!(
             "#!/bin/sh\n\
              case \"$1\" in --version) exec {real} \"$@\";; esac\n\
+             if [ -e {f}/no-link-dest ]; then for a in \"$@\"; do shift; case \"$a\" in --link-dest=*) ;; *) set -- \"$@\" \"$a\";; esac; done; fi\n\
              [ -e {f}/hang ] && exec sleep \"$(cat {f}/hang)\"\n\
              [ -e {f}/die ] && kill -9 $$\n\
              [ -e {f}/slow ] && : > {f}/slow-started && sleep 2\n\
@@ -588,5 +589,71 @@ fn a_running_verify_shows_in_status_what_it_checked_and_found_so_far() {
     assert!(
         d.target_status("local")["verify"].is_null(),
         "gone once done"
+    );
+}
+
+#[test]
+fn kill_9_between_a_moves_push_and_the_old_directorys_deletion_loses_nothing() {
+    let env = Env::new();
+    let fake = Fake::new(env.dir.path());
+    for i in 0..10 {
+        write(&env.src.join(format!("a/f{i}")), &[b'0' + i as u8; 4096]);
+    }
+    write(&env.src.join("warm/up"), b"w");
+    let d = start(&env, &fake, "");
+    let cfg = env.dir.path().join("syncd.toml");
+    // The first rename probes the target (rsyncs of their own); this one is its move alone.
+    std::fs::rename(env.src.join("warm"), env.src.join("probed")).unwrap();
+    d.settle();
+    nix::unistd::mkfifo(
+        &fake.flags.join("release"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
+    // The move's rsync has finished; its process has not exited, the old tree is still owed
+    // its deletion.
+    fake.set("pause-after", true);
+    std::fs::rename(env.src.join("a"), env.src.join("b")).unwrap();
+    assert!(
+        wait_for_entry(&fake.flags, |n| n == "paused", Duration::from_secs(30)),
+        "{}",
+        d.log.text()
+    );
+    assert_same_tree(&env.src.join("b"), &env.dst.join("b"));
+    assert!(
+        env.dst.join("a/f3").exists(),
+        "the old tree waits for the move"
+    );
+    d.kill9();
+    fake.set("pause-after", false);
+    std::fs::write(fake.flags.join("release"), b"go\n").unwrap();
+    let path = fake.path_env();
+    let d = Syncd::start_with_env(&cfg, &env.socket, &[("PATH", &path)]);
+    d.settle();
+    assert_same_tree(&env.src, &env.dst);
+}
+
+#[test]
+fn a_target_where_link_dest_links_nothing_gets_plain_pushes_and_status_says_why() {
+    let env = Env::new();
+    let fake = Fake::new(env.dir.path());
+    // An rsync that drops --link-dest: like 3.4.3 into a `use chroot = no` daemon, it sends
+    // everything again without a word.
+    fake.set("no-link-dest", true);
+    write(&env.src.join("a/f"), &[b'f'; 100_000]);
+    let d = start(&env, &fake, "");
+    assert_eq!(d.target_status("local")["renames"], "unprobed");
+    std::fs::rename(env.src.join("a"), env.src.join("b")).unwrap();
+    d.settle();
+    assert_same_tree(&env.src, &env.dst);
+    let st = d.target_status("local");
+    assert_eq!(st["renames"], "plain", "{st}");
+    let why = st["renames_reason"].as_str().unwrap_or_default();
+    assert!(why.contains("sent the data again"), "{st}");
+    let text = String::from_utf8(d.ctl(&["status"]).stdout).unwrap();
+    assert!(text.contains("renames: plain pushes ("), "{text}");
+    assert!(
+        !env.dst.join("syncd-rename-probe").exists(),
+        "the probe leaves nothing"
     );
 }

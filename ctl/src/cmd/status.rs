@@ -6,7 +6,9 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::bail;
-use syncd_proto::{Request, Response, RootState, StatusReport, SyncProgress, TargetStatus};
+use syncd_proto::{
+    RenameMode, Request, Response, RootState, StatusReport, SyncProgress, TargetStatus,
+};
 
 use super::lossy;
 use crate::conn::{refused, Conn};
@@ -155,6 +157,11 @@ fn target_details(t: &TargetStatus, bar: bool) -> String {
     if let Some(p) = &t.verify {
         lines.push(progress_lines(p, bar, Run::Verify));
     }
+    match &t.renames {
+        RenameMode::Moves => lines.push("renames: moved (--link-dest links here)".into()),
+        RenameMode::Plain(why) => lines.push(format!("renames: plain pushes ({why})")),
+        RenameMode::Unprobed => {}
+    }
     if let Some(e) = &t.last_error {
         let retry = t
             .next_retry_ms
@@ -263,6 +270,7 @@ mod tests {
             next_retry_ms: None,
             full_sync: None,
             verify: None,
+            renames: RenameMode::Unprobed,
         }
     }
 

@@ -74,6 +74,13 @@ impl Excludes {
         &self.patterns
     }
 
+    /// Whether every pattern is matched against a path's last component alone, so that it
+    /// means the same in a transfer of any subdirectory (a move's push): an anchored pattern,
+    /// or one with a `/` inside, would be read from that subdirectory instead of the root.
+    pub fn same_in_every_subtree(&self) -> bool {
+        self.rules.iter().all(|r| !r.whole_path)
+    }
+
     /// A hash of the patterns in their order: what the index remembers it was walked with, so a
     /// changed list is noticed (a path it newly includes was never pushed).
     pub fn digest(&self) -> u64 {
@@ -155,6 +162,15 @@ mod tests {
         assert!(e.excludes_path(b"sub/x.log", false));
         assert!(e.excludes_path(b"a/sub/x.log", false));
         assert!(!e.excludes_path(b"sub/d/x.log", false));
+    }
+
+    #[test]
+    fn only_last_component_patterns_mean_the_same_in_every_subtree() {
+        assert!(ex(&[]).same_in_every_subtree());
+        assert!(ex(&["*.swp", ".cache/"]).same_in_every_subtree());
+        for p in ["/top", "sub/*.log", "**.o"] {
+            assert!(!ex(&["*.swp", p]).same_in_every_subtree(), "{p}");
+        }
     }
 
     #[test]

@@ -2,13 +2,14 @@
 //! journal's counts.
 
 use syncd_proto::{
-    ByteBuf, Response, RootState, RootStatus, StatusReport, TargetState, TargetStatus,
+    ByteBuf, RenameMode, Response, RootState, RootStatus, StatusReport, TargetState, TargetStatus,
 };
 use tokio::time::Instant;
 
 use super::Shared;
 use crate::engine::EngineView;
 use crate::journal::now_ms;
+use crate::rsync::LinkDest;
 
 fn root_state(engine: &EngineView, i: usize) -> RootState {
     engine.roots[i].state.borrow().clone()
@@ -55,6 +56,11 @@ pub(super) fn status(engine: &EngineView, shared: &Shared) -> Response {
                     .unwrap_or_else(|e| e.into_inner())
                     .as_ref()
                     .map(|p| p.status()),
+                renames: match &v.renames {
+                    None => RenameMode::Unprobed,
+                    Some(LinkDest::Works) => RenameMode::Moves,
+                    Some(LinkDest::Fails(why)) => RenameMode::Plain(why.clone()),
+                },
             });
         }
         use std::os::unix::ffi::OsStrExt;

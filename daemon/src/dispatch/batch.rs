@@ -8,7 +8,7 @@ use super::inflight::Claim;
 use super::job::{Ending, JobKind, JobResult, TargetFailure};
 use super::schedule::backoff;
 use crate::fs::{check_root, common_dir, RootIdentity};
-use crate::journal::{now_ms, Item, Journal};
+use crate::journal::{now_ms, Item, Journal, PendingMove};
 use crate::observe::Reporter;
 use crate::rsync::{plan_list, Outcome, Runner, MAX_PATH_BYTES};
 
@@ -20,6 +20,9 @@ pub struct BatchJob {
     pub identity: RootIdentity,
     /// Cancelled once the watcher stopped: see [`BatchJob::confirm`].
     pub watch_stopped: tokio_util::sync::CancellationToken,
+    /// The renamed files the batch carries: rsync may take a similar file at the target as
+    /// their basis (`--fuzzy`), where the old name waits until the new one is delivered.
+    pub renamed: Vec<PendingMove>,
 }
 
 /// Where a batch stands while its slices are pushed.
@@ -72,7 +75,10 @@ impl BatchJob {
             let outcome = if list.is_empty() {
                 Outcome::Delivered
             } else {
-                let run = self.runner.push_batch(&list).await;
+                let run = self
+                    .runner
+                    .push_batch(&list, !self.renamed.is_empty())
+                    .await;
                 self.reporter.rsync_run("batch", &run.exit, run.bytes);
                 run.outcome
             };
@@ -148,6 +154,12 @@ impl BatchJob {
         let n = self.journal.confirm(&self.reporter.id, chunk)?;
         p.delivered += n;
         self.reporter.delivered(chunk, n);
+        // A renamed file's new name is at the target (current or not): its old name may go.
+        for m in &self.renamed {
+            if chunk.iter().any(|i| i.path == m.to) {
+                self.journal.move_done(&self.reporter.id, m)?;
+            }
+        }
         Ok(())
     }
 

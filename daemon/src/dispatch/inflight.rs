@@ -103,6 +103,11 @@ impl InFlight {
         }
     }
 
+    /// Whether journal path `p` is in a running push.
+    pub fn carries(&self, p: &[u8]) -> bool {
+        self.paths.contains(p)
+    }
+
     /// Journal paths in flight.
     pub fn len(&self) -> usize {
         self.paths.len()

@@ -4,7 +4,8 @@
 //! - `mod.rs`: the worker's select loop and what it publishes;
 //! - `schedule`: when what may start (backoff, pace, connection limit, parked retries);
 //! - `inflight`: what the running rsyncs cover;
-//! - `batch`, `full`: the two kinds of push job; `job`: what they end in.
+//! - `batch`, `full`, `rename`: the kinds of push job (paths, a whole root, a renamed
+//!   directory); `job`: what they end in.
 //!
 //! Invariants:
 //! - a path is in at most one rsync at a time, and neither is anything above or below it (the
@@ -27,6 +28,7 @@ mod batch;
 mod full;
 pub mod inflight;
 pub mod job;
+mod rename;
 pub mod schedule;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -48,6 +50,7 @@ use batch::BatchJob;
 use full::FullJob;
 use inflight::{Claim, InFlight};
 use job::{flushed, JobKind, JobResult};
+use rename::{move_claim, MoveHolds, MoveJob};
 use schedule::Schedule;
 
 /// What a target worker publishes for `status` and `wait-idle`.
@@ -60,6 +63,8 @@ pub struct WorkerView {
     pub next_retry: Option<Instant>,
     /// Progress of a running full sync.
     pub full_sync: Option<Arc<FullProgress>>,
+    /// What the rename probe found, once a rename probed the target.
+    pub renames: Option<crate::rsync::LinkDest>,
 }
 
 impl Default for WorkerView {
@@ -71,6 +76,7 @@ impl Default for WorkerView {
             last_error: None,
             next_retry: None,
             full_sync: None,
+            renames: None,
         }
     }
 }
@@ -121,6 +127,8 @@ struct Running {
     full: Option<Arc<FullProgress>>,
     /// When the shutdown grace period ends, once shutdown began.
     stopping: Option<Instant>,
+    /// Whether the target links from a relative `--link-dest` (probed by the first move).
+    link_dest: Arc<tokio::sync::OnceCell<crate::rsync::LinkDest>>,
 }
 
 /// What woke the worker.
@@ -141,6 +149,7 @@ impl Worker {
             jobs: JoinSet::new(),
             full: None,
             stopping: None,
+            link_dest: Arc::default(),
         };
         let mut paused = self.paused.clone();
         // The pause switch lives in the engine view; once it is gone, stop listening to it.
@@ -215,6 +224,7 @@ impl Worker {
             last_error: r.sched.last_error.clone(),
             next_retry: r.sched.backoff_until(),
             full_sync: r.full.clone(),
+            renames: r.link_dest.get().cloned(),
         });
         self.tick.send_modify(|n| *n += 1);
         can_start
@@ -239,6 +249,10 @@ impl Worker {
             Ok(rs) => rs,
             Err(e) => return self.read_failed(r, e),
         };
+        let holds = match self.start_moves(r) {
+            Ok(h) => h,
+            Err(e) => return self.read_failed(r, e),
+        };
         while r.jobs.len() < r.sched.workers() {
             // Paced: not even a look at the journal (a scan per wake-up costs more than the
             // batch it finds under a steady stream of changes).
@@ -247,7 +261,7 @@ impl Worker {
                 return;
             }
             self.wake.clear();
-            let (items, claim) = match self.take_due(r) {
+            let (items, claim) = match self.take_due(r, &holds) {
                 Ok(taken) => taken,
                 Err(e) => return self.read_failed(r, e),
             };
@@ -262,6 +276,10 @@ impl Worker {
             }
             r.sched
                 .batch_started(Instant::now(), items.len(), !owed.is_empty());
+            let renamed = items
+                .iter()
+                .filter_map(|i| holds.renamed_file(&i.path).cloned())
+                .collect();
             r.inflight.claim(&claim);
             debug!(target = %self.id, paths = items.len(), "push batch");
             let job = BatchJob {
@@ -270,6 +288,7 @@ impl Worker {
                 journal: self.journal.clone(),
                 identity: self.identity,
                 watch_stopped: self.watch_stopped.clone(),
+                renamed,
             };
             r.jobs
                 .spawn(flushed(self.journal.clone(), job.run(items, claim)));
@@ -290,13 +309,14 @@ impl Worker {
     fn take_due(
         &self,
         r: &mut Running,
+        holds: &MoveHolds,
     ) -> Result<(Vec<crate::journal::Item>, Claim), crate::journal::JournalError> {
         let now = now_ms();
         let mut plans = Vec::new();
         let root = &self.runner.root.source;
         let inflight = &r.inflight;
         let mut skip = |p: &[u8]| {
-            if inflight.held_as_is(p) {
+            if inflight.held_as_is(p) || holds.holds(p) {
                 return true;
             }
             let plan = plan_path(root, p);
@@ -318,6 +338,64 @@ impl Worker {
             plans,
         };
         Ok((items, claim))
+    }
+
+    /// Start the pending moves nothing in flight conflicts with, ahead of any batch (the paths
+    /// they hold wait for them), and return what they hold. Where an exclude pattern would mean
+    /// something else in a subdirectory's transfer, moves are given up for plain pushes.
+    fn start_moves(&self, r: &mut Running) -> Result<MoveHolds, crate::journal::JournalError> {
+        let moves = self.journal.moves(&self.id)?;
+        if moves.is_empty() {
+            return Ok(MoveHolds::default());
+        }
+        if !self.runner.root.excludes.same_in_every_subtree() {
+            debug!(target = %self.id, moves = moves.len(), "exclude patterns name whole paths; renamed directories go as plain pushes");
+            for m in &moves {
+                self.journal.move_done(&self.id, m)?;
+            }
+            return Ok(MoveHolds::default());
+        }
+        let mut live = Vec::new();
+        for m in &moves {
+            if !m.dir {
+                // Its new name goes with the batches, which forget the move once they delivered
+                // it. One no batch will deliver (parked, or gone meanwhile) is found when the
+                // target is quiet: then the old name may go too.
+                let left = r.jobs.is_empty()
+                    && !r.inflight.carries(&m.to)
+                    && !self.journal.is_pending(&self.id, &m.to)?;
+                match left {
+                    true => self.journal.move_done(&self.id, m)?,
+                    false => live.push(m.clone()),
+                }
+                continue;
+            }
+            live.push(m.clone());
+            if r.jobs.len() >= r.sched.workers() {
+                continue;
+            }
+            let claim = move_claim(m);
+            if claim
+                .plans
+                .iter()
+                .any(|plan| r.inflight.conflicts(&plan.0, Some(plan)))
+            {
+                continue;
+            }
+            r.inflight.claim(&claim);
+            debug!(target = %self.id, to = %String::from_utf8_lossy(&m.to), "push move");
+            let job = MoveJob {
+                runner: self.runner.clone(),
+                link_dest: r.link_dest.clone(),
+                reporter: self.reporter.clone(),
+                journal: self.journal.clone(),
+                identity: self.identity,
+                watch_stopped: self.watch_stopped.clone(),
+            };
+            r.jobs
+                .spawn(flushed(self.journal.clone(), job.run(m.clone(), claim)));
+        }
+        Ok(MoveHolds::new(&live))
     }
 
     fn start_full(&self, r: &mut Running, owed: Vec<(Vec<u8>, ResyncToken)>) {

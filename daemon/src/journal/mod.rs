@@ -6,6 +6,8 @@
 //!   dispatched; removed only by [`Journal::confirm`], which compare-and-swaps against the exact
 //!   value read before the push, so a path re-dirtied during its push (new generation) stays.
 //! - tree `failed`: same key → [`Entry`] of a path that exhausted its attempts (parked).
+//! - tree `moves`: `target_id 0x00 new_path` → [`Move`]: a directory renamed inside the root,
+//!   to be pushed as a move (its files linked from the old path at the target); see `moves`.
 //! - tree `meta`: `resync 0x00 target_id 0x00 subpath` → generation: a full rsync of the root
 //!   (or of `subpath`) is owed to the target; `root 0x00 root_name` → (device, inode) of the
 //!   directory last replicated for that root; `synced 0x00 target_id` → Unix ms (u64 BE) of
@@ -34,8 +36,10 @@ use tokio_util::sync::CancellationToken;
 
 mod bell;
 mod index;
+mod moves;
 pub use bell::Bell;
 pub use index::{IndexEntry, IndexError, IndexScan, IndexSum, IndexTally};
+pub use moves::{Move, PendingMove, Rename};
 
 const SCHEMA_VERSION: u32 = 1;
 /// In `meta`: how many times changes were recorded.
@@ -180,6 +184,7 @@ struct Trees {
     db: sled::Db,
     pending: sled::Tree,
     failed: sled::Tree,
+    moves: sled::Tree,
     meta: sled::Tree,
 }
 
@@ -231,6 +236,7 @@ impl Trees {
             epoch: 0,
             pending: db.open_tree("pending")?,
             failed: db.open_tree("failed")?,
+            moves: db.open_tree("moves")?,
             meta,
             db,
         })
@@ -791,7 +797,7 @@ impl Journal {
 mod tests {
     use super::*;
 
-    fn open() -> (tempfile::TempDir, Journal) {
+    pub(super) fn open() -> (tempfile::TempDir, Journal) {
         let d = tempfile::tempdir().unwrap();
         let j = Journal::open(&d.path().join("j")).unwrap();
         (d, j)

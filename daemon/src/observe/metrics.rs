@@ -270,6 +270,7 @@ mod tests {
                     next_retry_ms: None,
                     full_sync: None,
                     verify: None,
+                    renames: syncd_proto::RenameMode::Unprobed,
                 }],
             }],
         }

@@ -11,7 +11,24 @@ use super::Runner;
 use crate::config::Dest;
 
 impl Runner {
+    /// Every run's command: the transport, the target's own options, the root's excludes.
     fn base_command(&self) -> Command {
+        let t = &self.target;
+        let mut c = self.transport_command();
+        if let Some(n) = t.max_delete {
+            c.arg(format!("--max-delete={n}"));
+        }
+        for pat in self.root.excludes.patterns() {
+            c.arg(format!("--exclude={pat}"));
+        }
+        // After the excludes: a user's own filter rules come later, as they always did.
+        c.args(&t.rsync_args);
+        c
+    }
+
+    /// `rsync -a` with the transport (daemon or ssh options, timeouts, compression), never
+    /// through a shell, its stderr piped.
+    pub(super) fn transport_command(&self) -> Command {
         let t = &self.target;
         let mut c = Command::new("rsync");
         c.arg("-a")
@@ -61,13 +78,6 @@ impl Runner {
         if t.compress {
             c.arg("-z");
         }
-        if let Some(n) = t.max_delete {
-            c.arg(format!("--max-delete={n}"));
-        }
-        for pat in self.root.excludes.patterns() {
-            c.arg(format!("--exclude={pat}"));
-        }
-        c.args(&t.rsync_args);
         // Children must not inherit systemd's notify socket and watchdog; a run that outlives its deadline or
         // the daemon is killed with it.
         c.env_remove("NOTIFY_SOCKET")
@@ -92,8 +102,13 @@ impl Runner {
 
     /// The command and the stdin list pushing exactly `list` (already planned with
     /// [`super::plan_list`]).
-    pub(super) fn batch_command(&self, list: &[Vec<u8>]) -> (Command, Vec<u8>) {
+    pub(super) fn batch_command(&self, list: &[Vec<u8>], fuzzy: bool) -> (Command, Vec<u8>) {
         let mut c = self.base_command();
+        if fuzzy {
+            // Only for a batch carrying a renamed file: the scan of the destination directory
+            // for a basis costs per new file and per entry of its directory.
+            c.arg("--fuzzy");
+        }
         c.args([
             "-I",
             "-0",
@@ -127,6 +142,19 @@ impl Runner {
         c
     }
 
+    /// Directory `to`, renamed from `from` at the source, pushed whole (`--delete` inside it)
+    /// with the target's copy of `from` as `--link-dest`: unchanged files are hard-linked there
+    /// (or copied locally when their attributes differ), so no data crosses the wire for them.
+    pub(super) fn move_command(&self, to: &[u8], from: &[u8]) -> Command {
+        let mut c = self.full_command_base();
+        // `-yy`: a file renamed inside the moved directory finds its old name in the old
+        // directory as its basis.
+        c.args(["--fuzzy", "--fuzzy"]).arg(link_dest(to, from));
+        c.arg("--out-format=%i %l %b");
+        self.full_command_ends(&mut c, to);
+        c
+    }
+
     /// What a full sync and a verify share before their own options.
     pub(super) fn full_command_base(&self) -> Command {
         let mut c = self.base_command();
@@ -147,6 +175,19 @@ impl Runner {
     }
 }
 
+/// `--link-dest` naming `from` for a push into `to` (both relative to the root): rsync takes
+/// an alternate directory relative to the destination directory, so it climbs out of `to`
+/// first. Relative, it works the same for a local directory, a daemon module (chrooted or
+/// not) and ssh.
+fn link_dest(to: &[u8], from: &[u8]) -> OsString {
+    let mut a = b"--link-dest=".to_vec();
+    for _ in 0..=to.iter().filter(|b| **b == b'/').count() {
+        a.extend_from_slice(b"../");
+    }
+    a.extend_from_slice(from);
+    OsString::from_vec(a)
+}
+
 /// Quote one argument for rsync's own `-e` splitting (it honours single quotes).
 fn quote_for_rsync(a: &str) -> String {
     if !a.is_empty()
@@ -162,6 +203,22 @@ fn quote_for_rsync(a: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn link_dest_climbs_out_of_the_destination_directory() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("b", "a", "--link-dest=../a"),
+            ("x/b", "a", "--link-dest=../../a"),
+            ("b", "x/y/a", "--link-dest=../x/y/a"),
+        ];
+        for (to, from, want) in cases {
+            assert_eq!(
+                link_dest(to.as_bytes(), from.as_bytes()),
+                *want,
+                "{to} ← {from}"
+            );
+        }
+    }
 
     #[test]
     fn ssh_arguments_are_quoted_for_rsync() {

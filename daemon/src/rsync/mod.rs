@@ -9,16 +9,20 @@
 //!   so rsync never takes a name starting with `#` or `;` for a comment. `-I` because every
 //!   listed path is known to have changed: rsync's quick check (size + mtime to the second)
 //!   would skip a same-size rewrite within one second.
+//!   A moved directory: `rsync -a --delete --force --link-dest=../OLD SRC/NEW/ DEST/NEW/`.
 //! - `plan`: what each changed path is listed as;
 //! - `run`: one process to its end, with a deadline;
 //! - `exit`: what its exit status means for delivery ([`Outcome`]);
 //! - `progress`: a full sync's progress from rsync's itemized lines;
 //! - `verify`: a dry run of the full sync, read into the paths that differ;
-//! - `version`: the startup probe.
+//! - `version`: the startup probe;
+//! - `probe`: whether a target hard-links from a relative `--link-dest` (tried at the first
+//!   move).
 
 mod command;
 pub mod exit;
 pub mod plan;
+pub mod probe;
 pub mod progress;
 mod run;
 pub mod verify;
@@ -28,6 +32,7 @@ use std::sync::Arc;
 
 pub use exit::{classify, Outcome};
 pub use plan::{plan_list, plan_path, MAX_PATH_BYTES};
+pub use probe::LinkDest;
 pub use progress::FullProgress;
 pub use run::RunReport;
 pub use version::{probe_rsync, VersionError};
@@ -42,10 +47,19 @@ pub struct Runner {
 }
 
 impl Runner {
-    /// Push exactly `list` (already planned with [`plan_list`]).
-    pub async fn push_batch(&self, list: &[Vec<u8>]) -> RunReport {
-        let (c, input) = self.batch_command(list);
+    /// Push exactly `list` (already planned with [`plan_list`]); with `fuzzy`, a new file's
+    /// basis may be a similar file of its directory at the target (a renamed file's old name).
+    pub async fn push_batch(&self, list: &[Vec<u8>], fuzzy: bool) -> RunReport {
+        let (c, input) = self.batch_command(list, fuzzy);
         run::run(c, Some(input), None, Some(self.target.push_deadline)).await
+    }
+
+    /// Push directory `to` whole, linking what did not change from the target's `from` (see
+    /// `command::move_command`).
+    pub async fn push_move(&self, to: &[u8], from: &[u8]) -> RunReport {
+        // Like a full sync, a large tree legitimately takes long; rsync's --timeout catches a
+        // stall.
+        run::run(self.move_command(to, from), None, None, None).await
     }
 
     /// Full `rsync -a --delete` of the root (or its subdirectory `sub`); `progress` counts

@@ -29,6 +29,22 @@ pub enum Change {
     /// below it, because a directory that appears there again before the push is pushed as
     /// itself, which deletes nothing below it at the target.
     TreeGone { root: usize, path: Vec<u8> },
+    /// A directory renamed inside root `root` (a `MOVED_FROM`/`MOVED_TO` pair in one read):
+    /// `from` is gone as in [`Change::TreeGone`], and a target may move it to `to` instead of
+    /// receiving its files again (the watcher's walk of `to` reports its entries).
+    TreeMoved {
+        root: usize,
+        from: Vec<u8>,
+        to: Vec<u8>,
+    },
+    /// A file (anything but a directory) renamed inside root `root` (a `MOVED_FROM`/`MOVED_TO`
+    /// pair in one read), told after both paths: a target may take the old name as the new
+    /// one's basis.
+    FileMoved {
+        root: usize,
+        from: Vec<u8>,
+        to: Vec<u8>,
+    },
     /// Events were lost for `root`: it catches up (a full sync where its index cannot vouch).
     Resync { root: usize, reason: String },
     /// `root` cannot be fully watched: keep it in sync by scheduled full resyncs.

@@ -337,7 +337,7 @@ impl Watcher {
     async fn handle(&mut self, events: Vec<OwnedEvent>) {
         // Directories moved away in this read: (cookie → root, old rel). Matched by a moved_to in
         // the same read they are renames; unmatched they left the tree.
-        let mut moved_dirs: HashMap<u32, (usize, Vec<u8>)> = HashMap::new();
+        let mut moved = MovedAway::default();
         for ev in events {
             let id = ev.wd.get_watch_descriptor_id();
             match classify(ev.mask, ev.name.is_some()) {
@@ -349,12 +349,14 @@ impl Watcher {
                         continue;
                     };
                     let (root, dir) = (w.root, w.rel.clone());
-                    self.act(action, root, dir, ev, &mut moved_dirs).await;
+                    self.act(action, root, dir, ev, &mut moved).await;
                 }
             }
         }
-        for (_, (root, old)) in moved_dirs {
+        // Moved away without a partner in this read: gone from the tree.
+        for (_, (root, old)) in moved.dirs {
             self.drop_prefix(root, &old);
+            self.send(Change::TreeGone { root, path: old }).await;
         }
         self.flush().await;
     }
@@ -394,7 +396,7 @@ impl Watcher {
         root: usize,
         dir: Vec<u8>,
         ev: OwnedEvent,
-        moved_dirs: &mut HashMap<u32, (usize, Vec<u8>)>,
+        moved: &mut MovedAway,
     ) {
         let now = |path| Change::Path {
             root,
@@ -419,15 +421,27 @@ impl Watcher {
             return;
         }
         match action {
+            // Told at the end of the read, or as a rename when its partner comes in it.
             Action::DirMovedAway => {
-                moved_dirs.insert(ev.cookie, (root, path.clone()));
-                self.send(Change::TreeGone { root, path }).await;
+                moved.dirs.insert(ev.cookie, (root, path));
             }
             Action::DirAppeared { moved_in } => {
-                if moved_in {
-                    if let Some((old_root, old)) = moved_dirs.remove(&ev.cookie) {
-                        self.rename_prefix(old_root, &old, root, &path);
-                    }
+                if let Some((old_root, old)) =
+                    moved_in.then(|| moved.dirs.remove(&ev.cookie)).flatten()
+                {
+                    self.rename_prefix(old_root, &old, root, &path);
+                    let gone = match old_root == root {
+                        true => Change::TreeMoved {
+                            root,
+                            from: old,
+                            to: path.clone(),
+                        },
+                        false => Change::TreeGone {
+                            root: old_root,
+                            path: old,
+                        },
+                    };
+                    self.send(gone).await;
                 }
                 // Watch first, then scan; the scan reports every entry and the directory itself.
                 self.watch_tree(root, path, true).await;
@@ -435,10 +449,24 @@ impl Watcher {
             Action::Changed(urgency) => {
                 self.send(Change::Path {
                     root,
-                    path,
+                    path: path.clone(),
                     urgency,
                 })
-                .await
+                .await;
+                if ev.mask.contains(EventMask::MOVED_FROM) {
+                    moved.files.insert(ev.cookie, (root, path));
+                } else if ev.mask.contains(EventMask::MOVED_TO) {
+                    if let Some((_, from)) =
+                        moved.files.remove(&ev.cookie).filter(|(r, _)| *r == root)
+                    {
+                        self.send(Change::FileMoved {
+                            root,
+                            from,
+                            to: path,
+                        })
+                        .await;
+                    }
+                }
             }
             _ => {}
         }
@@ -538,6 +566,14 @@ impl Watcher {
             }
         }
     }
+}
+
+/// What moved away in one read, by cookie: with a `MOVED_TO` of the same cookie in the same
+/// read it is a rename; a directory without one left the tree.
+#[derive(Default)]
+struct MovedAway {
+    dirs: HashMap<u32, (usize, Vec<u8>)>,
+    files: HashMap<u32, (usize, Vec<u8>)>,
 }
 
 /// Read what is queued (non-blocking) into owned events, so watches can change while handling.

@@ -1,0 +1,213 @@
+//! A move job: a directory renamed inside the root reaches the target without its data. Its
+//! new path is pushed whole (`--delete` inside it) with `--link-dest` naming the old path at
+//! the target, so the receiver hard-links (or copies locally) every file that did not change;
+//! only then is the move forgotten, which lets the old path's deletion go as an ordinary batch.
+//! A crash between the two leaves both at the target until the journal finishes the job.
+//!
+//! The old path and everything at or below the new one wait while the move is pending (see
+//! [`MoveHolds`]): a deletion of the old tree must not run before the push that links from it,
+//! and the new tree's paths go with the move, not as a plain upload.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use tokio::sync::OnceCell;
+
+use tracing::{debug, info, warn};
+
+use super::inflight::Claim;
+use super::job::{Ending, JobKind, JobResult, TargetFailure};
+use crate::fs::{abs_path, check_root, parents, RootIdentity};
+use crate::journal::{Journal, PendingMove};
+use crate::observe::Reporter;
+use crate::rsync::{LinkDest, Outcome, Runner};
+
+/// What a move job works with.
+pub struct MoveJob {
+    pub runner: Runner,
+    /// Whether the target links from a relative `--link-dest`: probed by the first move.
+    pub link_dest: Arc<OnceCell<LinkDest>>,
+    pub reporter: Reporter,
+    pub journal: Journal,
+    pub identity: RootIdentity,
+    /// Cancelled once the watcher stopped: nothing is confirmed then (see `batch`).
+    pub watch_stopped: tokio_util::sync::CancellationToken,
+}
+
+/// What a move holds in flight: its new path, as a push that may delete below it, and its old
+/// path, which it reads at the target (no move into it may run meanwhile: a file replaced there
+/// between rsync's check and its link would be linked with the wrong content).
+pub fn move_claim(m: &PendingMove) -> Claim {
+    Claim {
+        paths: Vec::new(),
+        plans: vec![(m.to.clone(), true), (m.from.clone(), false)],
+    }
+}
+
+impl MoveJob {
+    pub async fn run(self, m: PendingMove, claim: Claim) -> JobResult {
+        let (ending, delivered) = match check_root(&self.runner.root.source, self.identity) {
+            Err(e) => (Ending::Failed(e.into()), 0),
+            Ok(()) => self.carry_out(&m).await,
+        };
+        JobResult {
+            kind: JobKind::Batch(claim),
+            ending,
+            delivered,
+            path_error: None,
+        }
+    }
+
+    /// How the move ended, and how many of its paths left the journal.
+    async fn carry_out(&self, m: &PendingMove) -> (Ending, u64) {
+        let id = &self.reporter.id;
+        let show = |p: &[u8]| String::from_utf8_lossy(p).into_owned();
+        let to_dir = abs_path(&self.runner.root.source, &m.to);
+        let is_dir = tokio::task::spawn_blocking(move || {
+            std::fs::symlink_metadata(to_dir).is_ok_and(|s| s.is_dir())
+        })
+        .await
+        .unwrap_or(false);
+        if !is_dir {
+            // Renamed again, or deleted: its paths go as they are now.
+            debug!(target = %id, to = %show(&m.to), "moved directory is gone; plain pushes instead");
+            return (self.forget(m), 0);
+        }
+        let probed = self
+            .link_dest
+            .get_or_try_init(|| async {
+                let found = self.runner.probe_link_dest().await?;
+                match &found {
+                    LinkDest::Works => info!(target = %id, "a relative --link-dest links at this target: renamed directories move"),
+                    LinkDest::Fails(why) => warn!(target = %id, reason = %why, "renamed directories go as plain pushes to this target"),
+                }
+                Ok::<_, Outcome>(found)
+            })
+            .await;
+        match probed {
+            Ok(LinkDest::Works) => {}
+            Ok(LinkDest::Fails(_)) => return (self.forget(m), 0),
+            Err(o) => {
+                let e = Ending::of(o.clone())
+                    .unwrap_or_else(|| Ending::Failed(TargetFailure::Down(format!("{o:?}"))));
+                return (e, 0);
+            }
+        }
+        // Read before rsync reads the source: a path changed during the push stays pending.
+        let items = match self.journal.pending_below(id, &m.to) {
+            Ok(items) => items,
+            Err(e) => return (Ending::Failed(e.into()), 0),
+        };
+        let run = self.runner.push_move(&m.to, &m.from).await;
+        self.reporter.rsync_run("move", &run.exit, run.bytes);
+        match run.outcome {
+            Outcome::Delivered => {
+                info!(target = %id, from = %show(&m.from), to = %show(&m.to), bytes = run.bytes, "directory moved");
+                let mut n = 0;
+                // Not once the watcher stopped: see `BatchJob::confirm`.
+                if !self.watch_stopped.is_cancelled() {
+                    n = match self.journal.confirm(id, &items) {
+                        Ok(n) => n,
+                        Err(e) => return (Ending::Failed(e.into()), 0),
+                    };
+                }
+                self.reporter.delivered(&items, n);
+                (self.forget(m), n)
+            }
+            // What failed below it is found by the plain pushes, which split and park.
+            Outcome::Partial(e) | Outcome::Permanent(e) => {
+                warn!(target = %id, to = %show(&m.to), error = %e, "move failed; its paths go as plain pushes");
+                (self.forget(m), 0)
+            }
+            other => (
+                Ending::of(other).expect("only outcomes that stop the job are left"),
+                0,
+            ),
+        }
+    }
+
+    fn forget(&self, m: &PendingMove) -> Ending {
+        match self.journal.move_done(&self.reporter.id, m) {
+            Ok(()) => Ending::Done,
+            Err(e) => Ending::Failed(e.into()),
+        }
+    }
+}
+
+/// Which journal paths wait for the pending moves: everything at or below a directory move's
+/// new path (it goes with the move), and everything at, below or above a move's old path (the
+/// target keeps the old entry until the move is done). A renamed file's new name goes with the
+/// batches, with `--fuzzy` (see [`MoveHolds::renamed_file`]).
+#[derive(Default)]
+pub struct MoveHolds {
+    /// New directories and old paths: a path at or below one of them waits.
+    roots: HashSet<Vec<u8>>,
+    /// Directories above an old path: a deletion of one would remove the old entry.
+    above_old: HashSet<Vec<u8>>,
+    /// Renamed files, by new name.
+    files: HashMap<Vec<u8>, PendingMove>,
+}
+
+impl MoveHolds {
+    pub fn new(moves: &[PendingMove]) -> MoveHolds {
+        let mut h = MoveHolds::default();
+        for m in moves {
+            match m.dir {
+                true => {
+                    h.roots.insert(m.to.clone());
+                }
+                false => {
+                    h.files.insert(m.to.clone(), m.clone());
+                }
+            }
+            h.roots.insert(m.from.clone());
+            h.above_old.extend(parents(&m.from).map(|p| p.to_vec()));
+        }
+        h
+    }
+
+    /// The move of which `p` is a renamed file's new name: its push may use the old name as a
+    /// basis, and once it is delivered the old name may go.
+    pub fn renamed_file(&self, p: &[u8]) -> Option<&PendingMove> {
+        self.files.get(p)
+    }
+
+    pub fn holds(&self, p: &[u8]) -> bool {
+        !self.roots.is_empty()
+            && (self.roots.contains(p)
+                || self.above_old.contains(p)
+                || parents(p).any(|d| self.roots.contains(d)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pending_move_holds_its_new_tree_and_its_old_path_with_what_is_above_it() {
+        let j_dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(&j_dir.path().join("j")).unwrap();
+        let rename = |from: &str, to: &str, dir| crate::journal::Rename {
+            from: from.into(),
+            to: to.into(),
+            dir,
+        };
+        let renames = [rename("x/a", "b", true), rename("d/f", "d/g", false)];
+        j.record_moves(&["r/t".into()], &renames).unwrap();
+        let h = MoveHolds::new(&j.moves("r/t").unwrap());
+        for p in ["b", "b/f", "b/d/f", "x/a", "x/a/f", "x", "d/f", "d"] {
+            assert!(h.holds(p.as_bytes()), "{p} waits");
+        }
+        // A renamed file's new name goes with the batches, with --fuzzy.
+        for p in ["bb", "c", "x/ab", "x/c", "", "d/g", "d/e"] {
+            assert!(!h.holds(p.as_bytes()), "{p} goes");
+        }
+        assert_eq!(
+            h.renamed_file(b"d/g").map(|m| m.from.as_slice()),
+            Some(&b"d/f"[..])
+        );
+        assert!(h.renamed_file(b"d/f").is_none() && h.renamed_file(b"b").is_none());
+        assert!(!MoveHolds::new(&[]).holds(b"b"));
+    }
+}

@@ -1,0 +1,177 @@
+//! Whether a target hard-links from a relative `--link-dest`, tried rather than assumed: rsync
+//! builds differ (3.4.3 silently sent every file again for a relative `--link-dest` into a
+//! `use chroot = no` daemon, rsync #915; relative basis paths broke over ssh in the same
+//! release, #928; `rrsync` 3.4 refused it, #1037; some backports fail "verification").
+//!
+//! The probe does at the target what a move does: a directory `PROBE/a` with one file of
+//! [`PROBE_BYTES`] is pushed, then pushed again as `PROBE/b` with `--link-dest=../a`, and rsync's
+//! `--stats` says how much of it crossed as literal data; then `PROBE` is deleted (listed
+//! alone, `--delete-missing-args`, so nothing else can be touched).
+
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStringExt;
+use std::path::Path;
+use std::process::Stdio;
+
+use tokio::process::Command;
+
+use super::exit::{classify, Outcome};
+use super::Runner;
+
+/// The probe's directory at the target root.
+pub const PROBE_DIR: &str = "syncd-rename-probe";
+/// The probe file's size: far above what checksums and file lists take.
+const PROBE_BYTES: usize = 256 * 1024;
+
+/// What the probe found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkDest {
+    /// The second push linked the file: renames move.
+    Works,
+    /// It did not (the reason): renames are plain pushes at this target.
+    Fails(String),
+}
+
+impl Runner {
+    /// Try a relative `--link-dest` at the target; `Err` when the target could not be reached
+    /// (nothing was decided: try again later).
+    pub async fn probe_link_dest(&self) -> Result<LinkDest, Outcome> {
+        let tmp = tempfile::Builder::new()
+            .prefix("syncd-probe")
+            .tempdir()
+            .map_err(|e| Outcome::TargetDown(format!("cannot make the probe's directory: {e}")))?;
+        let res = self.probe_in(tmp.path()).await;
+        // Whatever the probe found, nothing of it stays at the target.
+        let cleaned = self.remove_probe(tmp.path()).await;
+        let found = res?;
+        cleaned?;
+        Ok(found)
+    }
+
+    async fn probe_in(&self, tmp: &Path) -> Result<LinkDest, Outcome> {
+        let a = tmp.join(PROBE_DIR).join("a");
+        std::fs::create_dir_all(&a)
+            .and_then(|_| std::fs::write(a.join("probe-data"), probe_data()))
+            .map_err(|e| Outcome::TargetDown(format!("cannot write the probe: {e}")))?;
+        let mut first = self.probe_command(&a, "a");
+        first.arg("--mkpath");
+        if let Some(e) = output(first).await?.1 {
+            return Ok(LinkDest::Fails(e));
+        }
+        let b = tmp.join(PROBE_DIR).join("b");
+        std::fs::rename(&a, &b)
+            .map_err(|e| Outcome::TargetDown(format!("cannot rename the probe: {e}")))?;
+        let mut second = self.probe_command(&b, "b");
+        second.args(["--stats", "--link-dest=../a"]);
+        let (stdout, failed) = output(second).await?;
+        if let Some(e) = failed {
+            return Ok(LinkDest::Fails(format!(
+                "rsync --link-dest=../a failed: {e}"
+            )));
+        }
+        Ok(match literal_bytes(&stdout) {
+            Some(n) if n < (PROBE_BYTES / 4) as u64 => LinkDest::Works,
+            Some(n) => LinkDest::Fails(format!(
+                "a relative --link-dest sent the data again ({n} bytes of {PROBE_BYTES} literal)"
+            )),
+            None => LinkDest::Fails("rsync --stats printed no literal data count".into()),
+        })
+    }
+
+    /// `rsync -a SRC/ DEST/PROBE_DIR/SUB/` with the target's transport and options, without
+    /// the root's excludes (they could skip the probe's own file).
+    fn probe_command(&self, src: &Path, sub: &str) -> Command {
+        let mut c = self.transport_command();
+        c.args(&self.target.rsync_args);
+        let mut s = src.as_os_str().to_owned();
+        s.push("/");
+        c.arg(s).arg(
+            self.target
+                .dest
+                .rsync_arg(format!("{PROBE_DIR}/{sub}").as_bytes()),
+        );
+        c.stdout(Stdio::piped());
+        c
+    }
+
+    /// Delete `PROBE_DIR` at the target: listed alone from an empty source, as a missing path.
+    async fn remove_probe(&self, tmp: &Path) -> Result<(), Outcome> {
+        let empty = tmp.join("empty");
+        std::fs::create_dir_all(&empty)
+            .map_err(|e| Outcome::TargetDown(format!("cannot clean up the probe: {e}")))?;
+        let mut c = self.transport_command();
+        let mut s = empty.into_os_string();
+        s.push("/");
+        c.args(["-0", "--files-from=-", "--delete-missing-args", "--force"])
+            .arg(s)
+            .arg(self.target.dest.rsync_arg(b""));
+        c.stdin(Stdio::piped()).stdout(Stdio::piped());
+        let list = OsString::from_vec(format!("./{PROBE_DIR}\0").into_bytes());
+        let run = super::run::run(
+            c,
+            Some(list.into_vec()),
+            None,
+            Some(self.target.push_deadline),
+        )
+        .await;
+        match run.outcome {
+            Outcome::Delivered | Outcome::Partial(_) | Outcome::Permanent(_) => Ok(()),
+            other => Err(other),
+        }
+    }
+}
+
+/// Run `c` to its end: its stdout, and what went wrong if it failed at the target (`Err` when
+/// the target could not be reached).
+async fn output(mut c: Command) -> Result<(Vec<u8>, Option<String>), Outcome> {
+    c.stderr(Stdio::piped());
+    let out = c
+        .output()
+        .await
+        .map_err(|e| Outcome::TargetDown(format!("cannot start rsync: {e}")))?;
+    match classify(out.status, &String::from_utf8_lossy(&out.stderr)) {
+        Outcome::Delivered => Ok((out.stdout, None)),
+        Outcome::Partial(e) | Outcome::Permanent(e) => Ok((out.stdout, Some(e))),
+        other => Err(other),
+    }
+}
+
+/// rsync's `--stats` line `Literal data: 262,144 bytes`.
+fn literal_bytes(stats: &[u8]) -> Option<u64> {
+    String::from_utf8_lossy(stats).lines().find_map(|l| {
+        let n = l.strip_prefix("Literal data:")?.trim();
+        let digits: String = n
+            .split_whitespace()
+            .next()?
+            .chars()
+            .filter(|c| c.is_ascii_digit())
+            .collect();
+        digits.parse().ok()
+    })
+}
+
+/// Bytes that no compression or delta can shrink much: literal data shows in full.
+fn probe_data() -> Vec<u8> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..PROBE_BYTES)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_literal_data_count_is_read_from_rsyncs_stats() {
+        let stats = b"Number of files: 2 (reg: 1, dir: 1)\nTotal file size: 262,144 bytes\nLiteral data: 262,144 bytes\nMatched data: 0 bytes\n";
+        assert_eq!(literal_bytes(stats), Some(262_144));
+        assert_eq!(literal_bytes(b"Literal data: 0 bytes\n"), Some(0));
+        assert_eq!(literal_bytes(b"nothing\n"), None);
+    }
+}

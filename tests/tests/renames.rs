@@ -1,0 +1,279 @@
+//! A directory renamed inside a root reaches the target as a move: its files are linked from
+//! the old directory at the target (there they keep their inodes), not sent again, and the old
+//! directory is deleted only after. Every order of renames converges to exactly the source.
+//! The real rsync, a real rsync daemon (chrooted and not), a local and an ssh target.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use syncd_tests::*;
+
+/// `n` files of 64 KiB, each different, in two subdirectories of `dir`.
+fn tree(dir: &Path, n: usize) {
+    for i in 0..n {
+        let content: Vec<u8> = (0..65_536u32)
+            .map(|b| (b as usize).wrapping_mul(31).wrapping_add(i) as u8)
+            .collect();
+        write(&dir.join(format!("sub{}/f{i}", i % 2)), &content);
+    }
+}
+
+/// Assert that every file below `from` in `before` (inodes at the target before the rename) is
+/// at the target below `to` with the same inode, but for the names in `changed`.
+fn assert_moved(
+    before: &BTreeMap<Vec<u8>, u64>,
+    target: &Path,
+    from: &str,
+    to: &str,
+    changed: &[&str],
+) {
+    let now = inodes(target);
+    let from = format!("{from}/");
+    let mut linked = 0;
+    for (p, ino) in before {
+        let Some(rest) = p.strip_prefix(from.as_bytes()) else {
+            continue;
+        };
+        let rest = String::from_utf8_lossy(rest);
+        if changed.contains(&rest.as_ref()) {
+            continue;
+        }
+        let moved = format!("{to}/{rest}");
+        assert_eq!(
+            now.get(moved.as_bytes()),
+            Some(ino),
+            "{moved} at the target is {from}{rest} linked, not sent again"
+        );
+        linked += 1;
+    }
+    assert!(linked > 0, "nothing below {from} to compare");
+}
+
+fn module(env: &Env, name: &str) -> PathBuf {
+    let m = env.dir.path().join(name);
+    std::fs::create_dir(&m).unwrap();
+    m
+}
+
+/// One rsync daemon target `d1` (module options `extra`), syncd started and settled on what
+/// `prepare` wrote.
+fn daemon_setup(
+    root_extra: &str,
+    module_extra: &str,
+    prepare: impl FnOnce(&Path),
+) -> (Env, PathBuf, RsyncDaemon, Syncd) {
+    daemon_setup_top("", root_extra, module_extra, prepare)
+}
+
+/// Like [`daemon_setup`] with `top` lines in the configuration's top level.
+fn daemon_setup_top(
+    top: &str,
+    root_extra: &str,
+    module_extra: &str,
+    prepare: impl FnOnce(&Path),
+) -> (Env, PathBuf, RsyncDaemon, Syncd) {
+    let env = Env::new();
+    let m = module(&env, "module");
+    let rd = RsyncDaemon::start(env.dir.path(), &m, module_extra);
+    prepare(&env.src);
+    let cfg = env.config_top(top, root_extra, &rd.target("d1", ""));
+    let d = Syncd::start(&cfg, &env.socket);
+    d.settle();
+    assert_same_tree(&env.src, &m);
+    (env, m, rd, d)
+}
+
+#[test]
+fn directories_renamed_and_moved_reach_chrooted_and_unchrooted_daemons_as_moves() {
+    let env = Env::new();
+    let (m1, m2) = (module(&env, "chrooted"), module(&env, "plain"));
+    let (c1, c2) = (module(&env, "conf1"), module(&env, "conf2"));
+    let d1 = RsyncDaemon::start(&c1, &m1, "");
+    let d2 = RsyncDaemon::start(&c2, &m2, "use chroot = no\n");
+    tree(&env.src.join("a"), 6);
+    tree(&env.src.join("deep/er/x"), 4);
+    std::fs::create_dir_all(env.src.join("elsewhere")).unwrap();
+    let targets = format!("{}{}", d1.target("d1", ""), d2.target("d2", ""));
+    let d = Syncd::start(&env.config("", &targets), &env.socket);
+    d.settle();
+    let before = [inodes(&m1), inodes(&m2)];
+
+    std::fs::rename(env.src.join("a"), env.src.join("b")).unwrap();
+    std::fs::rename(env.src.join("deep/er/x"), env.src.join("elsewhere/y")).unwrap();
+    d.settle();
+    for (m, before) in [&m1, &m2].into_iter().zip(&before) {
+        assert_same_tree(&env.src, m);
+        assert_moved(before, m, "a", "b", &[]);
+        assert_moved(before, m, "deep/er/x", "elsewhere/y", &[]);
+        assert!(
+            !m.join("syncd-rename-probe").exists(),
+            "the probe leaves nothing"
+        );
+    }
+    for t in ["d1", "d2"] {
+        let st = d.target_status(t);
+        assert_eq!(st["renames"], "moves", "the probe found links: {st}");
+    }
+    let text = String::from_utf8(d.ctl(&["status"]).stdout).unwrap();
+    assert!(text.contains("renames: moved"), "{text}");
+}
+
+#[test]
+fn writes_right_after_a_rename_and_a_rename_over_an_empty_directory_converge() {
+    let (env, m, _rd, d) = daemon_setup("", "", |src| {
+        tree(&src.join("a"), 4);
+        tree(&src.join("c"), 2);
+        std::fs::create_dir(src.join("empty")).unwrap();
+    });
+    let before = inodes(&m);
+    std::fs::rename(env.src.join("a"), env.src.join("b")).unwrap();
+    write(&env.src.join("b/sub0/f0"), b"rewritten at once");
+    write(&env.src.join("b/new"), b"new in the moved tree");
+    std::fs::remove_file(env.src.join("b/sub1/f1")).unwrap();
+    std::fs::rename(env.src.join("c"), env.src.join("empty")).unwrap();
+    d.settle();
+    assert_same_tree(&env.src, &m);
+    assert_moved(&before, &m, "a", "b", &["sub0/f0", "sub1/f1"]);
+    assert_moved(&before, &m, "c", "empty", &[]);
+}
+
+#[test]
+fn chains_and_swapped_names_converge_to_exactly_the_source() {
+    let (env, m, _rd, d) = daemon_setup("", "", |src| {
+        tree(&src.join("a"), 4);
+        tree(&src.join("x"), 3);
+        tree(&src.join("y"), 2);
+    });
+    let before = inodes(&m);
+    // Within one window: a → b → c, and x and y swap names through tmp.
+    std::fs::rename(env.src.join("a"), env.src.join("b")).unwrap();
+    std::fs::rename(env.src.join("b"), env.src.join("c")).unwrap();
+    std::fs::rename(env.src.join("x"), env.src.join("tmp")).unwrap();
+    std::fs::rename(env.src.join("y"), env.src.join("x")).unwrap();
+    std::fs::rename(env.src.join("tmp"), env.src.join("y")).unwrap();
+    d.settle();
+    assert_same_tree(&env.src, &m);
+    assert_moved(&before, &m, "a", "c", &[]);
+    // And back again, after the dust settled.
+    let before = inodes(&m);
+    std::fs::rename(env.src.join("c"), env.src.join("a")).unwrap();
+    d.settle();
+    assert_same_tree(&env.src, &m);
+    assert_moved(&before, &m, "c", "a", &[]);
+}
+
+#[test]
+fn renames_into_an_excluded_name_or_out_of_the_root_are_deletions_and_in_from_outside_uploads() {
+    let (env, m, _rd, d) = daemon_setup("exclude = [\"*.tmp\"]", "", |src| {
+        tree(&src.join("a"), 2);
+        tree(&src.join("b"), 2);
+    });
+    let outside = env.dir.path().join("outside");
+    tree(&outside.join("o"), 2);
+    std::fs::rename(env.src.join("a"), env.src.join("a.tmp")).unwrap();
+    std::fs::rename(env.src.join("b"), outside.join("b")).unwrap();
+    std::fs::rename(outside.join("o"), env.src.join("o")).unwrap();
+    d.settle();
+    assert_same_tree(&env.src.join("o"), &m.join("o"));
+    for gone in ["a", "a.tmp", "b"] {
+        assert!(!m.join(gone).exists(), "{gone} at the target");
+    }
+}
+
+#[test]
+fn a_rename_while_the_target_is_paused_is_a_move_once_it_resumes() {
+    let (env, m, _rd, d) = daemon_setup("", "", |src| tree(&src.join("a"), 4));
+    let before = inodes(&m);
+    assert!(d.ctl(&["pause"]).status.success());
+    std::fs::rename(env.src.join("a"), env.src.join("b")).unwrap();
+    write(&env.src.join("b/later"), b"written while paused");
+    d.wait_status(std::time::Duration::from_secs(10), |s| {
+        target_in(s, "d1").is_some_and(|t| t["pending"].as_u64() > Some(0))
+    });
+    assert!(m.join("a").exists() && !m.join("b").exists(), "paused");
+    assert!(d.ctl(&["resume"]).status.success());
+    d.settle();
+    assert_same_tree(&env.src, &m);
+    assert_moved(&before, &m, "a", "b", &[]);
+}
+
+#[test]
+fn with_exclude_patterns_naming_whole_paths_a_rename_is_a_plain_push_and_still_exact() {
+    // `/b/keep/` read from the moved directory's own transfer would name `b/b/keep`: a move
+    // would put `b/keep` at the target. Renames of this root are plain pushes.
+    let (env, m, _rd, d) = daemon_setup("exclude = [\"/b/keep/\"]", "", |src| {
+        tree(&src.join("a"), 2);
+        write(&src.join("a/keep/x"), b"excluded once renamed");
+    });
+    let before = inodes(&m);
+    std::fs::rename(env.src.join("a"), env.src.join("b")).unwrap();
+    d.settle();
+    assert!(
+        !m.join("b/keep").exists(),
+        "the exclude still holds at the target"
+    );
+    std::fs::remove_dir_all(env.src.join("b/keep")).unwrap();
+    assert_same_tree(&env.src, &m);
+    assert_ne!(
+        inodes(&m).get(&b"b/sub0/f0"[..]),
+        before.get(&b"a/sub0/f0"[..]),
+        "sent as a new file"
+    );
+}
+
+#[test]
+fn a_renamed_directory_reaches_a_local_target_as_a_move() {
+    let env = Env::new();
+    tree(&env.src.join("p/a"), 4);
+    let d = Syncd::start(&env.local_config(""), &env.socket);
+    d.settle();
+    let before = inodes(&env.dst);
+    std::fs::rename(env.src.join("p/a"), env.src.join("b")).unwrap();
+    d.settle();
+    assert_same_tree(&env.src, &env.dst);
+    assert_moved(&before, &env.dst, "p/a", "b", &[]);
+}
+
+#[test]
+fn a_renamed_directory_reaches_an_ssh_target_as_a_move() {
+    let env = Env::new();
+    let sshd = Sshd::start(env.dir.path());
+    let remote = module(&env, "remote");
+    tree(&env.src.join("a"), 4);
+    let d = Syncd::start(&env.config("", &sshd.target("s1", &remote)), &env.socket);
+    d.settle();
+    let before = inodes(&remote);
+    std::fs::rename(env.src.join("a"), env.src.join("q")).unwrap();
+    d.settle();
+    assert_same_tree(&env.src, &remote);
+    assert_moved(&before, &remote, "a", "q", &[]);
+}
+
+/// Bytes syncd's rsyncs reported sending to `d1` so far.
+fn sent_bytes(port: u16) -> f64 {
+    let (_, text) = get(&format!("http://127.0.0.1:{port}/metrics"));
+    sample(&text, r#"syncd_sent_bytes_total{root="data",target="d1"}"#)
+}
+
+#[test]
+fn a_file_renamed_in_its_directory_is_sent_as_a_delta_against_its_old_name() {
+    let port = free_port();
+    let big: Vec<u8> = (0..4u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let (env, m, _rd, d) = daemon_setup_top(
+        &format!("[http]\nlisten = \"127.0.0.1:{port}\""),
+        "",
+        "",
+        |src| write(&src.join("dir/big"), &big),
+    );
+    let before = sent_bytes(port);
+    std::fs::rename(env.src.join("dir/big"), env.src.join("dir/big.renamed")).unwrap();
+    d.settle();
+    assert_same_tree(&env.src, &m);
+    let sent = sent_bytes(port) - before;
+    assert!(
+        sent < 256.0 * 1024.0,
+        "a 4 MiB file renamed in place: {sent} bytes sent"
+    );
+}
