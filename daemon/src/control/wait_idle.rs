@@ -44,6 +44,7 @@ pub(super) async fn wait_idle(
                 || root_gone
                 || v.in_flight > 0
                 || v.full_sync.is_some()
+                || v.probing
                 || shared.journal.has_pending(&t.id).unwrap_or(true)
                 || shared
                     .journal

@@ -29,6 +29,8 @@ pub struct BatchJob {
 struct Progress {
     delivered: u64,
     path_error: Option<String>,
+    /// A renamed file's move was ended (its old name may go).
+    released_moves: bool,
 }
 
 impl BatchJob {
@@ -37,6 +39,7 @@ impl BatchJob {
         let mut p = Progress {
             delivered: 0,
             path_error: None,
+            released_moves: false,
         };
         let ending = match check_root(&self.runner.root.source, self.identity) {
             Err(e) => Ending::Failed(e.into()),
@@ -47,6 +50,7 @@ impl BatchJob {
             ending,
             delivered: p.delivered,
             path_error: p.path_error,
+            released_moves: p.released_moves,
         }
     }
 
@@ -158,6 +162,7 @@ impl BatchJob {
         for m in &self.renamed {
             if chunk.iter().any(|i| i.path == m.to) {
                 self.journal.move_done(&self.reporter.id, m)?;
+                p.released_moves = true;
             }
         }
         Ok(())

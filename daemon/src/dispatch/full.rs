@@ -105,6 +105,7 @@ fn result(ending: Ending, warning: Option<String>) -> JobResult {
         ending,
         delivered: 0,
         path_error: warning,
+        released_moves: false,
     }
 }
 

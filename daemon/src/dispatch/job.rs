@@ -70,6 +70,8 @@ pub enum JobKind {
     Batch(Claim),
     /// A full sync.
     Full,
+    /// The rename probe (`rsync::probe`).
+    Probe,
 }
 
 /// What a job hands back to its worker.
@@ -81,6 +83,8 @@ pub struct JobResult {
     /// The last error of a path that failed on its own (a batch), or what a full sync could
     /// not transfer: shown as the target's last error, without backing off.
     pub path_error: Option<String>,
+    /// It ended renames, whose old paths waited: they go at once, not after the pace.
+    pub released_moves: bool,
 }
 
 /// Runs `job`, then flushes the journal: whatever the job wrote (confirmations, retry

@@ -65,6 +65,8 @@ pub struct WorkerView {
     pub full_sync: Option<Arc<FullProgress>>,
     /// What the rename probe found, once a rename probed the target.
     pub renames: Option<crate::rsync::LinkDest>,
+    /// The rename probe is running (the target is not idle).
+    pub probing: bool,
 }
 
 impl Default for WorkerView {
@@ -77,6 +79,7 @@ impl Default for WorkerView {
             next_retry: None,
             full_sync: None,
             renames: None,
+            probing: false,
         }
     }
 }
@@ -127,8 +130,10 @@ struct Running {
     full: Option<Arc<FullProgress>>,
     /// When the shutdown grace period ends, once shutdown began.
     stopping: Option<Instant>,
-    /// Whether the target links from a relative `--link-dest` (probed by the first move).
-    link_dest: Arc<tokio::sync::OnceCell<crate::rsync::LinkDest>>,
+    /// Whether the target links from a relative `--link-dest` (probed beside the first move).
+    link_dest: Arc<std::sync::OnceLock<crate::rsync::LinkDest>>,
+    /// The probe is running.
+    probing: bool,
 }
 
 /// What woke the worker.
@@ -150,6 +155,7 @@ impl Worker {
             full: None,
             stopping: None,
             link_dest: Arc::default(),
+            probing: false,
         };
         let mut paused = self.paused.clone();
         // The pause switch lives in the engine view; once it is gone, stop listening to it.
@@ -225,6 +231,7 @@ impl Worker {
             next_retry: r.sched.backoff_until(),
             full_sync: r.full.clone(),
             renames: r.link_dest.get().cloned(),
+            probing: r.probing,
         });
         self.tick.send_modify(|n| *n += 1);
         can_start
@@ -235,6 +242,10 @@ impl Worker {
         match &res.kind {
             JobKind::Batch(claim) => r.inflight.release(claim),
             JobKind::Full => r.full = None,
+            JobKind::Probe => r.probing = false,
+        }
+        if res.released_moves {
+            r.sched.unpace();
         }
         r.sched.on_result(&res, r.jobs.len(), Instant::now());
     }
@@ -354,6 +365,11 @@ impl Worker {
                 self.journal.move_done(&self.id, m)?;
             }
             return Ok(MoveHolds::default());
+        }
+        if moves.iter().any(|m| m.dir) && r.link_dest.get().is_none() && !r.probing {
+            r.probing = true;
+            let probe = rename::probe(self.runner.clone(), self.id.clone(), r.link_dest.clone());
+            r.jobs.spawn(probe);
         }
         let mut live = Vec::new();
         for m in &moves {

@@ -9,29 +9,58 @@
 //! and the new tree's paths go with the move, not as a plain upload.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
-
-use tokio::sync::OnceCell;
+use std::sync::{Arc, OnceLock};
 
 use tracing::{debug, info, warn};
 
 use super::inflight::Claim;
-use super::job::{Ending, JobKind, JobResult, TargetFailure};
+use super::job::{Ending, JobKind, JobResult};
 use crate::fs::{abs_path, check_root, parents, RootIdentity};
 use crate::journal::{Journal, PendingMove};
 use crate::observe::Reporter;
 use crate::rsync::{LinkDest, Outcome, Runner};
 
+/// How long a move whose new directory is gone waits for the rest of a rename chain to reach
+/// the journal (the watcher hands a read over at once; the coalescer writes within 25 ms).
+const CHAIN_GRACE: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// What a move job works with.
 pub struct MoveJob {
     pub runner: Runner,
-    /// Whether the target links from a relative `--link-dest`: probed by the first move.
-    pub link_dest: Arc<OnceCell<LinkDest>>,
+    /// Whether the target links from a relative `--link-dest` (unknown until the probe that
+    /// runs beside the first move is done).
+    pub link_dest: Arc<OnceLock<LinkDest>>,
     pub reporter: Reporter,
     pub journal: Journal,
     pub identity: RootIdentity,
     /// Cancelled once the watcher stopped: nothing is confirmed then (see `batch`).
     pub watch_stopped: tokio_util::sync::CancellationToken,
+}
+
+/// The probe job: whether the target links from a relative `--link-dest`, kept in `found`
+/// (left unknown when the target could not be reached: the next move probes again).
+pub async fn probe(runner: Runner, id: String, found: Arc<OnceLock<LinkDest>>) -> JobResult {
+    match runner.probe_link_dest().await {
+        Ok(f) => {
+            match &f {
+                LinkDest::Works => {
+                    info!(target = %id, "a relative --link-dest links at this target: renamed directories move")
+                }
+                LinkDest::Fails(why) => {
+                    warn!(target = %id, reason = %why, "renamed directories go as plain pushes to this target")
+                }
+            }
+            let _ = found.set(f);
+        }
+        Err(o) => debug!(target = %id, outcome = ?o, "rename probe: target not reached"),
+    }
+    JobResult {
+        kind: JobKind::Probe,
+        ending: Ending::Done,
+        delivered: 0,
+        path_error: None,
+        released_moves: false,
+    }
 }
 
 /// What a move holds in flight: its new path, as a push that may delete below it, and its old
@@ -52,6 +81,7 @@ impl MoveJob {
         };
         JobResult {
             kind: JobKind::Batch(claim),
+            released_moves: ending == Ending::Done,
             ending,
             delivered,
             path_error: None,
@@ -62,36 +92,28 @@ impl MoveJob {
     async fn carry_out(&self, m: &PendingMove) -> (Ending, u64) {
         let id = &self.reporter.id;
         let show = |p: &[u8]| String::from_utf8_lossy(p).into_owned();
-        let to_dir = abs_path(&self.runner.root.source, &m.to);
-        let is_dir = tokio::task::spawn_blocking(move || {
-            std::fs::symlink_metadata(to_dir).is_ok_and(|s| s.is_dir())
-        })
-        .await
-        .unwrap_or(false);
-        if !is_dir {
-            // Renamed again, or deleted: its paths go as they are now.
-            debug!(target = %id, to = %show(&m.to), "moved directory is gone; plain pushes instead");
-            return (self.forget(m), 0);
-        }
-        let probed = self
-            .link_dest
-            .get_or_try_init(|| async {
-                let found = self.runner.probe_link_dest().await?;
-                match &found {
-                    LinkDest::Works => info!(target = %id, "a relative --link-dest links at this target: renamed directories move"),
-                    LinkDest::Fails(why) => warn!(target = %id, reason = %why, "renamed directories go as plain pushes to this target"),
-                }
-                Ok::<_, Outcome>(found)
-            })
-            .await;
-        match probed {
-            Ok(LinkDest::Works) => {}
-            Ok(LinkDest::Fails(_)) => return (self.forget(m), 0),
-            Err(o) => {
-                let e = Ending::of(o.clone())
-                    .unwrap_or_else(|| Ending::Failed(TargetFailure::Down(format!("{o:?}"))));
-                return (e, 0);
+        if !self.is_dir(&m.to).await {
+            // Renamed on at once (`a → b → c`, the second rename in the next journal commit),
+            // or deleted. The rest of a chain reaches the journal within the coalescer's
+            // commit gap, and collapses this move into the next (`a → c`): look again then.
+            tokio::time::sleep(CHAIN_GRACE).await;
+            let still = match self.journal.moves(id) {
+                Ok(ms) => ms.iter().any(|p| p.is(m)),
+                Err(e) => return (Ending::Failed(e.into()), 0),
+            };
+            if !still {
+                return (Ending::Done, 0);
             }
+            if !self.is_dir(&m.to).await {
+                // Gone for good: its paths go as they are now.
+                debug!(target = %id, to = %show(&m.to), "moved directory is gone; plain pushes instead");
+                return (self.forget(m), 0);
+            }
+        }
+        // Not waiting for the probe: where a link-dest does not link, the move sends what a
+        // plain push would.
+        if let Some(LinkDest::Fails(_)) = self.link_dest.get() {
+            return (self.forget(m), 0);
         }
         // Read before rsync reads the source: a path changed during the push stays pending.
         let items = match self.journal.pending_below(id, &m.to) {
@@ -124,6 +146,14 @@ impl MoveJob {
                 0,
             ),
         }
+    }
+
+    /// Whether `rel` is a directory at the source now.
+    async fn is_dir(&self, rel: &[u8]) -> bool {
+        let p = abs_path(&self.runner.root.source, rel);
+        tokio::task::spawn_blocking(move || std::fs::symlink_metadata(p).is_ok_and(|s| s.is_dir()))
+            .await
+            .unwrap_or(false)
     }
 
     fn forget(&self, m: &PendingMove) -> Ending {

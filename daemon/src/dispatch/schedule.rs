@@ -101,6 +101,12 @@ impl Schedule {
         self.backoff_until = None;
     }
 
+    /// Paths that waited for a rename's move may go now: the next batch does not wait for the
+    /// pace.
+    pub fn unpace(&mut self) {
+        self.last_start = None;
+    }
+
     /// Move on to `now`: a backoff or a connection limit that ran out is over. Returns whether
     /// the parked paths are due for their scheduled retry (the next one is then scheduled).
     pub fn advance(&mut self, now: Instant) -> bool {
@@ -208,6 +214,9 @@ impl Schedule {
                     self.last_error = res.path_error.clone();
                 }
             }
+            // What the probe found is the worker's; a target it could not reach shows in the
+            // pushes.
+            (JobKind::Probe, _) => {}
             (JobKind::Full, _) => match &res.path_error {
                 Some(w) => self.last_error = Some(w.clone()),
                 None => {
@@ -279,6 +288,7 @@ mod tests {
             ending,
             delivered,
             path_error: None,
+            released_moves: false,
         }
     }
 
@@ -375,6 +385,11 @@ mod tests {
         tokio::time::advance(STREAM_PACE - PACE - Duration::from_millis(1)).await;
         assert_eq!(s.paced_until(Instant::now(), 0), Some(t1 + STREAM_PACE));
         tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(s.paced_until(Instant::now(), 0), None);
+        // A rename's move ended: the paths it held go at once.
+        s.batch_started(Instant::now(), 1, false);
+        assert!(s.paced_until(Instant::now(), 0).is_some());
+        s.unpace();
         assert_eq!(s.paced_until(Instant::now(), 0), None);
     }
 
@@ -495,6 +510,7 @@ mod tests {
             ending: Ending::Done,
             delivered: 0,
             path_error: path_error.map(str::to_string),
+            released_moves: false,
         };
         s.on_result(
             &full(Some("rsync exit 23: some files were not transferred")),

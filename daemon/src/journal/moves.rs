@@ -49,6 +49,13 @@ pub struct PendingMove {
     raw: sled::IVec,
 }
 
+impl PendingMove {
+    /// Whether `other` is this very move (not one recorded since onto the same new path).
+    pub fn is(&self, other: &PendingMove) -> bool {
+        self.to == other.to && self.raw == other.raw
+    }
+}
+
 impl Trees {
     fn record_moves(&self, targets: &[String], moves: &[Rename]) -> Result<(), JournalError> {
         if moves.is_empty() {
