@@ -277,3 +277,45 @@ fn a_file_renamed_in_its_directory_is_sent_as_a_delta_against_its_old_name() {
         "a 4 MiB file renamed in place: {sent} bytes sent"
     );
 }
+
+#[test]
+fn files_moved_to_other_directories_are_linked_or_sent_as_deltas() {
+    let port = free_port();
+    let big = |seed: u32| -> Vec<u8> {
+        (0..2u32 << 20)
+            .map(|i| (i.wrapping_add(seed).wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect()
+    };
+    let (env, m, _rd, d) = daemon_setup_top(
+        &format!("[http]\nlisten = \"127.0.0.1:{port}\""),
+        "",
+        "",
+        |src| {
+            write(&src.join("a/same-name"), &big(1));
+            write(&src.join("a/x/renamed"), &big(2));
+            write(&src.join("top"), &big(3));
+            std::fs::create_dir_all(src.join("b/deeper")).unwrap();
+        },
+    );
+    let before = inodes(&m);
+    let sent = sent_bytes(port);
+    std::fs::rename(env.src.join("a/same-name"), env.src.join("b/same-name")).unwrap();
+    std::fs::rename(
+        env.src.join("a/x/renamed"),
+        env.src.join("b/deeper/new-name"),
+    )
+    .unwrap();
+    std::fs::rename(env.src.join("top"), env.src.join("a/x/top-moved-down")).unwrap();
+    d.settle();
+    assert_same_tree(&env.src, &m);
+    let sent = sent_bytes(port) - sent;
+    assert!(
+        sent < 256.0 * 1024.0,
+        "6 MiB of files moved between directories: {sent} bytes sent"
+    );
+    assert_eq!(
+        inodes(&m).get(&b"b/same-name"[..]),
+        before.get(&b"a/same-name"[..]),
+        "a file that kept its name is linked"
+    );
+}

@@ -50,7 +50,7 @@ use batch::BatchJob;
 use full::FullJob;
 use inflight::{Claim, InFlight};
 use job::{flushed, JobKind, JobResult};
-use rename::{move_claim, MoveHolds, MoveJob};
+use rename::{file_move_groups, file_moves_claim, move_claim, MoveHolds, MoveJob};
 use schedule::Schedule;
 
 /// What a target worker publishes for `status` and `wait-idle`.
@@ -371,8 +371,31 @@ impl Worker {
             let probe = rename::probe(self.runner.clone(), self.id.clone(), r.link_dest.clone());
             r.jobs.spawn(probe);
         }
+        for (dir, group) in file_move_groups(&moves) {
+            if r.jobs.len() >= r.sched.workers() {
+                break;
+            }
+            let claim = file_moves_claim(&group);
+            if claim
+                .plans
+                .iter()
+                .any(|plan| r.inflight.conflicts(&plan.0, Some(plan)))
+            {
+                continue;
+            }
+            r.inflight.claim(&claim);
+            let job = self.move_job(r);
+            r.jobs.spawn(flushed(
+                self.journal.clone(),
+                job.run_files(dir, group, claim),
+            ));
+        }
         let mut live = Vec::new();
         for m in &moves {
+            if !m.dir && !m.same_dir() {
+                live.push(m.clone());
+                continue;
+            }
             if !m.dir {
                 // Its new name goes with the batches, which forget the move once they delivered
                 // it. One no batch will deliver (parked, or gone meanwhile) is found when the
@@ -400,18 +423,22 @@ impl Worker {
             }
             r.inflight.claim(&claim);
             debug!(target = %self.id, to = %String::from_utf8_lossy(&m.to), "push move");
-            let job = MoveJob {
-                runner: self.runner.clone(),
-                link_dest: r.link_dest.clone(),
-                reporter: self.reporter.clone(),
-                journal: self.journal.clone(),
-                identity: self.identity,
-                watch_stopped: self.watch_stopped.clone(),
-            };
+            let job = self.move_job(r);
             r.jobs
                 .spawn(flushed(self.journal.clone(), job.run(m.clone(), claim)));
         }
         Ok(MoveHolds::new(&live))
+    }
+
+    fn move_job(&self, r: &Running) -> MoveJob {
+        MoveJob {
+            runner: self.runner.clone(),
+            link_dest: r.link_dest.clone(),
+            reporter: self.reporter.clone(),
+            journal: self.journal.clone(),
+            identity: self.identity,
+            watch_stopped: self.watch_stopped.clone(),
+        }
     }
 
     fn start_full(&self, r: &mut Running, owed: Vec<(Vec<u8>, ResyncToken)>) {

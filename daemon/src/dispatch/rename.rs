@@ -15,7 +15,7 @@ use tracing::{debug, info, warn};
 
 use super::inflight::Claim;
 use super::job::{Ending, JobKind, JobResult};
-use crate::fs::{abs_path, check_root, parents, RootIdentity};
+use crate::fs::{abs_path, check_root, dir_of, parents, RootIdentity};
 use crate::journal::{Journal, PendingMove};
 use crate::observe::Reporter;
 use crate::rsync::{LinkDest, Outcome, Runner};
@@ -60,6 +60,36 @@ pub async fn probe(runner: Runner, id: String, found: Arc<OnceLock<LinkDest>>) -
         delivered: 0,
         path_error: None,
         released_moves: false,
+    }
+}
+
+/// rsync takes at most 20 alternate destination directories per run.
+pub const MAX_LINK_DESTS: usize = 20;
+
+/// Files renamed from other directories, grouped by the directory they went to (one run each,
+/// with at most [`MAX_LINK_DESTS`] old directories; the rest wait for the next round).
+pub fn file_move_groups(moves: &[PendingMove]) -> Vec<(Vec<u8>, Vec<PendingMove>)> {
+    let mut by_dir: std::collections::BTreeMap<Vec<u8>, Vec<PendingMove>> = Default::default();
+    for m in moves.iter().filter(|m| !m.dir && !m.same_dir()) {
+        let group = by_dir.entry(dir_of(&m.to).to_vec()).or_default();
+        let mut olds: HashSet<&[u8]> = group.iter().map(|g| dir_of(&g.from)).collect();
+        olds.insert(dir_of(&m.from));
+        if olds.len() <= MAX_LINK_DESTS {
+            group.push(m.clone());
+        }
+    }
+    by_dir.into_iter().collect()
+}
+
+/// What a file move group holds in flight: each new name (its journal path too, so the group
+/// is not started twice), and each old one, as pushes.
+pub fn file_moves_claim(moves: &[PendingMove]) -> Claim {
+    Claim {
+        paths: moves.iter().map(|m| m.to.clone()).collect(),
+        plans: moves
+            .iter()
+            .flat_map(|m| [(m.to.clone(), false), (m.from.clone(), false)])
+            .collect(),
     }
 }
 
@@ -156,6 +186,67 @@ impl MoveJob {
             .unwrap_or(false)
     }
 
+    /// Files renamed into `dir` from other directories (`moves`, their old directories at most
+    /// [`MAX_LINK_DESTS`]): pushed in one run linking or basing each on its old name.
+    pub async fn run_files(self, dir: Vec<u8>, moves: Vec<PendingMove>, claim: Claim) -> JobResult {
+        let (ending, delivered) = match check_root(&self.runner.root.source, self.identity) {
+            Err(e) => (Ending::Failed(e.into()), 0),
+            Ok(()) => self.carry_out_files(&dir, &moves).await,
+        };
+        JobResult {
+            kind: JobKind::Batch(claim),
+            released_moves: ending == Ending::Done,
+            ending,
+            delivered,
+            path_error: None,
+        }
+    }
+
+    async fn carry_out_files(&self, dir: &[u8], moves: &[PendingMove]) -> (Ending, u64) {
+        let id = &self.reporter.id;
+        let mut items = Vec::new();
+        for m in moves {
+            match self.journal.pending_below(id, &m.to) {
+                Ok(i) => items.extend(i),
+                Err(e) => return (Ending::Failed(e.into()), 0),
+            }
+        }
+        let names: Vec<Vec<u8>> = moves
+            .iter()
+            .map(|m| m.to[dir.len() + usize::from(!dir.is_empty())..].to_vec())
+            .collect();
+        let mut from_dirs: Vec<Vec<u8>> = moves.iter().map(|m| dir_of(&m.from).to_vec()).collect();
+        from_dirs.sort();
+        from_dirs.dedup();
+        let run = self.runner.push_file_moves(dir, &names, &from_dirs).await;
+        self.reporter.rsync_run("move", &run.exit, run.bytes);
+        let n = match run.outcome {
+            Outcome::Delivered if self.watch_stopped.is_cancelled() => 0,
+            Outcome::Delivered => match self.journal.confirm(id, &items) {
+                Ok(n) => n,
+                Err(e) => return (Ending::Failed(e.into()), 0),
+            },
+            // A name that vanished (exit 23/24) or a refusal: they go as plain pushes.
+            Outcome::Partial(e) | Outcome::Permanent(e) => {
+                warn!(target = %id, dir = %String::from_utf8_lossy(dir), error = %e, "file moves failed; their paths go as plain pushes");
+                0
+            }
+            other => {
+                let e = Ending::of(other).expect("only outcomes that stop the job are left");
+                return (e, 0);
+            }
+        };
+        if n > 0 {
+            self.reporter.delivered(&items, n);
+        }
+        for m in moves {
+            if let Ending::Failed(e) = self.forget(m) {
+                return (Ending::Failed(e), n);
+            }
+        }
+        (Ending::Done, n)
+    }
+
     fn forget(&self, m: &PendingMove) -> Ending {
         match self.journal.move_done(&self.reporter.id, m) {
             Ok(()) => Ending::Done,
@@ -182,10 +273,12 @@ impl MoveHolds {
     pub fn new(moves: &[PendingMove]) -> MoveHolds {
         let mut h = MoveHolds::default();
         for m in moves {
-            match m.dir {
+            match m.dir || !m.same_dir() {
+                // It goes with its move job.
                 true => {
                     h.roots.insert(m.to.clone());
                 }
+                // It goes with the batches, with --fuzzy.
                 false => {
                     h.files.insert(m.to.clone(), m.clone());
                 }

@@ -34,6 +34,14 @@ pub fn is_prefix_dir(prefix: &[u8], path: &[u8]) -> bool {
         || (path.len() > prefix.len() && path.starts_with(prefix) && path[prefix.len()] == b'/')
 }
 
+/// The directory holding `p` (empty for the root).
+pub fn dir_of(p: &[u8]) -> &[u8] {
+    match p.iter().rposition(|b| *b == b'/') {
+        Some(i) => &p[..i],
+        None => b"",
+    }
+}
+
 /// The directories strictly above `p`, the root excepted.
 pub fn parents(p: &[u8]) -> impl Iterator<Item = &[u8]> {
     p.iter()

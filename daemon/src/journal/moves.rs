@@ -50,6 +50,11 @@ pub struct PendingMove {
 }
 
 impl PendingMove {
+    /// A file renamed inside its directory (its old name is a `--fuzzy` basis there).
+    pub fn same_dir(&self) -> bool {
+        crate::fs::dir_of(&self.to) == crate::fs::dir_of(&self.from)
+    }
+
     /// Whether `other` is this very move (not one recorded since onto the same new path).
     pub fn is(&self, other: &PendingMove) -> bool {
         self.to == other.to && self.raw == other.raw

@@ -155,6 +155,40 @@ impl Runner {
         c
     }
 
+    /// Files renamed into directory `dir` from other directories: `names` (relative to `dir`)
+    /// pushed into it with each old directory in `from_dirs` (at most 20, rsync's limit) as a
+    /// `--link-dest`, and `-yy`: a file that kept its name is linked there, one that did not
+    /// takes its old name (same size and time) as the basis.
+    pub(super) fn file_moves_command(
+        &self,
+        dir: &[u8],
+        names: &[Vec<u8>],
+        from_dirs: &[Vec<u8>],
+    ) -> (Command, Vec<u8>) {
+        let mut c = self.base_command();
+        c.args([
+            "-0",
+            "--files-from=-",
+            "--fuzzy",
+            "--fuzzy",
+            "--mkpath",
+            "--out-format=%i %l %b",
+        ]);
+        for d in from_dirs {
+            c.arg(link_dest(dir, d));
+        }
+        c.arg(self.src_arg(dir))
+            .arg(self.target.dest.rsync_arg(dir));
+        c.stdin(Stdio::piped()).stdout(Stdio::piped());
+        let mut input = Vec::new();
+        for n in names {
+            input.extend_from_slice(b"./");
+            input.extend_from_slice(n);
+            input.push(0);
+        }
+        (c, input)
+    }
+
     /// What a full sync and a verify share before their own options.
     pub(super) fn full_command_base(&self) -> Command {
         let mut c = self.base_command();
@@ -181,7 +215,11 @@ impl Runner {
 /// not) and ssh.
 fn link_dest(to: &[u8], from: &[u8]) -> OsString {
     let mut a = b"--link-dest=".to_vec();
-    for _ in 0..=to.iter().filter(|b| **b == b'/').count() {
+    let depth = match to.is_empty() {
+        true => 0,
+        false => to.iter().filter(|b| **b == b'/').count() + 1,
+    };
+    for _ in 0..depth {
         a.extend_from_slice(b"../");
     }
     a.extend_from_slice(from);
@@ -210,6 +248,8 @@ mod tests {
             ("b", "a", "--link-dest=../a"),
             ("x/b", "a", "--link-dest=../../a"),
             ("b", "x/y/a", "--link-dest=../x/y/a"),
+            ("", "x/a", "--link-dest=x/a"),
+            ("x/b", "", "--link-dest=../../"),
         ];
         for (to, from, want) in cases {
             assert_eq!(

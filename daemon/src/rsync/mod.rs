@@ -62,6 +62,18 @@ impl Runner {
         run::run(self.move_command(to, from), None, None, None).await
     }
 
+    /// Push files renamed into `dir` from other directories (see
+    /// `command::file_moves_command`).
+    pub async fn push_file_moves(
+        &self,
+        dir: &[u8],
+        names: &[Vec<u8>],
+        from_dirs: &[Vec<u8>],
+    ) -> RunReport {
+        let (c, input) = self.file_moves_command(dir, names, from_dirs);
+        run::run(c, Some(input), None, Some(self.target.push_deadline)).await
+    }
+
     /// Full `rsync -a --delete` of the root (or its subdirectory `sub`); `progress` counts
     /// what rsync reports.
     pub async fn push_full(&self, sub: &[u8], progress: &FullProgress) -> RunReport {
