@@ -7,6 +7,7 @@
 //! running. Every run ends with an exact comparison of the target with the source.
 
 mod measure;
+mod rename_big;
 mod restart;
 mod scale;
 mod tools;
@@ -72,6 +73,11 @@ struct Args {
     /// Changes made while syncd is stopped, in each restart run.
     #[arg(long, default_value_t = 100)]
     restart_changes: usize,
+    /// Tools of the "rename big" run (bytes on the wire for renaming a 200 MiB directory and a
+    /// 100 MiB file and moving an 8 MiB file, with one plain rsync of the changed paths beside
+    /// them); empty: no such run.
+    #[arg(long, value_delimiter = ',', default_value = "syncd,lsyncd-delay1")]
+    rename_big: Vec<String>,
 }
 
 /// One measured run.
@@ -177,8 +183,25 @@ fn main() -> anyhow::Result<()> {
         eprintln!("{}", measure::restart_row(&r));
         restarts.push(r);
     }
+    let big_tools = args
+        .rename_big
+        .iter()
+        .filter(|t| !t.is_empty())
+        .map(|t| Tool::parse(t))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let renamed = match big_tools.is_empty() {
+        true => Vec::new(),
+        false => rename_big::run(&big_tools).context("rename big run")?,
+    };
+    for r in &renamed {
+        eprintln!(
+            "rename big: {}: {} bytes on the wire, converged after {:?}",
+            r.tool, r.bytes, r.converged
+        );
+    }
     let mut report = measure::report(&results, &idle, scale.as_ref(), &restarts)?;
     report.push_str(&measure::restart_table(&restarts));
+    report.push_str(&rename_big::table(&renamed));
     std::fs::write(&args.out, report).with_context(|| format!("writing {}", args.out.display()))?;
     eprintln!("report written to {}", args.out.display());
     Ok(())

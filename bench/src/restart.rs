@@ -39,14 +39,14 @@ pub struct RestartResult {
 }
 
 /// A TCP relay on 127.0.0.1 in front of `port`, counting the bytes it carries both ways.
-struct Relay {
-    port: u16,
+pub struct Relay {
+    pub port: u16,
     bytes: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
 }
 
 impl Relay {
-    fn start(to: u16) -> anyhow::Result<Relay> {
+    pub fn start(to: u16) -> anyhow::Result<Relay> {
         let l = TcpListener::bind("127.0.0.1:0")?;
         let port = l.local_addr()?.port();
         let (bytes, stop) = (
@@ -70,8 +70,14 @@ impl Relay {
         Ok(Relay { port, bytes, stop })
     }
 
-    fn take(&self) -> u64 {
+    /// The count so far, reset.
+    pub fn take(&self) -> u64 {
         self.bytes.swap(0, Ordering::Relaxed)
+    }
+
+    /// The count so far.
+    pub fn peek(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
     }
 }
 
