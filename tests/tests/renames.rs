@@ -319,3 +319,24 @@ fn files_moved_to_other_directories_are_linked_or_sent_as_deltas() {
         "a file that kept its name is linked"
     );
 }
+
+#[test]
+fn a_file_moved_into_a_directory_that_moves_on_or_goes_before_the_push_still_converges() {
+    let (env, m, _rd, d) = daemon_setup("", "", |src| {
+        tree(&src.join("a"), 2);
+        std::fs::create_dir_all(src.join("b")).unwrap();
+        std::fs::create_dir_all(src.join("gone")).unwrap();
+    });
+    assert!(d.ctl(&["pause"]).status.success());
+    // The directories the files went to are not there any more when the target resumes.
+    std::fs::rename(env.src.join("a/sub0/f0"), env.src.join("b/f0")).unwrap();
+    std::fs::rename(env.src.join("b"), env.src.join("c")).unwrap();
+    std::fs::rename(env.src.join("a/sub1/f1"), env.src.join("gone/f1")).unwrap();
+    std::fs::remove_dir_all(env.src.join("gone")).unwrap();
+    d.wait_status(std::time::Duration::from_secs(10), |s| {
+        target_in(s, "d1").is_some_and(|t| t["pending"].as_u64() > Some(0))
+    });
+    assert!(d.ctl(&["resume"]).status.success());
+    d.settle();
+    assert_same_tree(&env.src, &m);
+}

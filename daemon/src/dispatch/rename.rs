@@ -204,6 +204,11 @@ impl MoveJob {
 
     async fn carry_out_files(&self, dir: &[u8], moves: &[PendingMove]) -> (Ending, u64) {
         let id = &self.reporter.id;
+        if !self.is_dir(dir).await {
+            // The directory they went to is gone (moved on, deleted): rsync could not even
+            // enter it (exit 3, retried in vain). Their paths go as they are now.
+            return (self.forget_all(moves), 0);
+        }
         let mut items = Vec::new();
         for m in moves {
             match self.journal.pending_below(id, &m.to) {
@@ -239,12 +244,16 @@ impl MoveJob {
         if n > 0 {
             self.reporter.delivered(&items, n);
         }
+        (self.forget_all(moves), n)
+    }
+
+    fn forget_all(&self, moves: &[PendingMove]) -> Ending {
         for m in moves {
             if let Ending::Failed(e) = self.forget(m) {
-                return (Ending::Failed(e), n);
+                return Ending::Failed(e);
             }
         }
-        (Ending::Done, n)
+        Ending::Done
     }
 
     fn forget(&self, m: &PendingMove) -> Ending {
