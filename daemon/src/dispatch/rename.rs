@@ -171,6 +171,8 @@ impl MoveJob {
                 warn!(target = %id, to = %show(&m.to), error = %e, "move failed; its paths go as plain pushes");
                 (self.forget(m), 0)
             }
+            // The directory went away under rsync (exit 3): not the target's fault.
+            _ if !self.is_dir(&m.to).await => (self.forget(m), 0),
             other => (
                 Ending::of(other).expect("only outcomes that stop the job are left"),
                 0,
@@ -236,6 +238,8 @@ impl MoveJob {
                 warn!(target = %id, dir = %String::from_utf8_lossy(dir), error = %e, "file moves failed; their paths go as plain pushes");
                 0
             }
+            // The directory went away under rsync (exit 3): not the target's fault.
+            _ if !self.is_dir(dir).await => 0,
             other => {
                 let e = Ending::of(other).expect("only outcomes that stop the job are left");
                 return (e, 0);

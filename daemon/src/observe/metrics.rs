@@ -79,7 +79,7 @@ impl Metrics {
         Arc::new(Metrics {
             rsync_runs: r.counter(
                 "syncd_rsync_runs_total",
-                "rsync runs that ended, by kind (batch, full) and exit status",
+                "rsync runs that ended, by kind (batch, full, move) and exit status",
                 &["root", "target", "kind", "exit"],
             ),
             bytes_sent: r.counter(
