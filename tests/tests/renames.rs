@@ -340,3 +340,86 @@ fn a_file_moved_into_a_directory_that_moves_on_or_goes_before_the_push_still_con
     d.settle();
     assert_same_tree(&env.src, &m);
 }
+
+#[test]
+fn a_rename_while_the_daemon_is_down_is_a_move_once_it_is_back() {
+    let (env, m, mut rd, d) = daemon_setup("", "", |src| tree(&src.join("a"), 4));
+    let before = inodes(&m);
+    rd.stop();
+    std::fs::rename(env.src.join("a"), env.src.join("b")).unwrap();
+    d.wait_backoff("d1");
+    assert!(m.join("a/sub0/f0").exists(), "nothing deleted while down");
+    rd.restart();
+    d.settle();
+    assert_same_tree(&env.src, &m);
+    assert_moved(&before, &m, "a", "b", &[]);
+}
+
+#[test]
+fn a_file_renamed_over_an_existing_file_replaces_it_and_its_old_name_goes() {
+    let (env, m, _rd, d) = daemon_setup("", "", |src| {
+        write(&src.join("d/x"), &[b'x'; 300_000]);
+        write(&src.join("d/y"), &[b'y'; 200_000]);
+    });
+    std::fs::rename(env.src.join("d/x"), env.src.join("d/y")).unwrap();
+    d.settle();
+    assert_same_tree(&env.src, &m);
+    assert!(!m.join("d/x").exists());
+}
+
+/// Every order of renames of item 2 against one target: chains, a swap, a rename over an empty
+/// directory, writes right after, a rename into an excluded name and out of the root; the
+/// target ends exactly as the source, and a chain's files are linked, not sent again.
+fn renames_in_every_order_converge(env: &Env, dest: &Path, d: &Syncd) {
+    let before = inodes(dest);
+    std::fs::rename(env.src.join("a"), env.src.join("b")).unwrap();
+    std::fs::rename(env.src.join("b"), env.src.join("c")).unwrap();
+    std::fs::rename(env.src.join("x"), env.src.join("tmp")).unwrap();
+    std::fs::rename(env.src.join("y"), env.src.join("x")).unwrap();
+    std::fs::rename(env.src.join("tmp"), env.src.join("y")).unwrap();
+    std::fs::rename(env.src.join("w"), env.src.join("empty")).unwrap();
+    write(&env.src.join("empty/sub0/f0"), b"rewritten at once");
+    std::fs::rename(env.src.join("e"), env.src.join("e.tmp")).unwrap();
+    std::fs::rename(env.src.join("o"), env.dir.path().join("out")).unwrap();
+    d.settle();
+    assert!(!dest.join("e").exists() && !dest.join("e.tmp").exists());
+    // Excluded, never at the target.
+    std::fs::remove_dir_all(env.src.join("e.tmp")).unwrap();
+    assert_same_tree(&env.src, dest);
+    assert_moved(&before, dest, "a", "c", &[]);
+    assert_moved(&before, dest, "w", "empty", &["sub0/f0"]);
+}
+
+fn every_order_tree(src: &Path) {
+    for d in ["a", "x", "y", "w", "e", "o"] {
+        tree(&src.join(d), 2);
+    }
+    std::fs::create_dir(src.join("empty")).unwrap();
+}
+
+#[test]
+fn renames_in_every_order_converge_on_a_local_target() {
+    let env = Env::new();
+    every_order_tree(&env.src);
+    let d = Syncd::start(&env.local_config("exclude = [\"*.tmp\"]"), &env.socket);
+    d.settle();
+    renames_in_every_order_converge(&env, &env.dst, &d);
+}
+
+#[test]
+fn renames_in_every_order_converge_on_an_ssh_target() {
+    let env = Env::new();
+    let sshd = Sshd::start(env.dir.path());
+    let remote = module(&env, "remote");
+    every_order_tree(&env.src);
+    let cfg = env.config("exclude = [\"*.tmp\"]", &sshd.target("s1", &remote));
+    let d = Syncd::start(&cfg, &env.socket);
+    d.settle();
+    renames_in_every_order_converge(&env, &remote, &d);
+}
+
+#[test]
+fn renames_in_every_order_converge_on_a_daemon_target() {
+    let (env, m, _rd, d) = daemon_setup("exclude = [\"*.tmp\"]", "", every_order_tree);
+    renames_in_every_order_converge(&env, &m, &d);
+}
