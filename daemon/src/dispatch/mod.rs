@@ -121,6 +121,19 @@ pub struct Worker {
     pub watch_stopped: CancellationToken,
 }
 
+/// Claim `claim` in flight if a worker is free and nothing running conflicts with it.
+fn try_claim(r: &mut Running, claim: &Claim) -> bool {
+    let free = r.jobs.len() < r.sched.workers()
+        && !claim
+            .plans
+            .iter()
+            .any(|plan| r.inflight.conflicts(&plan.0, Some(plan)));
+    if free {
+        r.inflight.claim(claim);
+    }
+    free
+}
+
 /// What the worker's loop keeps between wake-ups.
 struct Running {
     sched: Schedule,
@@ -372,62 +385,48 @@ impl Worker {
             r.jobs.spawn(probe);
         }
         for (dir, group) in file_move_groups(&moves) {
-            if r.jobs.len() >= r.sched.workers() {
-                break;
-            }
             let claim = file_moves_claim(&group);
-            if claim
-                .plans
-                .iter()
-                .any(|plan| r.inflight.conflicts(&plan.0, Some(plan)))
-            {
-                continue;
+            if try_claim(r, &claim) {
+                let job = self.move_job(r).run_files(dir, group, claim);
+                r.jobs.spawn(flushed(self.journal.clone(), job));
             }
-            r.inflight.claim(&claim);
-            let job = self.move_job(r);
-            r.jobs.spawn(flushed(
-                self.journal.clone(),
-                job.run_files(dir, group, claim),
-            ));
         }
         let mut live = Vec::new();
-        for m in &moves {
-            if !m.dir && !m.same_dir() {
-                live.push(m.clone());
-                continue;
-            }
-            if !m.dir {
-                // Its new name goes with the batches, which forget the move once they delivered
-                // it. One no batch will deliver (parked, or gone meanwhile) is found when the
-                // target is quiet: then the old name may go too.
-                let left = r.jobs.is_empty()
-                    && !r.inflight.carries(&m.to)
-                    && !self.journal.is_pending(&self.id, &m.to)?;
-                match left {
-                    true => self.journal.move_done(&self.id, m)?,
-                    false => live.push(m.clone()),
+        for m in moves {
+            if !m.dir && m.same_dir() {
+                if !self.renamed_file_done(r, &m)? {
+                    live.push(m);
                 }
                 continue;
             }
-            live.push(m.clone());
-            if r.jobs.len() >= r.sched.workers() {
-                continue;
+            if m.dir {
+                let claim = move_claim(&m);
+                if try_claim(r, &claim) {
+                    debug!(target = %self.id, to = %String::from_utf8_lossy(&m.to), "push move");
+                    let job = self.move_job(r).run(m.clone(), claim);
+                    r.jobs.spawn(flushed(self.journal.clone(), job));
+                }
             }
-            let claim = move_claim(m);
-            if claim
-                .plans
-                .iter()
-                .any(|plan| r.inflight.conflicts(&plan.0, Some(plan)))
-            {
-                continue;
-            }
-            r.inflight.claim(&claim);
-            debug!(target = %self.id, to = %String::from_utf8_lossy(&m.to), "push move");
-            let job = self.move_job(r);
-            r.jobs
-                .spawn(flushed(self.journal.clone(), job.run(m.clone(), claim)));
+            live.push(m);
         }
         Ok(MoveHolds::new(&live))
+    }
+
+    /// A file renamed in its directory: its new name goes with the batches, which forget the
+    /// move once they delivered it. One no batch will deliver (parked, or gone meanwhile) is
+    /// found when the target is quiet, and forgotten: its old name may go too.
+    fn renamed_file_done(
+        &self,
+        r: &Running,
+        m: &crate::journal::PendingMove,
+    ) -> Result<bool, crate::journal::JournalError> {
+        let left = r.jobs.is_empty()
+            && !r.inflight.carries(&m.to)
+            && !self.journal.is_pending(&self.id, &m.to)?;
+        if left {
+            self.journal.move_done(&self.id, m)?;
+        }
+        Ok(left)
     }
 
     fn move_job(&self, r: &Running) -> MoveJob {

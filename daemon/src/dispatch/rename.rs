@@ -4,9 +4,16 @@
 //! only then is the move forgotten, which lets the old path's deletion go as an ordinary batch.
 //! A crash between the two leaves both at the target until the journal finishes the job.
 //!
+//! Files moved to other directories go the same way, one run per directory they went to (each
+//! old directory a `--link-dest`, and `-yy`: a file that kept its name is linked, one that did
+//! not takes its old name as the basis). A file renamed in its directory needs no job: it goes
+//! with a batch carrying `--fuzzy`.
+//!
 //! The old path and everything at or below the new one wait while the move is pending (see
 //! [`MoveHolds`]): a deletion of the old tree must not run before the push that links from it,
-//! and the new tree's paths go with the move, not as a plain upload.
+//! and the new tree's paths go with the move, not as a plain upload. The first directory move
+//! of a target runs beside the probe ([`probe`]) that tells whether a relative `--link-dest`
+//! links there at all.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, OnceLock};
