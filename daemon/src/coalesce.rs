@@ -542,6 +542,30 @@ impl Coalescer {
             .await;
     }
 
+    /// Journal root `r`'s share of a commit for each of its targets: the full resync it is
+    /// owed (`resync`), its renames, then its paths (sorted, without duplicates).
+    fn write_root(
+        &self,
+        r: usize,
+        paths: &mut Vec<Vec<u8>>,
+        moves: &[Rename],
+        resync: bool,
+    ) -> Result<(), JournalError> {
+        let targets = &self.roots[r].target_ids;
+        if resync {
+            for t in targets {
+                self.journal.request_resync(t, b"")?;
+            }
+        }
+        if !paths.is_empty() {
+            paths.sort_unstable();
+            paths.dedup();
+            self.journal.record_moves(targets, moves)?;
+            self.journal.record(targets, paths)?;
+        }
+        Ok(())
+    }
+
     async fn commit(
         &self,
         ready: &mut [Vec<Vec<u8>>],
@@ -558,21 +582,7 @@ impl Coalescer {
             if paths.is_empty() && resync[r].is_none() {
                 continue;
             }
-            let sink = &self.roots[r];
-            let mut res = Ok(());
-            if resync[r].is_some() {
-                for t in &sink.target_ids {
-                    res = res.and_then(|_| self.journal.request_resync(t, b""));
-                }
-            }
-            if !paths.is_empty() {
-                paths.sort_unstable();
-                paths.dedup();
-                res = res
-                    .and_then(|_| self.journal.record_moves(&sink.target_ids, &moves[r]))
-                    .and_then(|_| self.journal.record(&sink.target_ids, paths));
-            }
-            match res {
+            match self.write_root(r, paths, &moves[r], resync[r].is_some()) {
                 Ok(()) => {
                     moves[r].clear();
                     written.push((r, std::mem::take(paths)));

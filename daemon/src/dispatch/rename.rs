@@ -100,6 +100,17 @@ pub fn file_moves_claim(moves: &[PendingMove]) -> Claim {
     }
 }
 
+/// What a move job hands back: how it ended and what it delivered, with its claim.
+fn result((ending, delivered): (Ending, u64), claim: Claim) -> JobResult {
+    JobResult {
+        kind: JobKind::Batch(claim),
+        released_moves: ending == Ending::Done,
+        ending,
+        delivered,
+        path_error: None,
+    }
+}
+
 /// What a move holds in flight: its new path, as a push that may delete below it, and its old
 /// path, which it reads at the target (no move into it may run meanwhile: a file replaced there
 /// between rsync's check and its link would be linked with the wrong content).
@@ -112,17 +123,11 @@ pub fn move_claim(m: &PendingMove) -> Claim {
 
 impl MoveJob {
     pub async fn run(self, m: PendingMove, claim: Claim) -> JobResult {
-        let (ending, delivered) = match check_root(&self.runner.root.source, self.identity) {
+        let done = match check_root(&self.runner.root.source, self.identity) {
             Err(e) => (Ending::Failed(e.into()), 0),
             Ok(()) => self.carry_out(&m).await,
         };
-        JobResult {
-            kind: JobKind::Batch(claim),
-            released_moves: ending == Ending::Done,
-            ending,
-            delivered,
-            path_error: None,
-        }
+        result(done, claim)
     }
 
     /// How the move ended, and how many of its paths left the journal.
@@ -198,17 +203,11 @@ impl MoveJob {
     /// Files renamed into `dir` from other directories (`moves`, their old directories at most
     /// [`MAX_LINK_DESTS`]): pushed in one run linking or basing each on its old name.
     pub async fn run_files(self, dir: Vec<u8>, moves: Vec<PendingMove>, claim: Claim) -> JobResult {
-        let (ending, delivered) = match check_root(&self.runner.root.source, self.identity) {
+        let done = match check_root(&self.runner.root.source, self.identity) {
             Err(e) => (Ending::Failed(e.into()), 0),
             Ok(()) => self.carry_out_files(&dir, &moves).await,
         };
-        JobResult {
-            kind: JobKind::Batch(claim),
-            released_moves: ending == Ending::Done,
-            ending,
-            delivered,
-            path_error: None,
-        }
+        result(done, claim)
     }
 
     async fn carry_out_files(&self, dir: &[u8], moves: &[PendingMove]) -> (Ending, u64) {

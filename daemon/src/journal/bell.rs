@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::Notify;
 
 /// How a target's worker is woken: the coalescer rings it with the number of paths it just
-/// journaled (so a stream gathered for [`STREAM_PACE`](crate::dispatch::schedule::STREAM_PACE) starts as soon as it makes a
-/// full batch), anything else just nudges it.
+/// journaled (so a stream the worker paces starts as soon as it makes a full batch), anything
+/// else just nudges it.
 #[derive(Default)]
 pub struct Bell {
     notify: Notify,

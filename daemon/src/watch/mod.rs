@@ -185,6 +185,22 @@ impl Watcher {
         let _ = self.tx.send(batch).await;
     }
 
+    /// The watch limit stops watching root `root`: told once, with the fix (scheduled full
+    /// resyncs cover the root meanwhile).
+    async fn watch_limit_reached(&mut self, root: usize, base: &Path) {
+        if self.degraded[root] {
+            return;
+        }
+        let reason = format!(
+            "inotify watch limit reached after {} watches while the root has {} directories: raise fs.inotify.max_user_watches (sysctl -w fs.inotify.max_user_watches=N, persist in /etc/sysctl.d); meanwhile the root is kept in sync by scheduled full resyncs",
+            self.by_wd.len(),
+            count_dirs(base)
+        );
+        warn!(root = %self.roots[root].name, "{reason}");
+        self.degraded[root] = true;
+        self.send(Change::Degraded { root, reason }).await;
+    }
+
     /// Watch `rel` and everything below it, watch first then read. With `report`, every entry
     /// found (and `rel` itself) is reported as changed.
     async fn watch_tree(&mut self, root: usize, rel: Vec<u8>, report: bool) {
@@ -210,20 +226,7 @@ impl Watcher {
                     );
                 }
                 Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
-                    if self.degraded[root] {
-                        // Already reported; scheduled resyncs cover this root.
-                        return;
-                    }
-                    let total = count_dirs(&base);
-                    let reason = format!(
-                        "inotify watch limit reached after {} watches while the root has {} directories: raise fs.inotify.max_user_watches (sysctl -w fs.inotify.max_user_watches=N, persist in /etc/sysctl.d); meanwhile the root is kept in sync by scheduled full resyncs",
-                        self.by_wd.len(),
-                        total
-                    );
-                    warn!(root = %self.roots[root].name, "{reason}");
-                    self.degraded[root] = true;
-                    self.send(Change::Degraded { root, reason }).await;
-                    return;
+                    return self.watch_limit_reached(root, &base).await;
                 }
                 Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR)) => {
                     continue
@@ -458,22 +461,31 @@ impl Watcher {
                     urgency,
                 })
                 .await;
-                if ev.mask.contains(EventMask::MOVED_FROM) {
-                    moved.files.insert(ev.cookie, (root, path));
-                } else if ev.mask.contains(EventMask::MOVED_TO) {
-                    if let Some((_, from)) =
-                        moved.files.remove(&ev.cookie).filter(|(r, _)| *r == root)
-                    {
-                        self.send(Change::FileMoved {
-                            root,
-                            from,
-                            to: path,
-                        })
-                        .await;
-                    }
-                }
+                self.pair_file_move(root, path, ev.mask, ev.cookie, moved)
+                    .await;
             }
             _ => {}
+        }
+    }
+
+    /// A file moved away is remembered by its cookie; moved in with the same cookie in the same
+    /// read and root, it is a rename.
+    async fn pair_file_move(
+        &mut self,
+        root: usize,
+        path: Vec<u8>,
+        mask: EventMask,
+        cookie: u32,
+        moved: &mut MovedAway,
+    ) {
+        if mask.contains(EventMask::MOVED_FROM) {
+            moved.files.insert(cookie, (root, path));
+        } else if mask.contains(EventMask::MOVED_TO) {
+            let from = moved.files.remove(&cookie).filter(|(r, _)| *r == root);
+            if let Some((_, from)) = from {
+                let to = path;
+                self.send(Change::FileMoved { root, from, to }).await;
+            }
         }
     }
 
