@@ -13,10 +13,11 @@ pub struct Sshd {
     pub client_key: PathBuf,
     pub known_hosts: PathBuf,
     pub log: Log,
+    conf: PathBuf,
 }
 
 impl Sshd {
-    /// Start sshd in `dir`, or `None` (with the reason printed) when sshd is not installed.
+    /// Start sshd in `dir` (keys, config and pid file there); panics when it is not installed.
     pub fn start(dir: &Path) -> Sshd {
         let sshd = PathBuf::from("/usr/sbin/sshd");
         assert!(
@@ -51,31 +52,25 @@ impl Sshd {
             ),
         )
         .unwrap();
-        let mut child = Command::new(&sshd)
-            .arg("-D")
-            .arg("-e")
-            .arg("-f")
-            .arg(&conf)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn sshd");
-        let log = Log::follow(child.stderr.take().unwrap(), "sshd");
-        if log
-            .wait_for("Server listening", 0, Duration::from_secs(15))
-            .is_none()
-        {
-            kill_reap(&mut child);
-            panic!("sshd did not start:\n{}", log.text());
-        }
+        let (child, log) = spawn(&conf);
         Sshd {
             child,
             port,
             client_key,
             known_hosts,
             log,
+            conf,
         }
+    }
+
+    /// Kill sshd: the target is down (connections refused).
+    pub fn stop(&mut self) {
+        kill_reap(&mut self.child);
+    }
+
+    /// Start sshd again on the same port with the same keys.
+    pub fn restart(&mut self) {
+        (self.child, self.log) = spawn(&self.conf);
     }
 
     /// A target section for `user@127.0.0.1:path`.
@@ -92,6 +87,29 @@ impl Sshd {
             kh = self.known_hosts.display(),
         )
     }
+}
+
+/// Run sshd on `conf` until it listens.
+fn spawn(conf: &Path) -> (Child, Log) {
+    let mut child = Command::new("/usr/sbin/sshd")
+        .arg("-D")
+        .arg("-e")
+        .arg("-f")
+        .arg(conf)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn sshd");
+    let log = Log::follow(child.stderr.take().unwrap(), "sshd");
+    if log
+        .wait_for("Server listening", 0, Duration::from_secs(15))
+        .is_none()
+    {
+        kill_reap(&mut child);
+        panic!("sshd did not start:\n{}", log.text());
+    }
+    (child, log)
 }
 
 impl Drop for Sshd {

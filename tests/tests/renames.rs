@@ -180,21 +180,108 @@ fn renames_into_an_excluded_name_or_out_of_the_root_are_deletions_and_in_from_ou
     }
 }
 
-#[test]
-fn a_rename_while_the_target_is_paused_is_a_move_once_it_resumes() {
-    let (env, m, _rd, d) = daemon_setup("", "", |src| tree(&src.join("a"), 4));
-    let before = inodes(&m);
-    assert!(d.ctl(&["pause"]).status.success());
+/// A rename of `a` (4 files) while target `name` is paused: nothing moves at the target until
+/// it resumes, then the files are linked, not sent again.
+fn a_rename_while_paused_is_a_move_once_resumed(env: &Env, dest: &Path, d: &Syncd, name: &str) {
+    let before = inodes(dest);
+    assert!(d.ctl(&["pause", name]).status.success());
     std::fs::rename(env.src.join("a"), env.src.join("b")).unwrap();
     write(&env.src.join("b/later"), b"written while paused");
     d.wait_status(std::time::Duration::from_secs(10), |s| {
-        target_in(s, "d1").is_some_and(|t| t["pending"].as_u64() > Some(0))
+        target_in(s, name).is_some_and(|t| t["pending"].as_u64() > Some(0))
     });
-    assert!(m.join("a").exists() && !m.join("b").exists(), "paused");
-    assert!(d.ctl(&["resume"]).status.success());
+    assert!(
+        dest.join("a").exists() && !dest.join("b").exists(),
+        "paused"
+    );
+    assert!(d.ctl(&["resume", name]).status.success());
     d.settle();
-    assert_same_tree(&env.src, &m);
-    assert_moved(&before, &m, "a", "b", &[]);
+    assert_same_tree(&env.src, dest);
+    assert_moved(&before, dest, "a", "b", &[]);
+}
+
+/// A rename of `a` while target `name` is down (`up(false)` takes it down, `up(true)` brings
+/// it back): nothing is deleted meanwhile, and once it is back the files are linked.
+fn a_rename_while_down_is_a_move_once_back(
+    env: &Env,
+    dest: &Path,
+    d: &Syncd,
+    name: &str,
+    up: &mut dyn FnMut(bool),
+) {
+    let before = inodes(dest);
+    up(false);
+    std::fs::rename(env.src.join("a"), env.src.join("b")).unwrap();
+    d.wait_backoff(name);
+    up(true);
+    assert!(
+        dest.join("a/sub0/f0").exists(),
+        "nothing deleted while down"
+    );
+    d.settle();
+    assert_same_tree(&env.src, dest);
+    assert_moved(&before, dest, "a", "b", &[]);
+}
+
+#[test]
+fn a_rename_while_the_target_is_paused_is_a_move_once_it_resumes() {
+    let (env, m, _rd, d) = daemon_setup("", "", |src| tree(&src.join("a"), 4));
+    a_rename_while_paused_is_a_move_once_resumed(&env, &m, &d, "d1");
+}
+
+#[test]
+fn a_rename_while_the_daemon_is_down_is_a_move_once_it_is_back() {
+    let (env, m, mut rd, d) = daemon_setup("", "", |src| tree(&src.join("a"), 4));
+    a_rename_while_down_is_a_move_once_back(&env, &m, &d, "d1", &mut |up| {
+        if up {
+            rd.restart()
+        } else {
+            rd.stop()
+        }
+    });
+}
+
+#[test]
+fn a_rename_while_a_local_target_is_paused_or_its_disk_is_gone_is_a_move_once_back() {
+    let env = Env::new();
+    // The target below a "disk" directory that goes away: rsync cannot create its parent.
+    let disk = env.dir.path().join("disk");
+    let dest = disk.join("dst");
+    std::fs::create_dir_all(&dest).unwrap();
+    tree(&env.src.join("a"), 4);
+    let d = Syncd::start(
+        &env.config("", &local_target("local", &dest, "")),
+        &env.socket,
+    );
+    d.settle();
+    a_rename_while_paused_is_a_move_once_resumed(&env, &dest, &d, "local");
+    std::fs::rename(env.src.join("b"), env.src.join("a")).unwrap();
+    d.settle();
+    let away = env.dir.path().join("disk.away");
+    a_rename_while_down_is_a_move_once_back(&env, &dest, &d, "local", &mut |up| {
+        let (from, to) = if up { (&away, &disk) } else { (&disk, &away) };
+        std::fs::rename(from, to).unwrap();
+    });
+}
+
+#[test]
+fn a_rename_while_an_ssh_target_is_paused_or_down_is_a_move_once_back() {
+    let env = Env::new();
+    let mut sshd = Sshd::start(env.dir.path());
+    let remote = module(&env, "remote");
+    tree(&env.src.join("a"), 4);
+    let d = Syncd::start(&env.config("", &sshd.target("s1", &remote)), &env.socket);
+    d.settle();
+    a_rename_while_paused_is_a_move_once_resumed(&env, &remote, &d, "s1");
+    std::fs::rename(env.src.join("b"), env.src.join("a")).unwrap();
+    d.settle();
+    a_rename_while_down_is_a_move_once_back(&env, &remote, &d, "s1", &mut |up| {
+        if up {
+            sshd.restart()
+        } else {
+            sshd.stop()
+        }
+    });
 }
 
 #[test]
@@ -346,20 +433,6 @@ fn a_file_moved_into_a_directory_that_moves_on_or_goes_before_the_push_still_con
     assert!(d.ctl(&["resume"]).status.success());
     d.settle();
     assert_same_tree(&env.src, &m);
-}
-
-#[test]
-fn a_rename_while_the_daemon_is_down_is_a_move_once_it_is_back() {
-    let (env, m, mut rd, d) = daemon_setup("", "", |src| tree(&src.join("a"), 4));
-    let before = inodes(&m);
-    rd.stop();
-    std::fs::rename(env.src.join("a"), env.src.join("b")).unwrap();
-    d.wait_backoff("d1");
-    assert!(m.join("a/sub0/f0").exists(), "nothing deleted while down");
-    rd.restart();
-    d.settle();
-    assert_same_tree(&env.src, &m);
-    assert_moved(&before, &m, "a", "b", &[]);
 }
 
 #[test]

@@ -37,7 +37,7 @@ pub use progress::FullProgress;
 pub use run::RunReport;
 pub use version::{probe_rsync, VersionError};
 
-use crate::config::{RootConfig, TargetConfig};
+use crate::config::{Dest, RootConfig, TargetConfig};
 
 /// What rsync runs against: the root and the target.
 #[derive(Clone)]
@@ -57,6 +57,9 @@ impl Runner {
     /// Push directory `to` whole, linking what did not change from the target's `from` (see
     /// `command::move_command`).
     pub async fn push_move(&self, to: &[u8], from: &[u8]) -> RunReport {
+        if let Some(r) = self.local_root_missing() {
+            return r;
+        }
         // Like a full sync, a large tree legitimately takes long; rsync's --timeout catches a
         // stall.
         run::run(self.move_command(to, from), None, None, None).await
@@ -70,6 +73,9 @@ impl Runner {
         names: &[Vec<u8>],
         from_dirs: &[Vec<u8>],
     ) -> RunReport {
+        if let Some(r) = self.local_root_missing() {
+            return r;
+        }
         let (c, input) = self.file_moves_command(dir, names, from_dirs);
         run::run(c, Some(input), None, Some(self.target.push_deadline)).await
     }
@@ -77,7 +83,29 @@ impl Runner {
     /// Full `rsync -a --delete` of the root (or its subdirectory `sub`); `progress` counts
     /// what rsync reports.
     pub async fn push_full(&self, sub: &[u8], progress: &FullProgress) -> RunReport {
+        if let Some(r) = self.local_root_missing().filter(|_| !sub.is_empty()) {
+            return r;
+        }
         // A full sync of a large tree legitimately takes long; rsync's --timeout catches a stall.
         run::run(self.full_command(sub), None, Some(progress), None).await
+    }
+
+    /// A push into a subdirectory creates the missing directories above it (`--mkpath`), which
+    /// must never include a local target's own directory: gone, its disk is most likely not
+    /// mounted. A push of the whole root creates only that last directory, like rsync alone.
+    pub(super) fn local_root_missing(&self) -> Option<RunReport> {
+        let Dest::Local(root) = &self.target.dest else {
+            return None;
+        };
+        (!root.is_dir()).then(|| {
+            RunReport::unfinished(
+                Outcome::TargetDown(format!(
+                    "the target directory {} is missing (is its file system mounted?); \
+                     syncd creates directories below it, never it",
+                    root.display()
+                )),
+                "not-started",
+            )
+        })
     }
 }

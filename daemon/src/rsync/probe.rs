@@ -36,6 +36,9 @@ impl Runner {
     /// Try a relative `--link-dest` at the target; `Err` when the target could not be reached
     /// (nothing was decided: try again later).
     pub async fn probe_link_dest(&self) -> Result<LinkDest, Outcome> {
+        if let Some(r) = self.local_root_missing() {
+            return Err(r.outcome);
+        }
         let tmp = tempfile::Builder::new()
             .prefix("syncd-probe")
             .tempdir()

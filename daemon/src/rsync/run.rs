@@ -21,7 +21,7 @@ pub struct RunReport {
 }
 
 impl RunReport {
-    fn unfinished(outcome: Outcome, exit: &str) -> RunReport {
+    pub(super) fn unfinished(outcome: Outcome, exit: &str) -> RunReport {
         RunReport {
             outcome,
             exit: exit.to_string(),
