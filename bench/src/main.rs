@@ -73,9 +73,9 @@ struct Args {
     /// Changes made while syncd is stopped, in each restart run.
     #[arg(long, default_value_t = 100)]
     restart_changes: usize,
-    /// Tools of the "rename big" run (bytes on the wire for renaming a 200 MiB directory and a
-    /// 100 MiB file and moving an 8 MiB file, with one plain rsync of the changed paths beside
-    /// them); empty: no such run.
+    /// Tools of the "rename big" runs (bytes on the wire for renaming a 30 MiB directory and a
+    /// 16 MiB file and moving an 8 MiB file, then 200, 100 and 8 MiB, with one plain rsync of
+    /// the changed paths beside them); empty: no such run.
     #[arg(long, value_delimiter = ',', default_value = "syncd,lsyncd-delay1")]
     rename_big: Vec<String>,
 }
@@ -191,12 +191,12 @@ fn main() -> anyhow::Result<()> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     let renamed = match big_tools.is_empty() {
         true => Vec::new(),
-        false => rename_big::run(&big_tools).context("rename big run")?,
+        false => rename_big::run(&big_tools, args.logs.as_deref()).context("rename big run")?,
     };
     for r in &renamed {
         eprintln!(
-            "rename big: {}: {} bytes on the wire, converged after {:?}",
-            r.tool, r.bytes, r.converged
+            "rename big ({} MiB directory): {}: {} bytes on the wire, converged after {:?}",
+            r.sizes.dir, r.tool, r.bytes, r.converged
         );
     }
     let mut report = measure::report(&results, &idle, scale.as_ref(), &restarts)?;

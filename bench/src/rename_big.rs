@@ -15,8 +15,32 @@ use crate::tools::Tool;
 use crate::Stage;
 use syncd_tests::RSYNC_PASSWORD;
 
+/// Sizes in MiB: the renamed directory (20 files), the file renamed in its directory, the
+/// file moved to another directory.
+#[derive(Clone, Copy)]
+pub struct Sizes {
+    pub dir: usize,
+    pub file: usize,
+    pub moved: usize,
+}
+
+/// Issue 13's item 1 (≤ 2 MiB on the wire in all, converged ≤ 0.3 s), then its bench.
+pub const SIZES: [Sizes; 2] = [
+    Sizes {
+        dir: 30,
+        file: 16,
+        moved: 8,
+    },
+    Sizes {
+        dir: 200,
+        file: 100,
+        moved: 8,
+    },
+];
+
 /// One tool's figure.
 pub struct RenameBigResult {
+    pub sizes: Sizes,
     pub tool: String,
     /// Bytes both ways through the relay from the renames to convergence.
     pub bytes: u64,
@@ -26,8 +50,8 @@ pub struct RenameBigResult {
 
 const MIB: usize = 1 << 20;
 
-/// `big/` (20 files of 10 MiB), `big.bin` (100 MiB), `m/moved.bin` (8 MiB), each different.
-fn populate(src: &Path) -> anyhow::Result<()> {
+/// `big/` (20 files), `big.bin` and `m/moved.bin` of `sz`, each different.
+fn populate(src: &Path, sz: Sizes) -> anyhow::Result<()> {
     let mut seed = 1u64;
     let mut data = |n: usize| {
         seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
@@ -45,10 +69,10 @@ fn populate(src: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(src.join("m"))?;
     std::fs::create_dir_all(src.join("n"))?;
     for i in 0..20 {
-        std::fs::write(src.join(format!("big/f{i:02}")), data(10 * MIB))?;
+        std::fs::write(src.join(format!("big/f{i:02}")), data(sz.dir * MIB / 20))?;
     }
-    std::fs::write(src.join("big.bin"), data(100 * MIB))?;
-    std::fs::write(src.join("m/moved.bin"), data(8 * MIB))?;
+    std::fs::write(src.join("big.bin"), data(sz.file * MIB))?;
+    std::fs::write(src.join("m/moved.bin"), data(sz.moved * MIB))?;
     Ok(())
 }
 
@@ -67,18 +91,21 @@ fn rename(src: &Path) -> anyhow::Result<Vec<&'static str>> {
     ])
 }
 
-/// Every tool, then one plain rsync of the changed paths, each from a fresh stage.
-pub fn run(tools: &[Tool]) -> anyhow::Result<Vec<RenameBigResult>> {
+/// For each of [`SIZES`]: every tool, then one plain rsync of the changed paths, each from a
+/// fresh stage; each tool's log kept in `logs` (named tool-rename-big-MIB.log).
+pub fn run(tools: &[Tool], logs: Option<&Path>) -> anyhow::Result<Vec<RenameBigResult>> {
     let mut out = Vec::new();
-    for tool in tools {
-        out.push(one(Some(tool))?);
+    for sz in SIZES {
+        for tool in tools {
+            out.push(one(Some(tool), sz, logs)?);
+        }
+        out.push(one(None, sz, logs)?);
     }
-    out.push(one(None)?);
     Ok(out)
 }
 
-fn one(tool: Option<&Tool>) -> anyhow::Result<RenameBigResult> {
-    let stage = Stage::build("2g", true, populate)?;
+fn one(tool: Option<&Tool>, sizes: Sizes, logs: Option<&Path>) -> anyhow::Result<RenameBigResult> {
+    let stage = Stage::build("2g", true, |src| populate(src, sizes))?;
     let relay = Relay::start(stage.daemon.port)?;
     let url = format!("rsync://syncuser@127.0.0.1:{}/mod/", relay.port);
     let running = match tool {
@@ -119,11 +146,21 @@ fn one(tool: Option<&Tool>) -> anyhow::Result<RenameBigResult> {
         }
     };
     let bytes = relay.take();
-    if let Some(r) = running {
-        r.stop();
-    }
     let name = tool.map_or("one plain rsync of the changed paths", |t| t.name());
+    if let Some(r) = running {
+        let log = r.log.clone();
+        r.stop();
+        if let Some(dir) = logs {
+            let file = format!(
+                "{}-rename-big-{}.log",
+                name.replace([' ', '='], "-"),
+                sizes.dir
+            );
+            std::fs::copy(log, dir.join(file))?;
+        }
+    }
     Ok(RenameBigResult {
+        sizes,
         tool: name.to_string(),
         bytes,
         converged,
@@ -164,26 +201,31 @@ fn wait_converged(stage: &Stage, relay: &Relay, limit: Duration) -> Option<Durat
     converged.filter(|_| differing_count(&stage.src, &stage.module) == 0)
 }
 
-/// The run as a markdown section.
+/// The runs as markdown sections, one per [`Sizes`].
 pub fn table(rs: &[RenameBigResult]) -> String {
-    if rs.is_empty() {
-        return String::new();
-    }
-    let mut out = String::from(
-        "\n## Rename big: a 200 MiB directory and a 100 MiB file renamed, an 8 MiB file moved to another directory\n\n\
-         Bytes both ways through a relay in front of the rsync daemon, from the renames until the target equals the source and the relay is quiet for a second.\n\n\
-         | tool | bytes on the wire | converged after |\n|---|---|---|\n",
-    );
-    for r in rs {
+    let mut out = String::new();
+    for sz in SIZES {
+        let rows: Vec<&RenameBigResult> = rs.iter().filter(|r| r.sizes.dir == sz.dir).collect();
+        if rows.is_empty() {
+            continue;
+        }
         out.push_str(&format!(
-            "| {} | {} | {} |\n",
-            r.tool,
-            r.bytes,
-            r.converged.map_or("not converged".to_string(), |d| format!(
-                "{:.2} s",
-                d.as_secs_f64()
-            ))
+            "\n## Rename big: a {} MiB directory and a {} MiB file renamed, an {} MiB file moved to another directory\n\n\
+             Bytes both ways through a relay in front of the rsync daemon, from the renames until the target equals the source and the relay is quiet for a second.\n\n\
+             | tool | bytes on the wire | converged after |\n|---|---|---|\n",
+            sz.dir, sz.file, sz.moved
         ));
+        for r in rows {
+            out.push_str(&format!(
+                "| {} | {} | {} |\n",
+                r.tool,
+                r.bytes,
+                r.converged.map_or("not converged".to_string(), |d| format!(
+                    "{:.2} s",
+                    d.as_secs_f64()
+                ))
+            ));
+        }
     }
     out
 }

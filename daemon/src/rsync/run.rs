@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{ChildStderr, ChildStdin, ChildStdout, Command};
+use tracing::debug;
 
 use super::exit::{classify, Outcome};
 use super::progress::{FullProgress, OutLine};
@@ -57,6 +58,7 @@ pub(super) async fn run(
             );
         }
     };
+    let started = std::time::Instant::now();
     let feed = feed(child.stdin.take(), input);
     let count = count(child.stdout.take(), progress);
     let errs = errs(child.stderr.take());
@@ -68,7 +70,7 @@ pub(super) async fn run(
         Some(d) => tokio::time::timeout(d, work).await.map_err(|_| d),
         None => Ok(work.await),
     };
-    match finished {
+    let report = match finished {
         Ok((bytes, err, Ok(status))) => RunReport {
             outcome: classify(status, &String::from_utf8_lossy(&err)),
             exit: status
@@ -88,7 +90,9 @@ pub(super) async fn run(
             )),
             "deadline",
         ),
-    }
+    };
+    debug!(exit = %report.exit, bytes = report.bytes, ms = started.elapsed().as_millis() as u64, "rsync ended");
+    report
 }
 
 /// Write the list to rsync's stdin and close it.
