@@ -289,16 +289,11 @@ fn with_exclude_patterns_naming_whole_paths_a_rename_is_a_plain_push_and_still_e
     // `/b/keep/` read from the moved directory's own transfer would name `b/b/keep`: a move
     // would put `b/keep` at the target. Renames of this root are plain pushes.
     let port = free_port();
-    let (env, m, _rd, d) = daemon_setup_top(
-        &format!("[http]\nlisten = \"127.0.0.1:{port}\""),
-        "exclude = [\"/b/keep/\"]",
-        "",
-        |src| {
-            tree(&src.join("a"), 2);
-            write(&src.join("a/keep/x"), b"excluded once renamed");
-        },
-    );
-    let sent = sent_bytes(port);
+    let (env, m, _rd, d) = daemon_setup_top(&http(port), "exclude = [\"/b/keep/\"]", "", |src| {
+        tree(&src.join("a"), 2);
+        write(&src.join("a/keep/x"), b"excluded once renamed");
+    });
+    let sent = sent_bytes(port, "d1");
     std::fs::rename(env.src.join("a"), env.src.join("b")).unwrap();
     d.settle();
     assert!(
@@ -308,7 +303,7 @@ fn with_exclude_patterns_naming_whole_paths_a_rename_is_a_plain_push_and_still_e
     std::fs::remove_dir_all(env.src.join("b/keep")).unwrap();
     assert_same_tree(&env.src, &m);
     // Not an inode comparison: the target may give the new file the old one's freed inode.
-    let sent = sent_bytes(port) - sent;
+    let sent = sent_bytes(port, "d1") - sent;
     assert!(
         sent >= 2.0 * 65_536.0,
         "a plain push sends both 64 KiB files again: {sent} bytes sent"
@@ -343,29 +338,80 @@ fn a_renamed_directory_reaches_an_ssh_target_as_a_move() {
     assert_moved(&before, &remote, "a", "q", &[]);
 }
 
-/// Bytes syncd's rsyncs reported sending to `d1` so far.
-fn sent_bytes(port: u16) -> f64 {
+/// Bytes syncd's rsyncs reported sending to target `name` so far.
+fn sent_bytes(port: u16, name: &str) -> f64 {
     let (_, text) = get(&format!("http://127.0.0.1:{port}/metrics"));
-    sample(&text, r#"syncd_sent_bytes_total{root="data",target="d1"}"#)
+    sample(
+        &text,
+        &format!(r#"syncd_sent_bytes_total{{root="data",target="{name}"}}"#),
+    )
+}
+
+/// `n` MiB, different for each `seed`.
+fn big(n: u32, seed: u32) -> Vec<u8> {
+    (0..n << 20)
+        .map(|i| (i.wrapping_add(seed).wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect()
+}
+
+/// A 4 MiB file to be renamed in its directory, and three of 2 MiB to be moved to other
+/// directories (one keeping its name, one renamed, one moved down).
+fn file_moves_tree(src: &Path) {
+    write(&src.join("dir/big"), &big(4, 0));
+    write(&src.join("a/same-name"), &big(2, 1));
+    write(&src.join("a/x/renamed"), &big(2, 2));
+    write(&src.join("top"), &big(2, 3));
+    std::fs::create_dir_all(src.join("b/deeper")).unwrap();
+}
+
+/// The renames and moves of [`file_moves_tree`]: the target ends as the source, a file that
+/// kept its name is linked at the target, and (with `port`, the metrics' HTTP port) fewer than
+/// 512 KiB of the 10 MiB were sent to target `name`.
+fn files_renamed_and_moved_send_no_data(
+    env: &Env,
+    dest: &Path,
+    d: &Syncd,
+    name: &str,
+    port: Option<u16>,
+) {
+    let before = inodes(dest);
+    let sent = port.map(|p| sent_bytes(p, name));
+    let mv = |a: &str, b: &str| std::fs::rename(env.src.join(a), env.src.join(b)).unwrap();
+    mv("dir/big", "dir/big.renamed");
+    mv("a/same-name", "b/same-name");
+    mv("a/x/renamed", "b/deeper/new-name");
+    mv("top", "a/x/top-moved-down");
+    d.settle();
+    assert_same_tree(&env.src, dest);
+    assert_eq!(
+        inodes(dest).get(&b"b/same-name"[..]),
+        before.get(&b"a/same-name"[..]),
+        "a file that kept its name is linked"
+    );
+    if let (Some(port), Some(sent)) = (port, sent) {
+        let sent = sent_bytes(port, name) - sent;
+        assert!(
+            sent < 512.0 * 1024.0,
+            "10 MiB of files renamed and moved: {sent} bytes sent"
+        );
+    }
+}
+
+fn http(port: u16) -> String {
+    format!("[http]\nlisten = \"127.0.0.1:{port}\"")
 }
 
 #[test]
 fn a_file_renamed_in_its_directory_is_sent_as_a_delta_against_its_old_name() {
     let port = free_port();
-    let big: Vec<u8> = (0..4u32 << 20)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-        .collect();
-    let (env, m, _rd, d) = daemon_setup_top(
-        &format!("[http]\nlisten = \"127.0.0.1:{port}\""),
-        "",
-        "",
-        |src| write(&src.join("dir/big"), &big),
-    );
-    let before = sent_bytes(port);
+    let (env, m, _rd, d) = daemon_setup_top(&http(port), "", "", |src| {
+        write(&src.join("dir/big"), &big(4, 0))
+    });
+    let before = sent_bytes(port, "d1");
     std::fs::rename(env.src.join("dir/big"), env.src.join("dir/big.renamed")).unwrap();
     d.settle();
     assert_same_tree(&env.src, &m);
-    let sent = sent_bytes(port) - before;
+    let sent = sent_bytes(port, "d1") - before;
     assert!(
         sent < 256.0 * 1024.0,
         "a 4 MiB file renamed in place: {sent} bytes sent"
@@ -373,45 +419,34 @@ fn a_file_renamed_in_its_directory_is_sent_as_a_delta_against_its_old_name() {
 }
 
 #[test]
-fn files_moved_to_other_directories_are_linked_or_sent_as_deltas() {
+fn files_renamed_and_moved_to_other_directories_are_linked_or_sent_as_deltas_to_a_daemon() {
     let port = free_port();
-    let big = |seed: u32| -> Vec<u8> {
-        (0..2u32 << 20)
-            .map(|i| (i.wrapping_add(seed).wrapping_mul(2_654_435_761) >> 13) as u8)
-            .collect()
-    };
-    let (env, m, _rd, d) = daemon_setup_top(
-        &format!("[http]\nlisten = \"127.0.0.1:{port}\""),
-        "",
-        "",
-        |src| {
-            write(&src.join("a/same-name"), &big(1));
-            write(&src.join("a/x/renamed"), &big(2));
-            write(&src.join("top"), &big(3));
-            std::fs::create_dir_all(src.join("b/deeper")).unwrap();
-        },
-    );
-    let before = inodes(&m);
-    let sent = sent_bytes(port);
-    std::fs::rename(env.src.join("a/same-name"), env.src.join("b/same-name")).unwrap();
-    std::fs::rename(
-        env.src.join("a/x/renamed"),
-        env.src.join("b/deeper/new-name"),
-    )
-    .unwrap();
-    std::fs::rename(env.src.join("top"), env.src.join("a/x/top-moved-down")).unwrap();
+    let (env, m, _rd, d) = daemon_setup_top(&http(port), "", "", file_moves_tree);
+    files_renamed_and_moved_send_no_data(&env, &m, &d, "d1", Some(port));
+}
+
+#[test]
+fn files_renamed_and_moved_to_other_directories_are_linked_or_sent_as_deltas_over_ssh() {
+    let env = Env::new();
+    let port = free_port();
+    let sshd = Sshd::start(env.dir.path());
+    let remote = module(&env, "remote");
+    file_moves_tree(&env.src);
+    let cfg = env.config_top(&http(port), "", &sshd.target("s1", &remote));
+    let d = Syncd::start(&cfg, &env.socket);
     d.settle();
-    assert_same_tree(&env.src, &m);
-    let sent = sent_bytes(port) - sent;
-    assert!(
-        sent < 256.0 * 1024.0,
-        "6 MiB of files moved between directories: {sent} bytes sent"
-    );
-    assert_eq!(
-        inodes(&m).get(&b"b/same-name"[..]),
-        before.get(&b"a/same-name"[..]),
-        "a file that kept its name is linked"
-    );
+    files_renamed_and_moved_send_no_data(&env, &remote, &d, "s1", Some(port));
+}
+
+#[test]
+fn files_renamed_and_moved_to_other_directories_reach_a_local_target() {
+    // rsync copies whole files between local directories (no delta): only the link of a file
+    // that kept its name is asserted, no bytes.
+    let env = Env::new();
+    file_moves_tree(&env.src);
+    let d = Syncd::start(&env.local_config(""), &env.socket);
+    d.settle();
+    files_renamed_and_moved_send_no_data(&env, &env.dst, &d, "local", None);
 }
 
 #[test]
