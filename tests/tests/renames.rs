@@ -483,7 +483,7 @@ fn a_file_renamed_over_an_existing_file_replaces_it_and_its_old_name_goes() {
 }
 
 /// Every order of renames of item 2 against one target: chains, a swap, a rename over an empty
-/// directory, writes right after, a rename into an excluded name and out of the root; the
+/// directory and one over a file, writes right after, a rename into an excluded name and out of the root; the
 /// target ends exactly as the source, and a chain's files are linked, not sent again.
 fn renames_in_every_order_converge(env: &Env, dest: &Path, d: &Syncd) {
     let before = inodes(dest);
@@ -496,7 +496,9 @@ fn renames_in_every_order_converge(env: &Env, dest: &Path, d: &Syncd) {
     write(&env.src.join("empty/sub0/f0"), b"rewritten at once");
     std::fs::rename(env.src.join("e"), env.src.join("e.tmp")).unwrap();
     std::fs::rename(env.src.join("o"), env.dir.path().join("out")).unwrap();
+    std::fs::rename(env.src.join("f/x"), env.src.join("f/y")).unwrap();
     d.settle();
+    assert!(!dest.join("f/x").exists(), "renamed over f/y");
     assert!(!dest.join("e").exists() && !dest.join("e.tmp").exists());
     // Excluded, never at the target.
     std::fs::remove_dir_all(env.src.join("e.tmp")).unwrap();
@@ -510,6 +512,8 @@ fn every_order_tree(src: &Path) {
         tree(&src.join(d), 2);
     }
     std::fs::create_dir(src.join("empty")).unwrap();
+    write(&src.join("f/x"), &[b'x'; 300_000]);
+    write(&src.join("f/y"), &[b'y'; 200_000]);
 }
 
 #[test]
