@@ -26,7 +26,7 @@ fn main() {
     );
     for _ in 0..3 {
         let t = std::time::Instant::now();
-        let c = syncd::catchup::catch_up(&j, &root).unwrap();
+        let c = syncd::catchup::catch_up(&j, &root, None).unwrap();
         println!(
             "caught up in {:.2} s: {} walked, {} found, untrusted {:?}",
             t.elapsed().as_secs_f64(),

@@ -10,11 +10,14 @@ use std::cell::{Cell, RefCell};
 use std::cmp::Ordering;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{Excludes, RootConfig};
+pub use crate::fs::walk_order;
 use crate::fs::{is_prefix_dir, Stat};
 use crate::journal::{IndexScan, IndexSum, IndexTally, Journal, JournalError};
+use crate::watch::WatchProgress;
 
 /// How a path differs from what the index remembers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -37,12 +40,6 @@ pub struct Found {
     pub stat: Option<Stat>,
 }
 
-/// Order two relative paths as the index orders them: `/` before any other byte.
-pub fn walk_order(a: &[u8], b: &[u8]) -> Ordering {
-    let key = |c: &u8| if *c == b'/' { 0 } else { *c };
-    a.iter().map(key).cmp(b.iter().map(key))
-}
-
 /// An entry of a directory: its name and `lstat`.
 type Named = (Vec<u8>, Stat);
 
@@ -62,6 +59,8 @@ pub struct Walk {
     open: Vec<(Vec<u8>, Vec<Named>)>,
     started: bool,
     unreadable: Rc<RefCell<Vec<Vec<u8>>>>,
+    /// Each directory is read only once the watcher's walk watched it.
+    gate: Option<Arc<WatchProgress>>,
 }
 
 impl Walk {
@@ -72,7 +71,14 @@ impl Walk {
             open: Vec::new(),
             started: false,
             unreadable: Rc::default(),
+            gate: None,
         }
+    }
+
+    /// Read each directory only once `gate` says it is watched (a walk beside the watcher's).
+    pub fn gated(mut self, gate: Option<Arc<WatchProgress>>) -> Walk {
+        self.gate = gate;
+        self
     }
 
     /// The directories found unreadable so far, still filled as the walk goes on.
@@ -83,6 +89,9 @@ impl Walk {
     /// Enter directory `rel`: its entries, or a note that it cannot be read.
     fn enter(&mut self, rel: Vec<u8>) {
         use std::os::unix::ffi::OsStringExt;
+        if let Some(g) = &self.gate {
+            g.wait_for(&rel);
+        }
         let read = || -> std::io::Result<Vec<Named>> {
             let mut v = Vec::new();
             for e in std::fs::read_dir(crate::fs::abs_path(&self.source, &rel))? {
@@ -253,8 +262,13 @@ pub struct CatchUp {
     pub walked: u64,
 }
 
-/// Walk `root` and diff it against its index in `journal`.
-pub fn catch_up(journal: &Journal, root: &RootConfig) -> Result<CatchUp, JournalError> {
+/// Walk `root` and diff it against its index in `journal`; with `gate`, beside the watcher's
+/// first walk (see [`Walk::gated`]).
+pub fn catch_up(
+    journal: &Journal,
+    root: &RootConfig,
+    gate: Option<Arc<WatchProgress>>,
+) -> Result<CatchUp, JournalError> {
     let refuse = |why| {
         Ok(CatchUp {
             found: Vec::new(),
@@ -279,7 +293,7 @@ pub fn catch_up(journal: &Journal, root: &RootConfig) -> Result<CatchUp, Journal
     }
     let window = racy_window(root, &sum).as_nanos() as i64;
     let racy = |s: &Stat| racy(s, sum.written_ns, window);
-    let walk = Walk::new(&root.source, &root.excludes);
+    let walk = Walk::new(&root.source, &root.excludes).gated(gate);
     let unreadable = walk.unreadable();
     let walked = Cell::new(0u64);
     let walk = walk.inspect(|_| walked.set(walked.get() + 1));
@@ -382,15 +396,37 @@ pub struct Plan {
     pub rebuild: bool,
 }
 
+/// A catch-up begun at start beside the watcher's first walk, on a thread of its own.
+pub struct Early(std::thread::JoinHandle<Result<CatchUp, JournalError>>);
+
+impl Early {
+    /// Catch `root` up, reading each directory once `gate` says it is watched.
+    pub fn start(journal: Journal, root: Arc<RootConfig>, gate: Arc<WatchProgress>) -> Early {
+        Early(std::thread::spawn(move || {
+            catch_up(&journal, &root, Some(gate))
+        }))
+    }
+
+    fn join(self) -> Result<CatchUp, JournalError> {
+        self.0.join().unwrap_or_else(|_| {
+            Err(JournalError::Index(crate::journal::IndexError::Failed(
+                "the catch-up panicked".into(),
+            )))
+        })
+    }
+}
+
 /// Decide how `root` catches up with what nobody watched. `whole`: why every target is owed a
 /// full sync whatever the index says. `targets`: the ids of its targets, with `check_targets`
-/// (at start) those that never finished a full sync are owed one.
+/// (at start) those that never finished a full sync are owed one. `early`: the walk, begun at
+/// start (used when the index is walked at all).
 pub fn plan(
     journal: &Journal,
     root: &RootConfig,
     targets: &[String],
     check_targets: bool,
     whole: Option<FullSyncWhy>,
+    early: Option<Early>,
 ) -> Result<Plan, JournalError> {
     // A lost journal tail also loses the mark of the orderly stop: say the graver. And with
     // no index yet there was nothing to stop in order.
@@ -403,9 +439,10 @@ pub fn plan(
         }
         w => w,
     };
-    let c = match whole {
-        Some(_) => None,
-        None => Some(catch_up(journal, root)?),
+    let c = match (whole.is_some(), early) {
+        (true, _) => None,
+        (false, Some(e)) => Some(e.join()?),
+        (false, None) => Some(catch_up(journal, root, None)?),
     };
     let whole = match &c {
         None => whole,
@@ -604,6 +641,37 @@ mod tests {
     }
 
     #[test]
+    fn a_gated_walk_reads_no_directory_before_the_watcher_watched_it() {
+        let d = tempfile::tempdir().unwrap();
+        for p in ["a/x", "b/y"] {
+            std::fs::create_dir_all(d.path().join(p).parent().unwrap()).unwrap();
+            std::fs::write(d.path().join(p), b"x").unwrap();
+        }
+        let gate = Arc::new(WatchProgress::default());
+        gate.watched(b"");
+        gate.watched(b"a");
+        // One entry at a time: the walk is where the last entry received left it.
+        let (tx, rx) = std::sync::mpsc::sync_channel(0);
+        let (src, g) = (d.path().to_path_buf(), gate.clone());
+        let walker = std::thread::spawn(move || {
+            for (p, _) in Walk::new(&src, &Excludes::default()).gated(Some(g)) {
+                tx.send(String::from_utf8(p).unwrap()).unwrap();
+            }
+        });
+        let next = || rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+        assert_eq!([next(), next()], ["a", "a/x"]);
+        // `b` is not watched yet: the walk waits before reading it.
+        let early = rx.recv_timeout(std::time::Duration::from_millis(100));
+        assert!(early.is_err(), "read b before its watch: {early:?}");
+        std::fs::write(d.path().join("b/after-the-watch"), b"x").unwrap();
+        gate.watched(b"b");
+        gate.finish();
+        let rest: Vec<String> = rx.iter().collect();
+        walker.join().unwrap();
+        assert_eq!(rest, ["b", "b/after-the-watch", "b/y"]);
+    }
+
+    #[test]
     fn the_walk_comes_in_the_index_order_and_skips_what_is_excluded() {
         let d = tempfile::tempdir().unwrap();
         for p in ["a.txt", "a/b", "a-z", "a/0/deep", "skip/x", "b"] {
@@ -752,13 +820,13 @@ mod tests {
         let j = crate::journal::Journal::open(&d.path().join("state")).unwrap();
         // No index yet: nothing to trust (a full sync is owed).
         assert_eq!(
-            catch_up(&j, &root).unwrap().untrusted,
+            catch_up(&j, &root, None).unwrap().untrusted,
             Some(Untrusted::NoIndex)
         );
         // Recorded just now: within the racy window of the index's last write, so "old" is
         // pushed again, unchanged as it looks.
         index_all(&j, &src);
-        let c = catch_up(&j, &root).unwrap();
+        let c = catch_up(&j, &root, None).unwrap();
         assert_eq!(c.untrusted, None);
         assert_eq!(c.walked, 1);
         assert_eq!(found(&c.found), [("old".to_string(), Delta::Changed)]);
@@ -771,7 +839,7 @@ mod tests {
         forged.count = sum.count;
         j.index_forge_sum("r", forged);
         assert_eq!(
-            catch_up(&j, &root).unwrap().untrusted,
+            catch_up(&j, &root, None).unwrap().untrusted,
             Some(Untrusted::SumMismatch)
         );
     }
@@ -788,7 +856,7 @@ mod tests {
         let ids = ["r/old".to_string(), "r/new".to_string()];
         let whys = |p: &Plan| p.full.clone();
         // A root new to the journal: every target, and the index is built.
-        let p = plan(&j, &root, &ids, true, None).unwrap();
+        let p = plan(&j, &root, &ids, true, None, None).unwrap();
         assert_eq!(
             whys(&p),
             [const { Some(Untrusted(super::Untrusted::NoIndex)) }; 2]
@@ -799,38 +867,38 @@ mod tests {
         j.request_resync("r/old", b"").unwrap();
         j.resync_done("r/old", b"", &j.resyncs("r/old").unwrap()[0].1)
             .unwrap();
-        let p = plan(&j, &root, &ids, true, None).unwrap();
+        let p = plan(&j, &root, &ids, true, None, None).unwrap();
         assert_eq!(whys(&p), [None, Some(NeverSynced)]);
         assert!(!p.rebuild);
         assert_eq!(p.walked, 2);
-        let p = plan(&j, &root, &ids, false, None).unwrap();
+        let p = plan(&j, &root, &ids, false, None, None).unwrap();
         assert_eq!(whys(&p), [None, None], "an overflow checks no target");
         // The source replaced, or the exclude list changed: the whole root again.
-        let p = plan(&j, &root, &ids, true, Some(RootReplaced)).unwrap();
+        let p = plan(&j, &root, &ids, true, Some(RootReplaced), None).unwrap();
         assert_eq!(whys(&p), [const { Some(RootReplaced) }; 2]);
         assert!(p.rebuild && p.found.is_empty());
         root.excludes = Excludes::new(&["*.tmp".to_string()]).unwrap();
-        let p = plan(&j, &root, &ids, false, None).unwrap();
+        let p = plan(&j, &root, &ids, false, None, None).unwrap();
         assert_eq!(
             whys(&p),
             [const { Some(Untrusted(super::Untrusted::ExcludesChanged)) }; 2]
         );
         rebuild(&j, &root).unwrap();
-        let p = plan(&j, &root, &ids, false, None).unwrap();
+        let p = plan(&j, &root, &ids, false, None, None).unwrap();
         assert_eq!(whys(&p), [None, None], "rebuilt with the new list");
         // A failed index write (it may lack a pushed path): not trusted until rebuilt.
         let _ = j.index_write_failed(Some("r"), &crate::journal::IndexError::Failed("x".into()));
-        let p = plan(&j, &root, &ids, false, None).unwrap();
+        let p = plan(&j, &root, &ids, false, None, None).unwrap();
         assert_eq!(
             whys(&p),
             [const { Some(Untrusted(super::Untrusted::WriteFailed)) }; 2]
         );
         rebuild(&j, &root).unwrap();
-        let p = plan(&j, &root, &ids, false, None).unwrap();
+        let p = plan(&j, &root, &ids, false, None, None).unwrap();
         assert_eq!(whys(&p), [None, None]);
         // What a catch-up found goes into the index: deleted, it is found no more.
         std::fs::remove_dir_all(src.join("dir")).unwrap();
-        let p = plan(&j, &root, &ids, false, None).unwrap();
+        let p = plan(&j, &root, &ids, false, None, None).unwrap();
         assert_eq!(
             found(&p.found),
             [
@@ -839,7 +907,7 @@ mod tests {
             ]
         );
         index_found(&j, "r", &p.found).unwrap();
-        let p = plan(&j, &root, &ids, false, None).unwrap();
+        let p = plan(&j, &root, &ids, false, None, None).unwrap();
         assert_eq!(found(&p.found), []);
         assert_eq!(p.walked, 0);
     }

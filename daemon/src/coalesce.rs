@@ -67,6 +67,8 @@ pub struct RootSink {
     /// Set to cut a target's backoff short (the root is back).
     pub kicks: Vec<Arc<std::sync::atomic::AtomicBool>>,
     pub state: Arc<watch::Sender<RootState>>,
+    /// The start's catch-up walk, begun beside the watcher's (taken by the first catch-up).
+    pub early: std::sync::Mutex<Option<catchup::Early>>,
 }
 
 impl RootSink {
@@ -397,7 +399,12 @@ impl Coalescer {
             Ask::Start { whole } => (true, whole.clone()),
             Ask::Diff | Ask::Full(_) => (false, None),
         };
-        let plan = blocking(move || catchup::plan(&journal, &root, &ids, at_start, whole)).await;
+        let early = match at_start {
+            true => sink.early.lock().unwrap_or_else(|e| e.into_inner()).take(),
+            false => None,
+        };
+        let plan =
+            blocking(move || catchup::plan(&journal, &root, &ids, at_start, whole, early)).await;
         let mut plan = match plan {
             Ok(p) => p,
             Err(e) => {
@@ -755,6 +762,7 @@ mod tests {
             wakes: vec![Arc::default()],
             kicks: vec![Arc::default()],
             state: Arc::new(watch::Sender::new(RootState::Watching)),
+            early: Default::default(),
         }
     }
 

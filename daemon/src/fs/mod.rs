@@ -7,5 +7,7 @@ pub mod paths;
 pub mod stat;
 
 pub use identity::{check_root, dir_is_empty, RootIdentity, RootUnavailable};
-pub use paths::{abs_path, common_dir, dir_of, is_prefix_dir, join_rel, parents, rel_path};
+pub use paths::{
+    abs_path, common_dir, dir_of, is_prefix_dir, join_rel, parents, rel_path, walk_order,
+};
 pub use stat::{Kind, Stat};

@@ -74,6 +74,13 @@ pub fn rel_path(root: &Path, path: &Path) -> Vec<u8> {
         .unwrap_or_default()
 }
 
+/// Order two relative paths as a depth-first walk with each directory's names sorted byte-wise
+/// meets them (the index's key order): `/` before any other byte.
+pub fn walk_order(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    let key = |c: &u8| if *c == b'/' { 0 } else { *c };
+    a.iter().map(key).cmp(b.iter().map(key))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -28,9 +28,11 @@ use crate::config::RootConfig;
 use crate::fs::{abs_path, is_prefix_dir, join_rel, RootIdentity};
 
 mod change;
+mod progress;
 mod root_check;
 
 pub use change::{classify, Action, Change, Urgency, WatchCmd};
+pub use progress::WatchProgress;
 
 /// How often each root's device and inode are compared with the ones syncd started on: catches
 /// a mount on top of a root (no inotify event) and notices when a lost root is back.
@@ -89,13 +91,15 @@ pub struct Watcher {
 }
 
 impl Watcher {
-    /// Create the inotify instance and watch every directory of every root. Must run inside the
-    /// runtime. Roots that cannot be fully watched are reported as degraded, not as an error.
+    /// Create the inotify instance and watch every directory of every root, publishing how far
+    /// each root's walk has come in `progress` (one per root). Must run inside the runtime.
+    /// Roots that cannot be fully watched are reported as degraded, not as an error.
     pub async fn start(
         roots: Vec<RootConfig>,
         identity: Vec<RootIdentity>,
         lost_at_start: Vec<Option<String>>,
         tx: mpsc::Sender<Vec<Change>>,
+        progress: &[Arc<WatchProgress>],
     ) -> io::Result<(Watcher, Arc<WatchCounts>)> {
         let inotify = Inotify::init().map_err(|e| {
             if e.raw_os_error() == Some(libc::EMFILE) {
@@ -130,7 +134,11 @@ impl Watcher {
                 w.lost(r, &why).await;
                 continue;
             }
-            w.watch_tree(r, Vec::new(), false).await;
+            let p = progress.get(r).map(|p| p.as_ref());
+            w.watch_tree(r, Vec::new(), false, p).await;
+            if let Some(p) = p {
+                p.finish();
+            }
             info!(root = %w.roots[r].name, source = %w.roots[r].source.display(), watches = w.count(r), "watching");
         }
         w.flush().await;
@@ -202,28 +210,34 @@ impl Watcher {
     }
 
     /// Watch `rel` and everything below it, watch first then read. With `report`, every entry
-    /// found (and `rel` itself) is reported as changed.
-    async fn watch_tree(&mut self, root: usize, rel: Vec<u8>, report: bool) {
+    /// found (and `rel` itself) is reported as changed. Depth first, each directory's
+    /// subdirectories in byte order: with `progress`, each directory watched is published
+    /// there (see [`WatchProgress`]).
+    async fn watch_tree(
+        &mut self,
+        root: usize,
+        rel: Vec<u8>,
+        report: bool,
+        progress: Option<&WatchProgress>,
+    ) {
         let base = self.roots[root].source.clone();
         let mut stack = vec![rel];
         let mut dirs_seen = 0u64;
         while let Some(dir) = stack.pop() {
             dirs_seen += 1;
             let path = abs_path(&base, &dir);
-            match self.fd.get_mut().watches().add(&path, mask()) {
+            let watched = self.fd.get_mut().watches().add(&path, mask());
+            if let Some(p) = progress {
+                p.watched(&dir);
+            }
+            match watched {
                 Ok(wd) => {
                     let id = wd.get_watch_descriptor_id();
                     if dir.is_empty() {
                         self.root_wd[root] = Some(id);
                     }
-                    self.track(
-                        id,
-                        Watched {
-                            root,
-                            rel: dir.clone(),
-                            wd,
-                        },
-                    );
+                    let rel = dir.clone();
+                    self.track(id, Watched { root, rel, wd });
                 }
                 Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
                     return self.watch_limit_reached(root, &base).await;
@@ -237,42 +251,59 @@ impl Watcher {
                 }
             }
             if report && !dir.is_empty() {
+                let path = dir.clone();
+                let urgency = Urgency::Now;
                 self.send(Change::Path {
                     root,
-                    path: dir.clone(),
-                    urgency: Urgency::Now,
+                    path,
+                    urgency,
                 })
                 .await;
             }
-            let rd = match std::fs::read_dir(&path) {
-                Ok(rd) => rd,
-                Err(_) => continue,
-            };
-            for ent in rd.flatten() {
-                let is_dir = ent.file_type().map(|t| t.is_dir()).unwrap_or(false);
-                if !is_dir && !report {
-                    // Only directories are watched: a file costs nothing more (on a
-                    // 1,000,000-file tree, most of what this walk reads).
-                    continue;
-                }
-                let name = ent.file_name();
-                let child = join_rel(&dir, name.as_bytes());
-                if self.roots[root].excludes.matches(&child, is_dir) {
-                    continue;
-                }
-                if is_dir {
-                    stack.push(child);
-                } else if report {
-                    self.send(Change::Path {
-                        root,
-                        path: child,
-                        urgency: Urgency::Now,
-                    })
-                    .await;
-                }
-            }
+            let mut subdirs = self.children(root, &dir, &path, report).await;
+            // Popped smallest first.
+            subdirs.sort_unstable_by(|a, b| b.cmp(a));
+            stack.extend(subdirs);
         }
         debug!(root = %self.roots[root].name, dirs_seen, "walked");
+    }
+
+    /// The subdirectories of directory `dir` (at `path`) not excluded; with `report`, its other
+    /// entries are reported as changed on the way (only directories are watched: a file costs
+    /// nothing more to skip, and on a 1,000,000-file tree files are most of what the walk reads).
+    async fn children(
+        &mut self,
+        root: usize,
+        dir: &[u8],
+        path: &Path,
+        report: bool,
+    ) -> Vec<Vec<u8>> {
+        let mut subdirs = Vec::new();
+        let Ok(rd) = std::fs::read_dir(path) else {
+            return subdirs;
+        };
+        for ent in rd.flatten() {
+            let is_dir = ent.file_type().map(|t| t.is_dir()).unwrap_or(false);
+            if !is_dir && !report {
+                continue;
+            }
+            let child = join_rel(dir, ent.file_name().as_bytes());
+            if self.roots[root].excludes.matches(&child, is_dir) {
+                continue;
+            }
+            if is_dir {
+                subdirs.push(child);
+            } else {
+                let urgency = Urgency::Now;
+                self.send(Change::Path {
+                    root,
+                    path: child,
+                    urgency,
+                })
+                .await;
+            }
+        }
+        subdirs
     }
 
     fn read_now(&mut self, buf: &mut [u8]) -> io::Result<Vec<OwnedEvent>> {
@@ -377,7 +408,7 @@ impl Watcher {
             if self.is_lost(r) {
                 continue;
             }
-            self.watch_tree(r, Vec::new(), false).await;
+            self.watch_tree(r, Vec::new(), false, None).await;
             self.send(Change::Resync {
                 root: r,
                 reason: "inotify queue overflow".into(),
@@ -452,7 +483,7 @@ impl Watcher {
                     self.send(gone).await;
                 }
                 // Watch first, then scan; the scan reports every entry and the directory itself.
-                self.watch_tree(root, path, true).await;
+                self.watch_tree(root, path, true, None).await;
             }
             Action::Changed(urgency) => {
                 self.send(Change::Path {
@@ -566,7 +597,7 @@ impl Watcher {
                 self.degraded[root] = false;
                 info!(root = %self.roots[root].name, source = %self.roots[root].source.display(), "source root is back; watching it again and catching up");
                 self.send(Change::Back { root }).await;
-                self.watch_tree(root, Vec::new(), false).await;
+                self.watch_tree(root, Vec::new(), false, None).await;
                 // Watched first: the catch-up's walk then misses nothing.
                 self.send(Change::Resync {
                     root,
