@@ -19,7 +19,8 @@ use conn::Conn;
 #[derive(Parser, Debug)]
 #[command(name = "syncctl", version, about)]
 pub struct Cli {
-    /// Control socket [default: /run/syncd/syncd.sock for root]
+    /// Control socket [default: ./syncd-demo/syncd.sock when a demo answers there, else
+    /// /run/syncd/syncd.sock for root]
     #[arg(long, short = 's', env = "SYNCD_SOCKET", global = true)]
     socket: Option<PathBuf>,
     /// Machine-readable output.
@@ -114,10 +115,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let json = cli.json;
-    let socket = cli
-        .socket
-        .clone()
-        .unwrap_or_else(syncd_proto::default_socket_path);
+    let socket = cli.socket.clone().unwrap_or_else(default_socket);
     let open = || Conn::open(&socket);
     match cli.command {
         Command::Completions { shell } => cmd::completions(shell),
@@ -140,6 +138,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Stop => cmd::stop(&mut open()?, json),
         Command::Log { follow } => cmd::log(&mut open()?, follow, json),
     }
+}
+
+/// With no `--socket`: the demo's socket when syncctl runs where the demo runs (there, and a
+/// daemon answers on it: a socket left by a killed demo is passed over), else the system's.
+fn default_socket() -> PathBuf {
+    let demo = PathBuf::from(syncd_proto::DEMO_SOCKET);
+    if std::os::unix::net::UnixStream::connect(&demo).is_ok() {
+        return demo;
+    }
+    syncd_proto::default_socket_path()
 }
 
 /// A `--watch` interval: seconds, at least 0.05.

@@ -87,7 +87,7 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
     eprintln!(
         "syncd: no --config and no {DEFAULT_CONFIG_FILE}: running the demo.\n  \
          files written to ./syncd-demo/source are replicated to ./syncd-demo/target\n  \
-         try: syncctl --socket syncd-demo/syncd.sock status"
+         try, from this directory: syncctl status"
     );
     Ok(Config::from_toml(
         DEMO_CONFIG,

@@ -411,6 +411,10 @@ pub enum IdleOutcome {
     TimedOut { pending: u64 },
 }
 
+/// The demo's control socket (syncd with no configuration), relative to the directory it runs
+/// in: `syncctl` run from that directory finds it without `--socket`.
+pub const DEMO_SOCKET: &str = "syncd-demo/syncd.sock";
+
 /// Where the control socket lives when neither the config nor `--socket` says: `/run/syncd/syncd.sock`
 /// for root, `$XDG_RUNTIME_DIR/syncd/syncd.sock` (or `/tmp/syncd-UID/syncd.sock`) for other users.
 /// Shared so that `syncd` and `syncctl` always agree.

@@ -951,8 +951,9 @@ fn syncctl_log_lists_recent_batches_and_follows_new_ones() {
         "{text}"
     );
     assert!(
-        text.contains("data/local full-sync"),
-        "the startup sync: {text}"
+        text.lines()
+            .any(|l| l.contains("data/local full-sync ") && l.trim_end().ends_with(": .")),
+        "the startup sync of the whole root, named `.`: {text}"
     );
     // Following: the recent events first, then each new batch as it is confirmed.
     let mut follower = std::process::Command::new(bin("syncctl"))

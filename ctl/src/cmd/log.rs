@@ -25,7 +25,15 @@ pub fn log(conn: &mut Conn, follow: bool, as_json: bool) -> anyhow::Result<ExitC
             print_json(&LogEventView::of(&ev));
             continue;
         }
-        let paths: Vec<String> = ev.sample.iter().map(|p| lossy(p)).collect();
+        // The root itself (a full sync of the whole root) is `.`, as rsync names it.
+        let paths: Vec<String> = ev
+            .sample
+            .iter()
+            .map(|p| match p.is_empty() {
+                true => ".".to_string(),
+                false => lossy(p),
+            })
+            .collect();
         let when = humantime::format_rfc3339_millis(
             std::time::UNIX_EPOCH + std::time::Duration::from_millis(ev.time_ms),
         );

@@ -75,3 +75,14 @@ pub fn state_dir() -> PathBuf {
 pub fn socket() -> PathBuf {
     syncd_proto::default_socket_path()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_demo_listens_where_syncctl_looks_for_it() {
+        let c: toml::Value = toml::from_str(DEMO_CONFIG).unwrap();
+        assert_eq!(c["socket"].as_str(), Some(syncd_proto::DEMO_SOCKET));
+    }
+}
