@@ -140,6 +140,9 @@ fn check_config(config: &Config) {
     if config.roots.is_empty() {
         println!("no [[sync]] section: syncd runs, but replicates nothing until one is added");
     }
+    for w in config.warnings() {
+        println!("warning: {w}");
+    }
 }
 
 /// Everything that must hold before the daemon forks: rsync usable, the state directory
@@ -173,6 +176,9 @@ fn run_daemon(cli: &Cli, config: Config) -> anyhow::Result<ExitCode> {
         pid = std::process::id(),
         "syncd starting"
     );
+    for w in config.warnings() {
+        tracing::warn!("{w}");
+    }
     let readiness = Arc::new(Mutex::new(readiness));
     let result = serve(cli.foreground, config, on_ready(&readiness, cli.foreground));
     drop(pidfile);

@@ -62,6 +62,13 @@ pub struct HttpConfig {
     pub token: Option<String>,
 }
 
+impl HttpConfig {
+    /// Served beyond this host: then a token guards `/status` and `/metrics` too.
+    pub fn exposed(&self) -> bool {
+        !self.listen.ip().is_loopback()
+    }
+}
+
 /// Validated daemon configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -156,6 +163,27 @@ pub struct TargetConfig {
 }
 
 impl Config {
+    /// What is valid but most likely not meant: told by `check-config` and at start.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        if let Some(h) = self
+            .http
+            .as_ref()
+            .filter(|h| h.exposed() && h.token.is_none())
+        {
+            w.push(format!(
+                "http.listen = \"{}\" is not a loopback address and no http.token_file is set: \
+                 /status and /metrics show every root's and target's names, paths and rsync's \
+                 errors to any host that reaches it; listen on 127.0.0.1:{} (scrape through an \
+                 ssh tunnel or a reverse proxy), or set http.token_file (then every request \
+                 needs the token: Authorization: Bearer TOKEN)",
+                h.listen,
+                h.listen.port()
+            ));
+        }
+        w
+    }
+
     /// Load and validate a config file.
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
@@ -231,6 +259,35 @@ mod tests {
         );
         let r = Config::from_toml(&text, Path::new("test.toml"));
         (dir, r)
+    }
+
+    #[test]
+    fn http_beyond_loopback_without_a_token_is_warned_of_with_the_fix() {
+        // Parsed only: nothing is bound.
+        let (_d, c) = tmp_config("[http]\nlisten = \"0.0.0.0:9188\"");
+        let w = c.unwrap().warnings();
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("0.0.0.0:9188") && w[0].contains("listen on 127.0.0.1:9188"));
+        assert!(w[0].contains("http.token_file"), "{}", w[0]);
+        for quiet in ["127.0.0.1:9188", "127.0.0.2:9188", "[::1]:9188"] {
+            let (_d, c) = tmp_config(&format!("[http]\nlisten = \"{quiet}\""));
+            assert!(c.unwrap().warnings().is_empty(), "{quiet}");
+        }
+        let (d, _) = tmp_config("");
+        let token = d.path().join("token");
+        std::fs::write(&token, "0123456789abcdef0123").unwrap();
+        std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let extra = format!(
+            "[http]\nlisten = \"0.0.0.0:9188\"\ntoken_file = \"{}\"",
+            token.display()
+        );
+        let (_d2, c) = tmp_config(&extra);
+        let c = c.unwrap();
+        assert!(c.warnings().is_empty());
+        assert!(
+            c.http.unwrap().exposed(),
+            "the token then guards every request"
+        );
     }
 
     #[test]

@@ -5,6 +5,9 @@
 //! - `POST /pause`, `/resume`, `/resync`, `/retry-failed` (query `target=NAME`, and `path=` for
 //!   resync): only with a token configured (`token_file`), sent as `Authorization: Bearer
 //!   TOKEN` and compared in constant time. Without one they answer 403.
+//! - Listening beyond loopback with a token, `/status` and `/metrics` need it too (a Prometheus
+//!   scrape sends it with `authorization: credentials_file:`); without a token there, the
+//!   configuration's warning says so (`Config::warnings`).
 //!
 //! Every request is answered by the same code as the control socket's.
 
@@ -31,6 +34,8 @@ pub struct HttpState {
     pub metrics: Arc<Metrics>,
     /// The control token; `None`: control actions are off.
     pub token: Option<String>,
+    /// `/status` and `/metrics` need the token too (served beyond this host, with a token).
+    pub guard_reads: bool,
 }
 
 /// Serve until `stop`.
@@ -78,14 +83,20 @@ fn reply(resp: Response) -> HttpResponse {
     }
 }
 
-async fn status(State(st): State<Arc<HttpState>>) -> HttpResponse {
+async fn status(State(st): State<Arc<HttpState>>, headers: HeaderMap) -> HttpResponse {
+    if let Some(r) = st.guard_reads.then(|| refused(&st, &headers)).flatten() {
+        return r;
+    }
     match answer(Request::Status, &st.shared).await {
         Response::Status(s) => Json(StatusView::of(&s)).into_response(),
         other => reply(other),
     }
 }
 
-async fn metrics(State(st): State<Arc<HttpState>>) -> HttpResponse {
+async fn metrics(State(st): State<Arc<HttpState>>, headers: HeaderMap) -> HttpResponse {
+    if let Some(r) = st.guard_reads.then(|| refused(&st, &headers)).flatten() {
+        return r;
+    }
     match answer(Request::Status, &st.shared).await {
         Response::Status(s) => {
             let size = st.shared.journal.size_on_disk().unwrap_or(0);
@@ -202,6 +213,7 @@ mod tests {
             shared: Arc::new(f.shared),
             metrics: Metrics::new(),
             token: token.map(str::to_string),
+            guard_reads: false,
         };
         (st, v, f.dir)
     }
@@ -248,6 +260,35 @@ mod tests {
             assert_eq!(r.headers()[header::WWW_AUTHENTICATE], "Bearer");
         }
         assert!(refused(&on, &bearer("s3cret")).is_none());
+    }
+
+    #[tokio::test]
+    async fn served_beyond_loopback_with_a_token_status_and_metrics_need_it_too() {
+        let (st, _v, _dir) = state(Some("s3cret"));
+        let open = Arc::new(st);
+        assert_eq!(
+            status(State(open.clone()), HeaderMap::new()).await.status(),
+            StatusCode::OK
+        );
+        let (st, _v, _dir2) = state(Some("s3cret"));
+        let guarded = Arc::new(HttpState {
+            guard_reads: true,
+            ..st
+        });
+        let g = || State(guarded.clone());
+        assert_eq!(
+            status(g(), HeaderMap::new()).await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            metrics(g(), HeaderMap::new()).await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(status(g(), bearer("s3cret")).await.status(), StatusCode::OK);
+        assert_eq!(
+            metrics(g(), bearer("s3cret")).await.status(),
+            StatusCode::OK
+        );
     }
 
     #[tokio::test]

@@ -212,6 +212,7 @@ impl Servers {
                 shared: shared.clone(),
                 metrics: sup.metrics.clone(),
                 token: cfg.and_then(|h| h.token.clone()),
+                guard_reads: cfg.is_some_and(|h| h.token.is_some() && h.exposed()),
             });
             tokio::spawn(http::serve(l, state, stop.clone()))
         });
