@@ -2,8 +2,9 @@
 //! (the `prometheus` crate's encoder; `promtool check metrics` passes it).
 //!
 //! Counters are fed as things happen (rsync runs by exit status, bytes sent, paths delivered and
-//! their replication lag); gauges (pending, in flight, failed, watches, journal size, a running
-//! full sync's entries checked and total) are read at
+//! their replication lag); gauges (pending, in flight, failed, the oldest pending change's age,
+//! each target's state, watches, journal size, a running full sync's entries checked and total)
+//! are read at
 //! each scrape from the same state `syncctl status` reports, so the two always agree.
 
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use prometheus::{
     exponential_buckets, Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
-use syncd_proto::StatusReport;
+use syncd_proto::{StatusReport, TargetState};
 
 use crate::journal::{now_ms, Item};
 
@@ -31,6 +32,8 @@ pub struct Metrics {
     journal_bytes: IntGauge,
     full_checked: IntGaugeVec,
     full_total: IntGaugeVec,
+    oldest_pending: GaugeVec,
+    state: IntGaugeVec,
     /// Held by a scrape from setting the gauges to encoding them: another scrape's reset would
     /// otherwise empty them in between.
     scrape: std::sync::Mutex<()>,
@@ -134,6 +137,16 @@ impl Metrics {
                 "Entries in the directory the running full sync covers (once counted)",
                 TARGET,
             ),
+            oldest_pending: r.float_gauge(
+                "syncd_oldest_pending_age_seconds",
+                "Age of the oldest change the target has not confirmed yet (0: none): how far behind the standby is",
+                TARGET,
+            ),
+            state: r.gauge(
+                "syncd_target_state",
+                "1 for the target's state now (running, paused, backoff, initial-sync), 0 for the others",
+                &["root", "target", "state"],
+            ),
             journal_bytes: r.add(
                 IntGauge::new("syncd_journal_size_bytes", "Size of the journal on disk")
                     .expect("valid metric"),
@@ -163,25 +176,14 @@ impl Metrics {
         self.watches.reset();
         self.full_checked.reset();
         self.full_total.reset();
+        self.oldest_pending.reset();
+        self.state.reset();
         for r in &status.roots {
             self.watches
                 .with_label_values(&[r.name.as_str()])
                 .set(r.watches as i64);
             for t in &r.targets {
-                let l = [r.name.as_str(), t.name.as_str()];
-                self.pending.with_label_values(&l).set(t.pending as i64);
-                self.in_flight.with_label_values(&l).set(t.in_flight as i64);
-                self.failed.with_label_values(&l).set(t.failed as i64);
-                if let Some(p) = &t.full_sync {
-                    self.full_checked
-                        .with_label_values(&l)
-                        .set(p.checked as i64);
-                    if let Some(total) = p.total {
-                        self.full_total
-                            .with_label_values(&l)
-                            .set(total.entries as i64);
-                    }
-                }
+                self.set_target(&r.name, t);
             }
         }
         self.journal_bytes.set(journal_bytes as i64);
@@ -189,6 +191,39 @@ impl Metrics {
         // Encoding into memory cannot fail for these metric types.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         String::from_utf8_lossy(&out).into_owned()
+    }
+}
+
+impl Metrics {
+    /// The gauges of target `t` of root `root`, as `syncctl status` reports it.
+    fn set_target(&self, root: &str, t: &syncd_proto::TargetStatus) {
+        let l = [root, t.name.as_str()];
+        self.pending.with_label_values(&l).set(t.pending as i64);
+        self.in_flight.with_label_values(&l).set(t.in_flight as i64);
+        self.failed.with_label_values(&l).set(t.failed as i64);
+        let age = t.oldest_pending_ms.unwrap_or(0) as f64 / 1000.0;
+        self.oldest_pending.with_label_values(&l).set(age);
+        for s in [
+            TargetState::Running,
+            TargetState::Paused,
+            TargetState::Backoff,
+            TargetState::InitialSync,
+        ] {
+            let now = i64::from(t.state == s);
+            self.state
+                .with_label_values(&[root, t.name.as_str(), s.as_str()])
+                .set(now);
+        }
+        if let Some(p) = &t.full_sync {
+            self.full_checked
+                .with_label_values(&l)
+                .set(p.checked as i64);
+            if let Some(total) = p.total {
+                self.full_total
+                    .with_label_values(&l)
+                    .set(total.entries as i64);
+            }
+        }
     }
 }
 
@@ -245,7 +280,7 @@ impl TargetMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use syncd_proto::{ByteBuf, RootState, RootStatus, TargetState, TargetStatus};
+    use syncd_proto::{ByteBuf, RootState, RootStatus, TargetStatus};
 
     fn status() -> StatusReport {
         StatusReport {
@@ -274,6 +309,26 @@ mod tests {
                 }],
             }],
         }
+    }
+
+    #[test]
+    fn how_far_behind_and_the_state_of_each_target_are_gauges() {
+        let m = Metrics::new();
+        let mut s = status();
+        let t = &mut s.roots[0].targets[0];
+        t.oldest_pending_ms = Some(312_500);
+        t.state = TargetState::Backoff;
+        let text = m.render(&s, 1);
+        for line in [
+            r#"syncd_oldest_pending_age_seconds{root="data",target="b1"} 312.5"#,
+            r#"syncd_target_state{root="data",state="backoff",target="b1"} 1"#,
+            r#"syncd_target_state{root="data",state="running",target="b1"} 0"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+        }
+        s.roots[0].targets[0].oldest_pending_ms = None;
+        let text = m.render(&s, 1);
+        assert!(text.contains(r#"syncd_oldest_pending_age_seconds{root="data",target="b1"} 0"#));
     }
 
     #[test]
