@@ -833,3 +833,62 @@ fn verify_lists_what_differs_at_the_target_changes_nothing_and_is_clean_after_re
     let err = doc["targets"][0]["error"].as_str().unwrap_or_default();
     assert!(err.starts_with("not compared:"), "{doc}");
 }
+
+#[test]
+fn names_the_daemon_refuses_are_parked_within_half_a_minute_and_told() {
+    // The default retry policy (1 s doubling to 300 s, 10 attempts) would take about 8.5
+    // minutes to park them; an error retrying cannot fix gets three quick attempts.
+    let env = Env::new();
+    let module = module_dir(&env);
+    let rd = RsyncDaemon::start(env.dir.path(), &module, "exclude = refused_*\n");
+    let told = env.dir.path().join("told");
+    let prog = env.dir.path().join("alert.sh");
+    std::fs::write(
+        &prog,
+        format!(
+            "#!/bin/sh\n{{ tr '\\0' '\\n'; echo \"$SYNCD_ERROR\"; }} >> {}\n",
+            told.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let extra = format!(
+        "retry_initial_ms = 1000\nretry_max_ms = 300000\nmax_attempts = 10\non_failure = [{prog:?}]"
+    );
+    let d = Syncd::start(&env.config("", &rd.target("d1", &extra)), &env.socket);
+    d.settle();
+    let started = std::time::Instant::now();
+    for i in 0..5 {
+        write(&env.src.join(format!("refused_{i}")), b"never accepted");
+    }
+    write(&env.src.join("fine.txt"), b"fine");
+    let read = || std::fs::read_to_string(&told).unwrap_or_default();
+    let all_told = wait_for_change_in(env.dir.path(), Duration::from_secs(30), || {
+        (0..5).all(|i| read().contains(&format!("refused_{i}")))
+    });
+    let took = started.elapsed();
+    assert!(
+        all_told,
+        "on_failure told of every refused name within 30 s: {:?}\n{}",
+        read(),
+        d.log.text()
+    );
+    assert!(
+        read().contains("daemon refused to receive"),
+        "rsync's reason: {}",
+        read()
+    );
+    assert!(took < Duration::from_secs(30), "parked after {took:?}");
+    let failed = d.ctl(&["failed"]);
+    let listed = String::from_utf8_lossy(&failed.stdout);
+    assert_eq!(
+        listed
+            .lines()
+            .filter(|l| l.contains("3 attempt(s)"))
+            .count(),
+        5,
+        "{listed}"
+    );
+    assert!(module.join("fine.txt").exists(), "the rest flows");
+    assert_eq!(d.wait_idle(10), 3, "idle with failed paths");
+}

@@ -10,7 +10,15 @@ use super::schedule::backoff;
 use crate::fs::{check_root, common_dir, RootIdentity};
 use crate::journal::{now_ms, Item, Journal, PendingMove};
 use crate::observe::Reporter;
+use crate::rsync::exit::permanent_for_a_path;
 use crate::rsync::{plan_list, Outcome, Runner, MAX_PATH_BYTES};
+
+/// Attempts of a path whose error retrying will not fix (see
+/// [`crate::rsync::exit::permanent_for_a_path`]): a second and a third look, in case the
+/// administrator was already fixing it, then it is parked.
+const QUICK_ATTEMPTS: u32 = 3;
+/// Between those attempts.
+const QUICK_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What a batch job works with.
 pub struct BatchJob {
@@ -181,13 +189,19 @@ impl BatchJob {
         p.path_error = Some(e);
     }
 
-    /// A single path failed on its own: it spends an attempt, or is parked after the last.
+    /// A single path failed on its own: it spends an attempt, or is parked after the last. An
+    /// error retrying will not fix ([`permanent_for_a_path`]) gets [`QUICK_ATTEMPTS`] quick
+    /// attempts: parked, and `on_failure` told, within half a minute.
     fn path_failed(&self, it: &Item, e: &str, p: &mut Progress) {
         let id = &self.reporter.id;
         let policy = &self.runner.target.retry;
-        let next = now_ms() + backoff(policy, it.entry.attempts).as_millis() as u64;
+        let (wait, max_attempts) = match permanent_for_a_path(e) {
+            true => (QUICK_RETRY, policy.max_attempts.min(QUICK_ATTEMPTS)),
+            false => (backoff(policy, it.entry.attempts), policy.max_attempts),
+        };
+        let next = now_ms() + wait.as_millis() as u64;
         let shown = String::from_utf8_lossy(&it.path).into_owned();
-        match self.journal.fail(id, it, e, next, policy.max_attempts) {
+        match self.journal.fail(id, it, e, next, max_attempts) {
             Ok(true) => self.reporter.parked(&it.path, e),
             Ok(false) => {
                 info!(target = %id, path = %shown, error = %e, attempt = it.entry.attempts + 1, "path failed; will retry")

@@ -41,6 +41,24 @@ fn summarize(stderr: &str) -> String {
         .unwrap_or_default()
 }
 
+/// What rsync says of a single path that retrying will not fix: the target refuses the name
+/// (a daemon's `exclude`/`refuse`), the receiver may not write it, or its file system cannot hold
+/// the name. Retrying such a path only delays telling the administrator.
+const PERMANENT_FOR_A_PATH: &[&str] = &[
+    "daemon refused to receive",
+    "Permission denied (13)",
+    "Operation not permitted (1)",
+    "File name too long (36)",
+    "Invalid argument (22)",
+    "Illegal byte sequence (84)",
+];
+
+/// Whether the error of a single path's push (its [`Outcome::Partial`] message) is one that
+/// retrying will not fix. A full disk, a lost connection or a vanished file are not.
+pub fn permanent_for_a_path(message: &str) -> bool {
+    PERMANENT_FOR_A_PATH.iter().any(|m| message.contains(m))
+}
+
 /// Map an rsync exit status to what it means for delivery (rsync's errcode.h).
 pub fn classify(status: ExitStatus, stderr: &str) -> Outcome {
     use std::os::unix::process::ExitStatusExt;
@@ -111,6 +129,30 @@ pub fn classify(status: ExitStatus, stderr: &str) -> Outcome {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn what_retrying_a_path_cannot_fix_is_told_apart() {
+        use super::permanent_for_a_path as permanent;
+        // rsync 3.5.0, against a daemon module with `exclude = refused_*`, and one that runs
+        // as a user who may not write there.
+        assert!(permanent(
+            "rsync exit 23: some files were not transferred: ERROR: daemon refused to receive file \"refused_a\""
+        ));
+        assert!(permanent(
+            "rsync exit 23: some files were not transferred: rsync: [receiver] mkstemp \".ok.dAOTQ8\" (in m) failed: Permission denied (13)"
+        ));
+        assert!(permanent(
+            "rsync: [receiver] open \"x\" failed: File name too long (36)"
+        ));
+        for transient in [
+            "rsync: [receiver] write failed on \"x\" (in m): No space left on device (28)",
+            "rsync: [receiver] write failed on \"x\": Disk quota exceeded (122)",
+            "file has vanished: \"/src/x\"",
+            "rsync exit 23: some files were not transferred",
+        ] {
+            assert!(!permanent(transient), "{transient}");
+        }
+    }
+
     use super::*;
     use std::os::unix::process::ExitStatusExt;
 
