@@ -55,7 +55,7 @@ enum Command {
         #[arg(long)]
         target: Option<String>,
     },
-    /// List parked (failed) paths and why.
+    /// List parked (failed) paths and why, then paths failing but still retried.
     Failed {
         #[arg(long)]
         target: Option<String>,

@@ -209,11 +209,22 @@ impl<'a> LogEventView<'a> {
     }
 }
 
-/// `syncctl --json failed`.
+/// `syncctl --json failed`: `failed` are parked, `retrying` still retried.
 #[derive(Serialize)]
 pub struct FailedView<'a> {
     pub failed: Vec<FailedPathView<'a>>,
     pub more: u64,
+    pub retrying: Vec<RetryingPathView<'a>>,
+    pub retrying_more: u64,
+}
+
+#[derive(Serialize)]
+pub struct RetryingPathView<'a> {
+    pub attempts: u32,
+    pub last_error: &'a str,
+    pub next_retry_ms: u64,
+    pub path: Cow<'a, str>,
+    pub target: &'a str,
 }
 
 #[derive(Serialize)]
@@ -238,6 +249,18 @@ impl<'a> FailedView<'a> {
                 })
                 .collect(),
             more: list.more,
+            retrying: list
+                .retrying
+                .iter()
+                .map(|e| RetryingPathView {
+                    attempts: e.attempts,
+                    last_error: &e.last_error,
+                    next_retry_ms: e.next_retry_ms,
+                    path: String::from_utf8_lossy(&e.path),
+                    target: &e.target,
+                })
+                .collect(),
+            retrying_more: list.retrying_more,
         }
     }
 }

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 pub use serde_bytes::ByteBuf;
 
 /// Version of this protocol; bumped on any incompatible change to the messages below.
-pub const PROTOCOL_VERSION: u16 = 4;
+pub const PROTOCOL_VERSION: u16 = 5;
 
 /// Largest request frame the daemon accepts (requests are small; anything bigger is hostile).
 pub const MAX_REQUEST_FRAME: usize = 64 * 1024;
@@ -383,12 +383,30 @@ impl SyncProgress {
     }
 }
 
-/// Parked paths.
+/// Parked paths, and paths failing but still retried.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct FailedList {
     pub entries: Vec<FailedPath>,
     /// Parked paths not listed because of the limit.
     pub more: u64,
+    /// Paths that failed and wait for their next attempt (not parked yet).
+    pub retrying: Vec<RetryingPath>,
+    /// Retrying paths not listed because of the limit.
+    pub retrying_more: u64,
+}
+
+/// A path that failed and is still retried.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct RetryingPath {
+    /// `root/target`.
+    pub target: String,
+    /// Path relative to the root.
+    pub path: ByteBuf,
+    /// Attempts spent so far.
+    pub attempts: u32,
+    /// Milliseconds until the next attempt (0: due now).
+    pub next_retry_ms: u64,
+    pub last_error: String,
 }
 
 /// One parked path and why.

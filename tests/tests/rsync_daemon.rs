@@ -862,6 +862,34 @@ fn names_the_daemon_refuses_are_parked_within_half_a_minute_and_told() {
         write(&env.src.join(format!("refused_{i}")), b"never accepted");
     }
     write(&env.src.join("fine.txt"), b"fine");
+    // Before they are parked, `failed` lists them as retrying, with what failed and when next.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let retrying = loop {
+        let out = d.ctl(&["--json", "failed"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        if v["retrying"].as_array().is_some_and(|r| r.len() == 5) {
+            break v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never listed as retrying: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(
+        retrying["failed"].as_array().map(Vec::len),
+        Some(0),
+        "{retrying}"
+    );
+    let r = &retrying["retrying"][0];
+    assert!(r["attempts"].as_u64() >= Some(1), "{r}");
+    assert!(r["next_retry_ms"].as_u64() <= Some(5000), "{r}");
+    assert!(
+        r["last_error"].as_str().unwrap().contains("daemon refused"),
+        "{r}"
+    );
+    let text = String::from_utf8_lossy(&d.ctl(&["failed"]).stdout).into_owned();
+    assert!(text.contains("retrying: "), "{text}");
     let read = || std::fs::read_to_string(&told).unwrap_or_default();
     let all_told = wait_for_change_in(env.dir.path(), Duration::from_secs(30), || {
         (0..5).all(|i| read().contains(&format!("refused_{i}")))

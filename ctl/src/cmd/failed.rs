@@ -1,4 +1,5 @@
-//! `syncctl failed [--target T] [--limit N]`: the parked paths and why.
+//! `syncctl failed [--target T] [--limit N]`: the parked paths and why, then the paths failing
+//! but still retried.
 
 use std::process::ExitCode;
 
@@ -23,7 +24,7 @@ pub fn failed(
     if as_json {
         print_json(&FailedView::of(&list));
     } else {
-        if list.entries.is_empty() {
+        if list.entries.is_empty() && list.retrying.is_empty() {
             println!("no failed paths");
         }
         for e in &list.entries {
@@ -38,6 +39,20 @@ pub fn failed(
         }
         if list.more > 0 {
             println!("… and {} more (use --limit)", list.more);
+        }
+        // Not parked yet: told apart by "retrying" where a parked path has its attempts.
+        for e in &list.retrying {
+            println!(
+                "{}	{}	retrying: {} attempt(s), next in {:.1} s	{}",
+                e.target,
+                lossy(&e.path).escape_debug(),
+                e.attempts,
+                e.next_retry_ms as f64 / 1000.0,
+                e.last_error
+            );
+        }
+        if list.retrying_more > 0 {
+            println!("… and {} more retrying (use --limit)", list.retrying_more);
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -1,9 +1,11 @@
-//! `syncctl failed [--target NAME]`: the parked paths with their attempts and rsync's reason.
+//! `syncctl failed [--target NAME]`: the parked paths with their attempts and rsync's reason,
+//! and the paths failing but still retried (attempts, time to the next, the last error).
 
-use syncd_proto::{ByteBuf, ErrorKind, FailedList, FailedPath, Response};
+use syncd_proto::{ByteBuf, ErrorKind, FailedList, FailedPath, Response, RetryingPath};
 
 use super::{err, Shared};
 use crate::engine::EngineView;
+use crate::journal::{now_ms, JournalError};
 
 /// Most entries in one answer, whatever the client asks for: keeps it well inside
 /// `MAX_RESPONSE_FRAME`.
@@ -20,22 +22,50 @@ pub(super) fn list_failed(
         Ok(t) => t,
         Err(e) => return e,
     };
-    let mut entries = Vec::new();
-    let mut more = 0;
+    let mut list = FailedList {
+        entries: Vec::new(),
+        more: 0,
+        retrying: Vec::new(),
+        retrying_more: 0,
+    };
     for t in ts {
-        let left = (limit as usize).saturating_sub(entries.len());
-        match shared.journal.list_failed(&t.id, left) {
-            Ok((list, total)) => {
-                more += total - list.len() as u64;
-                entries.extend(list.into_iter().map(|(p, e)| FailedPath {
-                    target: t.id.clone(),
-                    path: ByteBuf::from(p),
-                    attempts: e.attempts,
-                    last_error: e.last_error.unwrap_or_default(),
-                }));
-            }
-            Err(e) => return err(ErrorKind::Internal, e.to_string()),
+        if let Err(e) = list_target(shared, &t.id, limit as usize, &mut list) {
+            return err(ErrorKind::Internal, e.to_string());
         }
     }
-    Response::Failed(FailedList { entries, more })
+    Response::Failed(list)
+}
+
+/// Add target `id`'s parked and retrying paths to `list`, up to `limit` of each kind in all.
+fn list_target(
+    shared: &Shared,
+    id: &str,
+    limit: usize,
+    list: &mut FailedList,
+) -> Result<(), JournalError> {
+    let (parked, total) = shared
+        .journal
+        .list_failed(id, limit.saturating_sub(list.entries.len()))?;
+    list.more += total - parked.len() as u64;
+    list.entries
+        .extend(parked.into_iter().map(|(p, e)| FailedPath {
+            target: id.to_string(),
+            path: ByteBuf::from(p),
+            attempts: e.attempts,
+            last_error: e.last_error.unwrap_or_default(),
+        }));
+    let (retrying, total) = shared
+        .journal
+        .list_retrying(id, limit.saturating_sub(list.retrying.len()))?;
+    list.retrying_more += total - retrying.len() as u64;
+    let now = now_ms();
+    list.retrying
+        .extend(retrying.into_iter().map(|(p, e)| RetryingPath {
+            target: id.to_string(),
+            path: ByteBuf::from(p),
+            attempts: e.attempts,
+            next_retry_ms: e.next_attempt_ms.saturating_sub(now),
+            last_error: e.last_error.unwrap_or_default(),
+        }));
+    Ok(())
 }

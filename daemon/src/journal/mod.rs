@@ -436,6 +436,28 @@ impl Trees {
         Ok((out, total))
     }
 
+    fn list_retrying(
+        &self,
+        target: &str,
+        limit: usize,
+    ) -> Result<(Vec<ParkedPath>, u64), JournalError> {
+        let pfx = prefix(target);
+        let mut out = Vec::new();
+        let mut total = 0;
+        for kv in self.pending.scan_prefix(&pfx) {
+            let (k, v) = kv?;
+            let e: Entry = opts().deserialize(&v)?;
+            if e.attempts == 0 {
+                continue;
+            }
+            total += 1;
+            if out.len() < limit {
+                out.push((k[pfx.len()..].to_vec(), e));
+            }
+        }
+        Ok((out, total))
+    }
+
     fn pending_stats(&self, target: &str) -> Result<(u64, Option<u64>), JournalError> {
         let mut n = 0;
         let mut oldest: Option<u64> = None;
@@ -720,6 +742,16 @@ impl Journal {
         limit: usize,
     ) -> Result<(Vec<ParkedPath>, u64), JournalError> {
         self.with(|t| t.list_failed(target, limit))
+    }
+
+    /// Pending paths of `target` that failed and wait for their next attempt, at most `limit`,
+    /// and how many there are (a scan of the target's pending paths).
+    pub fn list_retrying(
+        &self,
+        target: &str,
+        limit: usize,
+    ) -> Result<(Vec<ParkedPath>, u64), JournalError> {
+        self.with(|t| t.list_retrying(target, limit))
     }
 
     /// Pending count and the oldest `first_seen_ms` of `target`.
