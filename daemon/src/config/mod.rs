@@ -160,6 +160,9 @@ pub struct TargetConfig {
     pub on_batch: Option<Hook>,
     /// Run when paths are parked as failed.
     pub on_failure: Option<Hook>,
+    /// The directory (relative to the target root, one name) where what a push overwrites or
+    /// deletes at the target is kept, under the UTC time of the run (`--backup-dir`).
+    pub versions: Option<String>,
 }
 
 impl Config {
@@ -287,6 +290,29 @@ mod tests {
         assert!(
             c.http.unwrap().exposed(),
             "the token then guards every request"
+        );
+    }
+
+    #[test]
+    fn versions_is_one_directory_name_and_is_excluded_from_the_source() {
+        for bad in ["a/b", "", "..", "ver*", "/abs"] {
+            let (_d, c) = tmp_config(&format!("versions = {bad:?}"));
+            let e = c.expect_err(bad).to_string();
+            assert!(
+                e.contains("versions") && e.contains("one directory name"),
+                "{e}"
+            );
+        }
+        let (_d, c) = tmp_config("versions = \".syncd-versions\"");
+        let c = c.unwrap();
+        assert_eq!(
+            c.roots[0].targets[0].versions.as_deref(),
+            Some(".syncd-versions")
+        );
+        assert!(c.roots[0].excludes.matches(b"deep/.syncd-versions", true));
+        assert!(
+            c.roots[0].excludes.same_in_every_subtree(),
+            "renames still move"
         );
     }
 

@@ -68,4 +68,5 @@ pub struct RawTarget {
     pub on_batch: Option<Vec<String>>,
     pub on_failure: Option<Vec<String>>,
     pub hook_timeout_s: Option<u64>,
+    pub versions: Option<String>,
 }

@@ -89,8 +89,18 @@ fn validate_root(
             "another [[sync]] has the same name; names must be unique",
         ));
     }
+    // A target's versions directory is never pushed to nor deleted at any target: excluded
+    // (which also protects it from `--delete`), by name at any depth so that a subdirectory's
+    // transfer reads the pattern the same way.
+    let mut exclude = s.exclude.clone();
+    for v in s.target.iter().filter_map(|t| t.versions.as_ref()) {
+        let pat = format!("{v}/");
+        if !exclude.contains(&pat) {
+            exclude.push(pat);
+        }
+    }
     let excludes =
-        Excludes::new(&s.exclude).map_err(|(pat, why)| invalid(key("exclude"), pat, why))?;
+        Excludes::new(&exclude).map_err(|(pat, why)| invalid(key("exclude"), pat, why))?;
     if s.target.is_empty() {
         return Err(invalid(
             key("target"),
@@ -159,10 +169,32 @@ fn validate_target(
         retry,
         on_batch: hook(tkey("on_batch"), t.on_batch, hook_timeout)?,
         on_failure: hook(tkey("on_failure"), t.on_failure, hook_timeout)?,
+        versions: check_versions(&tkey("versions"), t.versions)?,
         rsync_args: t.rsync_args,
         ssh_args: t.ssh_args,
         dest,
     })
+}
+
+/// `versions`: one plain name (the directory at the target root where replaced and deleted
+/// files are kept).
+fn check_versions(key: &str, v: Option<String>) -> Result<Option<String>, ConfigError> {
+    let Some(name) = v else {
+        return Ok(None);
+    };
+    let plain = !name.is_empty()
+        && name != "."
+        && name != ".."
+        && !name.contains('/')
+        && !name.chars().any(|c| c.is_control() || "*?[]\\".contains(c));
+    if !plain {
+        return Err(invalid(
+            key,
+            &name,
+            "must be one directory name at the target root, without / or wildcards; for example \".syncd-versions\"",
+        ));
+    }
+    Ok(Some(name))
 }
 
 /// `dest`: parsed, and a local directory checked against the source.

@@ -121,6 +121,7 @@ impl Runner {
             // One line per entry sent or deleted: the bytes it took (for the metrics).
             "--out-format=%i %l %b",
         ]);
+        self.versions_args(&mut c, b"");
         c.arg(self.src_arg(b""))
             .arg(self.target.dest.rsync_arg(b""));
         c.stdin(Stdio::piped()).stdout(Stdio::piped());
@@ -138,6 +139,7 @@ impl Runner {
         let mut c = self.full_command_base();
         // A line for every entry, up to date or not: how far the sync is (progress.rs).
         c.args(["-ii", "--out-format=%i %l %b"]);
+        self.versions_args(&mut c, sub);
         self.full_command_ends(&mut c, sub);
         c
     }
@@ -151,6 +153,7 @@ impl Runner {
         // directory as its basis.
         c.args(["--fuzzy", "--fuzzy"]).arg(link_dest(to, from));
         c.arg("--out-format=%i %l %b");
+        self.versions_args(&mut c, to);
         self.full_command_ends(&mut c, to);
         c
     }
@@ -177,6 +180,7 @@ impl Runner {
         for d in from_dirs {
             c.arg(link_dest(dir, d));
         }
+        self.versions_args(&mut c, dir);
         c.arg(self.src_arg(dir))
             .arg(self.target.dest.rsync_arg(dir));
         c.stdin(Stdio::piped()).stdout(Stdio::piped());
@@ -187,6 +191,27 @@ impl Runner {
             input.push(0);
         }
         (c, input)
+    }
+
+    /// With the target's `versions`: `--backup`, and a `--backup-dir` where what this run
+    /// replaces or deletes below `sub` is kept, as `VERSIONS/<UTC time of the run>/sub/PATH`
+    /// at the target root (a relative backup directory is taken from the destination
+    /// directory, so it climbs out of `sub` first, like [`link_dest`]).
+    fn versions_args(&self, c: &mut Command, sub: &[u8]) {
+        let Some(v) = &self.target.versions else {
+            return;
+        };
+        let stamp = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+        let mut a = b"--backup-dir=".to_vec();
+        a.extend_from_slice(&climb_out_of(sub));
+        a.extend_from_slice(v.as_bytes());
+        a.push(b'/');
+        a.extend_from_slice(stamp.as_bytes());
+        if !sub.is_empty() {
+            a.push(b'/');
+            a.extend_from_slice(sub);
+        }
+        c.arg("--backup").arg(OsString::from_vec(a));
     }
 
     /// What a full sync and a verify share before their own options.
@@ -215,15 +240,18 @@ impl Runner {
 /// not) and ssh.
 fn link_dest(to: &[u8], from: &[u8]) -> OsString {
     let mut a = b"--link-dest=".to_vec();
-    let depth = match to.is_empty() {
-        true => 0,
-        false => to.iter().filter(|b| **b == b'/').count() + 1,
-    };
-    for _ in 0..depth {
-        a.extend_from_slice(b"../");
-    }
+    a.extend_from_slice(&climb_out_of(to));
     a.extend_from_slice(from);
     OsString::from_vec(a)
+}
+
+/// `../` once per component of `dir` (relative to the root): from `dir` back to the root.
+fn climb_out_of(dir: &[u8]) -> Vec<u8> {
+    let depth = match dir.is_empty() {
+        true => 0,
+        false => dir.iter().filter(|b| **b == b'/').count() + 1,
+    };
+    b"../".repeat(depth)
 }
 
 /// Quote one argument for rsync's own `-e` splitting (it honours single quotes).

@@ -1,0 +1,108 @@
+//! `versions = ".syncd-versions"`: what a push replaces or deletes at the target is kept under
+//! `.syncd-versions/<UTC time of the run>/PATH` there, by batches, moves and full syncs alike,
+//! on a local and an rsync daemon target; no run deletes or enters that directory. The real
+//! rsync, a real rsync daemon.
+
+use std::path::{Path, PathBuf};
+
+use syncd_tests::*;
+
+const VERSIONS: &str = ".syncd-versions";
+
+/// The kept versions of `rel` at target `dest`, oldest first: (run directory, content).
+fn versions_of(dest: &Path, rel: &str) -> Vec<(String, Vec<u8>)> {
+    let Ok(runs) = std::fs::read_dir(dest.join(VERSIONS)) else {
+        return Vec::new();
+    };
+    let mut out: Vec<(String, Vec<u8>)> = runs
+        .flatten()
+        .filter_map(|r| {
+            let content = std::fs::read(r.path().join(rel)).ok()?;
+            Some((r.file_name().into_string().unwrap(), content))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// The target holds exactly the source, its versions directory aside.
+fn assert_same_but_versions(src: &Path, dest: &Path) {
+    let a = snapshot(src);
+    let mut b = snapshot(dest);
+    b.retain(|k, _| !k.starts_with(VERSIONS.as_bytes()));
+    let differ: Vec<String> = a
+        .keys()
+        .chain(b.keys())
+        .filter(|k| a.get(*k) != b.get(*k))
+        .map(|k| String::from_utf8_lossy(k).into_owned())
+        .collect();
+    assert!(differ.is_empty(), "target differs from source: {differ:?}");
+}
+
+/// Overwrite, delete, rename a directory over another, and resync a subdirectory drifted at
+/// the target: each replaced or deleted file is kept once, with its old content.
+fn what_pushes_replace_is_kept(env: &Env, dest: &Path, d: &Syncd) {
+    write(&env.src.join("a.txt"), b"second");
+    std::fs::remove_file(env.src.join("gone.txt")).unwrap();
+    d.settle();
+    assert_eq!(versions_of(dest, "a.txt").len(), 1);
+    assert_eq!(versions_of(dest, "a.txt")[0].1, b"first");
+    assert_eq!(versions_of(dest, "gone.txt")[0].1, b"deleted at the source");
+    assert_same_but_versions(&env.src, dest);
+
+    // Drift at the target, repaired by a full sync of that subdirectory: the drifted file is
+    // kept too, under its own path.
+    write(&dest.join("deep/er/c.txt"), b"changed behind syncd's back");
+    let sub = env.src.join("deep/er");
+    assert!(d.ctl(&["resync", sub.to_str().unwrap()]).status.success());
+    d.settle();
+    let kept = versions_of(dest, "deep/er/c.txt");
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(kept[0].1, b"changed behind syncd's back");
+    assert_same_but_versions(&env.src, dest);
+
+    // A whole-root full sync (--delete) neither deletes nor enters the versions.
+    let before = snapshot(&dest.join(VERSIONS));
+    assert!(d.ctl(&["resync"]).status.success());
+    d.settle();
+    assert_eq!(snapshot(&dest.join(VERSIONS)), before);
+    assert_same_but_versions(&env.src, dest);
+}
+
+fn tree(src: &Path) {
+    write(&src.join("a.txt"), b"first");
+    write(&src.join("gone.txt"), b"deleted at the source");
+    write(&src.join("deep/er/c.txt"), b"c");
+    // Never replicated: a source directory of that name is excluded (and said so in the docs).
+    write(&src.join(format!("sub/{VERSIONS}/x")), b"not pushed");
+}
+
+#[test]
+fn a_local_target_keeps_what_pushes_replace_or_delete() {
+    let env = Env::new();
+    tree(&env.src);
+    let dest: PathBuf = env.dst.clone();
+    let t = local_target("local", &dest, &format!("versions = {VERSIONS:?}"));
+    let d = Syncd::start(&env.config("", &t), &env.socket);
+    d.settle();
+    assert!(
+        !dest.join("sub").join(VERSIONS).exists(),
+        "excluded at the source"
+    );
+    std::fs::remove_dir_all(env.src.join("sub").join(VERSIONS)).unwrap();
+    what_pushes_replace_is_kept(&env, &dest, &d);
+}
+
+#[test]
+fn a_daemon_target_keeps_what_pushes_replace_or_delete() {
+    let env = Env::new();
+    tree(&env.src);
+    let module = env.dir.path().join("module");
+    std::fs::create_dir(&module).unwrap();
+    let rd = RsyncDaemon::start(env.dir.path(), &module, "");
+    let t = rd.target("d1", &format!("versions = {VERSIONS:?}"));
+    let d = Syncd::start(&env.config("", &t), &env.socket);
+    d.settle();
+    std::fs::remove_dir_all(env.src.join("sub").join(VERSIONS)).unwrap();
+    what_pushes_replace_is_kept(&env, &module, &d);
+}
