@@ -306,6 +306,15 @@ impl<'a> Wiring<'a> {
             watch_stopped: self.stop_watch.clone(),
         };
         self.push_tasks.spawn(worker.run(self.stop_push.clone()));
+        if let (Some(_), Some(keep)) = (&t.versions, t.keep_versions) {
+            let prune = crate::dispatch::prune::prune_versions(
+                runner.clone(),
+                id.clone(),
+                keep,
+                self.stop_push.clone(),
+            );
+            self.push_tasks.spawn(prune);
+        }
         Ok(TargetHandle {
             id,
             root: ri,

@@ -106,3 +106,62 @@ fn a_daemon_target_keeps_what_pushes_replace_or_delete() {
     std::fs::remove_dir_all(env.src.join("sub").join(VERSIONS)).unwrap();
     what_pushes_replace_is_kept(&env, &module, &d);
 }
+
+/// Runs older than `keep_versions_days` at `dest` before syncd starts, one recent, and one
+/// directory put there by hand.
+fn old_and_new_runs(dest: &Path) -> String {
+    let day_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(86_400);
+    let recent = humantime::format_rfc3339_millis(day_ago).to_string();
+    for run in [
+        "2020-01-01T00:00:00.000Z",
+        "2026-01-01T00:00:00.000Z",
+        &recent,
+        "by-hand",
+    ] {
+        write(&dest.join(VERSIONS).join(run).join("f"), run.as_bytes());
+    }
+    recent
+}
+
+/// Only the runs older than 30 days go, soon after the start.
+fn only_old_runs_are_pruned(dest: &Path, recent: &str) {
+    let gone = |run: &str| !dest.join(VERSIONS).join(run).exists();
+    let pruned = wait_for_change_in(
+        &dest.join(VERSIONS),
+        std::time::Duration::from_secs(30),
+        || gone("2020-01-01T00:00:00.000Z") && gone("2026-01-01T00:00:00.000Z"),
+    );
+    assert!(pruned, "runs older than 30 days pruned");
+    assert!(!gone(recent), "a run of yesterday is kept");
+    assert!(
+        !gone("by-hand"),
+        "a directory that is not a run is left alone"
+    );
+}
+
+#[test]
+fn versions_older_than_keep_versions_days_are_pruned_at_a_local_target() {
+    let env = Env::new();
+    write(&env.src.join("a.txt"), b"a");
+    let recent = old_and_new_runs(&env.dst);
+    let extra = format!("versions = {VERSIONS:?}\nkeep_versions_days = 30");
+    let t = local_target("local", &env.dst, &extra);
+    let d = Syncd::start(&env.config("", &t), &env.socket);
+    only_old_runs_are_pruned(&env.dst, &recent);
+    d.settle();
+    assert_same_but_versions(&env.src, &env.dst);
+}
+
+#[test]
+fn versions_older_than_keep_versions_days_are_pruned_at_a_daemon_target() {
+    let env = Env::new();
+    write(&env.src.join("a.txt"), b"a");
+    let module = env.dir.path().join("module");
+    let recent = old_and_new_runs(&module);
+    let rd = RsyncDaemon::start(env.dir.path(), &module, "");
+    let extra = format!("versions = {VERSIONS:?}\nkeep_versions_days = 30");
+    let d = Syncd::start(&env.config("", &rd.target("d1", &extra)), &env.socket);
+    only_old_runs_are_pruned(&module, &recent);
+    d.settle();
+    assert_same_but_versions(&env.src, &module);
+}

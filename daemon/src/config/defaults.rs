@@ -21,6 +21,9 @@ name = "local"
 dest = "syncd-demo/target"
 "#;
 
+/// `keep_versions_days`: how long a target keeps the versions of `versions` (0: for ever).
+pub const KEEP_VERSIONS_DAYS: u64 = 30;
+
 /// `grace_period_s`: how long running rsyncs may go on at shutdown.
 pub const GRACE_PERIOD_S: u64 = 10;
 /// `startup_resync`.

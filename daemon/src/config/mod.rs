@@ -163,6 +163,8 @@ pub struct TargetConfig {
     /// The directory (relative to the target root, one name) where what a push overwrites or
     /// deletes at the target is kept, under the UTC time of the run (`--backup-dir`).
     pub versions: Option<String>,
+    /// Runs' versions older than this are deleted (checked hourly); None: kept for ever.
+    pub keep_versions: Option<Duration>,
 }
 
 impl Config {

@@ -69,4 +69,5 @@ pub struct RawTarget {
     pub on_failure: Option<Vec<String>>,
     pub hook_timeout_s: Option<u64>,
     pub versions: Option<String>,
+    pub keep_versions_days: Option<u64>,
 }

@@ -169,6 +169,10 @@ fn validate_target(
         retry,
         on_batch: hook(tkey("on_batch"), t.on_batch, hook_timeout)?,
         on_failure: hook(tkey("on_failure"), t.on_failure, hook_timeout)?,
+        keep_versions: match t.keep_versions_days.unwrap_or(d::KEEP_VERSIONS_DAYS) {
+            0 => None,
+            days => Some(Duration::from_secs(days.saturating_mul(86_400))),
+        },
         versions: check_versions(&tkey("versions"), t.versions)?,
         rsync_args: t.rsync_args,
         ssh_args: t.ssh_args,

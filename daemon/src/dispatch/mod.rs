@@ -28,6 +28,7 @@ mod batch;
 mod full;
 pub mod inflight;
 pub mod job;
+pub mod prune;
 mod rename;
 pub mod schedule;
 

@@ -17,7 +17,8 @@
 //! - `verify`: a dry run of the full sync, read into the paths that differ;
 //! - `version`: the startup probe;
 //! - `probe`: whether a target hard-links from a relative `--link-dest` (tried at the first
-//!   move).
+//!   move);
+//! - `versions`: the run directories a target keeps (`versions = NAME`), listed and pruned.
 
 mod command;
 pub mod exit;
@@ -27,6 +28,7 @@ pub mod progress;
 mod run;
 pub mod verify;
 pub mod version;
+pub mod versions;
 
 use std::sync::Arc;
 
