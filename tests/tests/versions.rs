@@ -165,3 +165,21 @@ fn versions_older_than_keep_versions_days_are_pruned_at_a_daemon_target() {
     d.settle();
     assert_same_but_versions(&env.src, &module);
 }
+
+#[test]
+fn an_ssh_target_keeps_what_pushes_replace_or_delete_and_prunes_old_runs() {
+    let env = Env::new();
+    tree(&env.src);
+    let sshd = Sshd::start(env.dir.path());
+    let remote = env.dir.path().join("remote");
+    let recent = old_and_new_runs(&remote);
+    let extra = format!("versions = {VERSIONS:?}\nkeep_versions_days = 30");
+    let mut t = sshd.target("s1", &remote);
+    t.push_str(&extra);
+    t.push('\n');
+    let d = Syncd::start(&env.config("", &t), &env.socket);
+    only_old_runs_are_pruned(&remote, &recent);
+    d.settle();
+    std::fs::remove_dir_all(env.src.join("sub").join(VERSIONS)).unwrap();
+    what_pushes_replace_is_kept(&env, &remote, &d);
+}
