@@ -85,6 +85,13 @@ enum Command {
         /// Only this directory (inside a root).
         path: Option<PathBuf>,
     },
+    /// The versions each target keeps of PATH (a target's `versions`), oldest first, and where
+    /// they are at the target. To restore one, copy it back into the source.
+    Versions {
+        #[arg(long)]
+        target: Option<String>,
+        path: PathBuf,
+    },
     /// Re-read the configuration file.
     Reload,
     /// Stop the daemon.
@@ -134,6 +141,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             checksum,
             path,
         } => cmd::verify(&mut open()?, target, path, checksum, json),
+        Command::Versions { target, path } => cmd::versions(&mut open()?, target, path, json),
         Command::Reload => cmd::reload(&mut open()?, json),
         Command::Stop => cmd::stop(&mut open()?, json),
         Command::Log { follow } => cmd::log(&mut open()?, follow, json),

@@ -343,3 +343,51 @@ impl<'a> VerifyView<'a> {
         }
     }
 }
+
+/// `syncctl --json versions PATH`.
+#[derive(Serialize)]
+pub struct VersionsView<'a> {
+    pub path: Cow<'a, str>,
+    pub targets: Vec<TargetVersionsView<'a>>,
+}
+
+#[derive(Serialize)]
+pub struct TargetVersionsView<'a> {
+    pub dir: Option<&'a str>,
+    pub error: Option<&'a str>,
+    pub target: &'a str,
+    pub versions: Vec<KeptVersionView<'a>>,
+}
+
+#[derive(Serialize)]
+pub struct KeptVersionView<'a> {
+    /// Where it is at the target, relative to the target root.
+    pub at: String,
+    pub run: &'a str,
+    pub size: u64,
+}
+
+impl<'a> VersionsView<'a> {
+    pub fn of(list: &'a crate::VersionsList) -> VersionsView<'a> {
+        let path = String::from_utf8_lossy(&list.path);
+        let targets = list
+            .targets
+            .iter()
+            .map(|t| TargetVersionsView {
+                dir: t.dir.as_deref(),
+                error: t.error.as_deref(),
+                target: &t.target,
+                versions: t
+                    .versions
+                    .iter()
+                    .map(|v| KeptVersionView {
+                        at: format!("{}/{}/{}", t.dir.as_deref().unwrap_or(""), v.run, path),
+                        run: &v.run,
+                        size: v.size,
+                    })
+                    .collect(),
+            })
+            .collect();
+        VersionsView { path, targets }
+    }
+}

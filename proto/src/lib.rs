@@ -73,6 +73,12 @@ pub enum Request {
         path: Option<ByteBuf>,
         checksum: bool,
     },
+    /// The versions each target (one, or all) keeps of the absolute source `path` (`versions`
+    /// in the target's configuration).
+    Versions {
+        target: Option<String>,
+        path: ByteBuf,
+    },
 }
 
 /// The daemon's answer to one [`Request`].
@@ -94,6 +100,37 @@ pub enum Response {
     Event(LogEvent),
     /// Answer to `Verify`.
     Verify(VerifyReport),
+    /// Answer to `Versions`.
+    Versions(VersionsList),
+}
+
+/// The kept versions of one path.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct VersionsList {
+    /// The path relative to its root.
+    pub path: ByteBuf,
+    pub targets: Vec<TargetVersions>,
+}
+
+/// What one target keeps of the path.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct TargetVersions {
+    /// `root/target`.
+    pub target: String,
+    /// The versions directory at the target root; None: the target keeps no versions.
+    pub dir: Option<String>,
+    /// Oldest first.
+    pub versions: Vec<KeptVersion>,
+    /// Why the target could not be asked.
+    pub error: Option<String>,
+}
+
+/// One kept version: the run that replaced or deleted it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct KeptVersion {
+    /// The run's directory name (its UTC time, RFC 3339).
+    pub run: String,
+    pub size: u64,
 }
 
 /// What `Verify` found, per target.

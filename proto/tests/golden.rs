@@ -62,6 +62,13 @@ fn requests() -> Vec<(Request, &'static str)> {
             },
             "000000070b010262310001",
         ),
+        (
+            Request::Versions {
+                target: None,
+                path: ByteBuf::from(b"/d/a".to_vec()),
+            },
+            "000000070c00042f642f61",
+        ),
     ]
 }
 
@@ -208,6 +215,21 @@ fn responses() -> Vec<(Response, &'static str)> {
                 }],
             }),
             "0000001c070104642f6231017300030166000169016601016901660501690107",
+        ),
+        (
+            Response::Versions(VersionsList {
+                path: ByteBuf::from(b"a".to_vec()),
+                targets: vec![TargetVersions {
+                    target: "d/b1".into(),
+                    dir: Some(".v".into()),
+                    versions: vec![KeptVersion {
+                        run: "t".into(),
+                        size: 300,
+                    }],
+                    error: None,
+                }],
+            }),
+            "000000140801610104642f623101022e76010174fb2c0100",
         ),
     ]
 }

@@ -49,6 +49,7 @@ fn what_pushes_replace_is_kept(env: &Env, dest: &Path, d: &Syncd) {
     assert_eq!(versions_of(dest, "a.txt")[0].1, b"first");
     assert_eq!(versions_of(dest, "gone.txt")[0].1, b"deleted at the source");
     assert_same_but_versions(&env.src, dest);
+    syncctl_lists_the_versions_of(env, dest, d);
 
     // Drift at the target, repaired by a full sync of that subdirectory: the drifted file is
     // kept too, under its own path.
@@ -67,6 +68,30 @@ fn what_pushes_replace_is_kept(env: &Env, dest: &Path, d: &Syncd) {
     d.settle();
     assert_eq!(snapshot(&dest.join(VERSIONS)), before);
     assert_same_but_versions(&env.src, dest);
+}
+
+/// `syncctl versions PATH` names, for the target, each kept version of `a.txt` (where it is
+/// and its size) and says so when there is none.
+fn syncctl_lists_the_versions_of(env: &Env, dest: &Path, d: &Syncd) {
+    let a = env.src.join("a.txt");
+    let out = d.ctl(&["--json", "versions", a.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let kept = v["targets"][0]["versions"]
+        .as_array()
+        .expect("versions")
+        .clone();
+    assert_eq!(kept.len(), 1, "{v}");
+    let at = kept[0]["at"].as_str().unwrap();
+    assert_eq!(std::fs::read(dest.join(at)).unwrap(), b"first", "{at}");
+    assert_eq!(kept[0]["size"], 5);
+    let text = d.ctl(&["versions", env.src.join("deep/er/c.txt").to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("no versions of deep/er/c.txt"), "{text}");
 }
 
 fn tree(src: &Path) {

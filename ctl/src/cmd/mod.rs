@@ -12,6 +12,7 @@ mod retry_failed;
 mod status;
 mod stop;
 mod verify;
+mod versions;
 mod wait_idle;
 
 pub use completions::{completions, man};
@@ -24,6 +25,7 @@ pub use retry_failed::retry_failed;
 pub use status::status;
 pub use stop::stop;
 pub use verify::verify;
+pub use versions::versions;
 pub use wait_idle::wait_idle;
 
 use std::process::ExitCode;

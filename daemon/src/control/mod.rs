@@ -30,6 +30,7 @@ mod stop;
 #[cfg(test)]
 mod tests;
 mod verify;
+mod versions;
 mod wait_idle;
 
 use std::sync::Arc;
@@ -145,6 +146,9 @@ pub(crate) async fn answer(req: Request, shared: &Shared) -> Response {
             path,
             checksum,
         } => verify::verify(&engine, target.as_deref(), path, checksum).await,
+        Request::Versions { target, path } => {
+            versions::versions(&engine, target.as_deref(), path).await
+        }
         // Answered by the connection itself (it streams).
         Request::Log { .. } => err(
             ErrorKind::BadRequest,

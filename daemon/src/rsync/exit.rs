@@ -25,6 +25,20 @@ pub enum Outcome {
     Busy(String),
 }
 
+impl Outcome {
+    /// What went wrong, for people (None when delivered).
+    pub fn message(&self) -> Option<&str> {
+        match self {
+            Outcome::Delivered => None,
+            Outcome::Partial(m)
+            | Outcome::TargetDown(m)
+            | Outcome::Interrupted(m)
+            | Outcome::Permanent(m)
+            | Outcome::Busy(m) => Some(m),
+        }
+    }
+}
+
 /// The most useful line of rsync's stderr, for status and logs.
 fn summarize(stderr: &str) -> String {
     let lines: Vec<&str> = stderr

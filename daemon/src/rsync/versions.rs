@@ -65,6 +65,73 @@ impl Runner {
     }
 }
 
+impl Runner {
+    /// The kept versions of `rel` (a path relative to the root): every run directory that holds
+    /// it, oldest first, with its size. One `rsync --list-only -r` filtered down to that path.
+    pub async fn versions_of(&self, rel: &[u8]) -> Result<Vec<(String, u64)>, Outcome> {
+        let Some(v) = &self.target.versions else {
+            return Ok(Vec::new());
+        };
+        let mut c = self.transport_command();
+        c.args(["--list-only", "--prune-empty-dirs"]);
+        let rel = String::from_utf8_lossy(rel).into_owned();
+        let escaped: String = rel
+            .chars()
+            .flat_map(|ch| match ch {
+                '*' | '?' | '[' | '\\' => vec!['\\', ch],
+                _ => vec![ch],
+            })
+            .collect();
+        c.arg("--include=/*/");
+        let parts: Vec<&str> = escaped.split('/').collect();
+        for i in 1..parts.len() {
+            c.arg(format!("--include=/*/{}/", parts[..i].join("/")));
+        }
+        c.arg(format!("--include=/*/{escaped}"))
+            .arg("--exclude=*")
+            .arg(self.target.dest.rsync_arg(v.as_bytes()));
+        c.stdout(Stdio::piped());
+        let out = c
+            .output()
+            .await
+            .map_err(|e| Outcome::TargetDown(format!("cannot start rsync: {e}")))?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let listing = match classify(out.status, &stderr) {
+            Outcome::Delivered => String::from_utf8_lossy(&out.stdout).into_owned(),
+            Outcome::Partial(_) if stderr.contains("No such file or directory") => String::new(),
+            Outcome::Partial(e) => return Err(Outcome::Permanent(e)),
+            other => return Err(other),
+        };
+        let mut found: Vec<(String, u64)> = listed(&listing)
+            .filter_map(|(size, name)| {
+                let (run, path) = name.split_once('/')?;
+                (path == rel).then(|| (run.to_string(), size))
+            })
+            .collect();
+        found.sort();
+        Ok(found)
+    }
+}
+
+/// The entries of an `rsync --list-only` listing that are not directories: size and name.
+fn listed(listing: &str) -> impl Iterator<Item = (u64, &str)> {
+    listing
+        .lines()
+        .filter(|l| !l.starts_with('d'))
+        .filter_map(|l| {
+            let mut rest = l;
+            let mut fields = Vec::new();
+            for _ in 0..4 {
+                rest = rest.trim_start();
+                let end = rest.find(' ')?;
+                fields.push(&rest[..end]);
+                rest = &rest[end..];
+            }
+            let size = fields[1].replace(',', "").parse().ok()?;
+            Some((size, rest.trim_start()))
+        })
+}
+
 /// The names of the directories `rsync --list-only DIR/` lists (`.`, DIR itself, left out):
 /// `drwxr-xr-x   4,096 2026/12/04 18:05:00 NAME`.
 fn run_names(listing: &str) -> Vec<String> {
@@ -103,6 +170,14 @@ mod tests {
             run_names(listing),
             ["2026-12-04T18:05:00.123Z", "2026-11-01T10:00:00.000Z"]
         );
+    }
+
+    #[test]
+    fn files_are_read_from_a_listing_with_their_size_and_whole_name() {
+        let listing = "drwxr-xr-x          4,096 2026/12/04 18:05:00 .\n\
+                       -rw-r--r--          1,234 2026/12/04 18:05:00 2026-12-04T18:05:00.123Z/a b.txt\n";
+        let got: Vec<(u64, &str)> = listed(listing).collect();
+        assert_eq!(got, [(1234, "2026-12-04T18:05:00.123Z/a b.txt")]);
     }
 
     #[test]
