@@ -134,6 +134,30 @@ pub struct ResyncToken(IVec);
 /// A parked path and its entry.
 pub type ParkedPath = (Vec<u8>, Entry);
 
+/// The entries of `target` in `tree` that `keep`: at most `limit` of them, and how many.
+fn list_where(
+    tree: &sled::Tree,
+    target: &str,
+    limit: usize,
+    keep: impl Fn(&Entry) -> bool,
+) -> Result<(Vec<ParkedPath>, u64), JournalError> {
+    let pfx = prefix(target);
+    let mut out = Vec::new();
+    let mut total = 0;
+    for kv in tree.scan_prefix(&pfx) {
+        let (k, v) = kv?;
+        let e: Entry = opts().deserialize(&v)?;
+        if !keep(&e) {
+            continue;
+        }
+        total += 1;
+        if out.len() < limit {
+            out.push((k[pfx.len()..].to_vec(), e));
+        }
+    }
+    Ok((out, total))
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
     SystemTime::now()
@@ -423,17 +447,7 @@ impl Trees {
         target: &str,
         limit: usize,
     ) -> Result<(Vec<ParkedPath>, u64), JournalError> {
-        let pfx = prefix(target);
-        let mut out = Vec::new();
-        let mut total = 0;
-        for kv in self.failed.scan_prefix(&pfx) {
-            let (k, v) = kv?;
-            total += 1;
-            if out.len() < limit {
-                out.push((k[pfx.len()..].to_vec(), opts().deserialize(&v)?));
-            }
-        }
-        Ok((out, total))
+        list_where(&self.failed, target, limit, |_| true)
     }
 
     fn list_retrying(
@@ -441,21 +455,7 @@ impl Trees {
         target: &str,
         limit: usize,
     ) -> Result<(Vec<ParkedPath>, u64), JournalError> {
-        let pfx = prefix(target);
-        let mut out = Vec::new();
-        let mut total = 0;
-        for kv in self.pending.scan_prefix(&pfx) {
-            let (k, v) = kv?;
-            let e: Entry = opts().deserialize(&v)?;
-            if e.attempts == 0 {
-                continue;
-            }
-            total += 1;
-            if out.len() < limit {
-                out.push((k[pfx.len()..].to_vec(), e));
-            }
-        }
-        Ok((out, total))
+        list_where(&self.pending, target, limit, |e| e.attempts > 0)
     }
 
     fn pending_stats(&self, target: &str) -> Result<(u64, Option<u64>), JournalError> {

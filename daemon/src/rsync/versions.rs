@@ -22,18 +22,7 @@ impl Runner {
         // One level: the runs, not every file kept in them (`-a` recurses).
         c.args(["--list-only", "--no-recursive", "--dirs"])
             .arg(self.target.dest.rsync_arg(v.as_bytes()));
-        c.stdout(Stdio::piped());
-        let out = c
-            .output()
-            .await
-            .map_err(|e| Outcome::TargetDown(format!("cannot start rsync: {e}")))?;
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        match classify(out.status, &stderr) {
-            Outcome::Delivered => Ok(run_names(&String::from_utf8_lossy(&out.stdout))),
-            Outcome::Partial(_) if stderr.contains("No such file or directory") => Ok(Vec::new()),
-            Outcome::Partial(e) => Err(Outcome::Permanent(e)),
-            other => Err(other),
-        }
+        Ok(run_names(&listing(c).await?))
     }
 
     /// Delete the run directories `runs` (names under the versions directory) at the target.
@@ -90,18 +79,7 @@ impl Runner {
         c.arg(format!("--include=/*/{escaped}"))
             .arg("--exclude=*")
             .arg(self.target.dest.rsync_arg(v.as_bytes()));
-        c.stdout(Stdio::piped());
-        let out = c
-            .output()
-            .await
-            .map_err(|e| Outcome::TargetDown(format!("cannot start rsync: {e}")))?;
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let listing = match classify(out.status, &stderr) {
-            Outcome::Delivered => String::from_utf8_lossy(&out.stdout).into_owned(),
-            Outcome::Partial(_) if stderr.contains("No such file or directory") => String::new(),
-            Outcome::Partial(e) => return Err(Outcome::Permanent(e)),
-            other => return Err(other),
-        };
+        let listing = listing(c).await?;
         let mut found: Vec<(String, u64)> = listed(&listing)
             .filter_map(|(size, name)| {
                 let (run, path) = name.split_once('/')?;
@@ -110,6 +88,23 @@ impl Runner {
             .collect();
         found.sort();
         Ok(found)
+    }
+}
+
+/// What the `rsync --list-only` command `c` printed; empty when the versions directory does
+/// not exist yet.
+async fn listing(mut c: tokio::process::Command) -> Result<String, Outcome> {
+    c.stdout(Stdio::piped());
+    let out = c
+        .output()
+        .await
+        .map_err(|e| Outcome::TargetDown(format!("cannot start rsync: {e}")))?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    match classify(out.status, &stderr) {
+        Outcome::Delivered => Ok(String::from_utf8_lossy(&out.stdout).into_owned()),
+        Outcome::Partial(_) if stderr.contains("No such file or directory") => Ok(String::new()),
+        Outcome::Partial(e) => Err(Outcome::Permanent(e)),
+        other => Err(other),
     }
 }
 
