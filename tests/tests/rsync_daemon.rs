@@ -862,20 +862,25 @@ fn names_the_daemon_refuses_are_parked_within_half_a_minute_and_told() {
         write(&env.src.join(format!("refused_{i}")), b"never accepted");
     }
     write(&env.src.join("fine.txt"), b"fine");
-    // Before they are parked, `failed` lists them as retrying, with what failed and when next.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let retrying = loop {
-        let out = d.ctl(&["--json", "failed"]);
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        if v["retrying"].as_array().is_some_and(|r| r.len() == 5) {
-            break v;
-        }
+    // Before they are parked, `failed` lists them as retrying, with what failed and when next:
+    // once each has failed a first time (journaled before it is logged).
+    for i in 0..5 {
+        let first_failure = d.log.wait_until(0, Duration::from_secs(30), |l| {
+            l.contains("path failed; will retry") && l.contains(&format!("path=refused_{i} "))
+        });
         assert!(
-            std::time::Instant::now() < deadline,
-            "never listed as retrying: {v}"
+            first_failure.is_some(),
+            "refused_{i} never failed:\n{}",
+            d.log.text()
         );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    }
+    let out = d.ctl(&["--json", "failed"]);
+    let retrying: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        retrying["retrying"].as_array().map(Vec::len),
+        Some(5),
+        "{retrying}"
+    );
     assert_eq!(
         retrying["failed"].as_array().map(Vec::len),
         Some(0),
