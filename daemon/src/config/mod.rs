@@ -186,6 +186,17 @@ impl Config {
                 h.listen.port()
             ));
         }
+        for r in &self.roots {
+            let names = r.targets.iter().filter_map(|t| t.versions.as_deref());
+            for v in names.filter(|v| r.source.join(v).symlink_metadata().is_ok()) {
+                w.push(format!(
+                    "{} is not replicated: a target keeps its versions in directories named \"{v}\", \
+                     and no directory of that name is pushed from the source; rename it, or pick \
+                     another name for versions",
+                    r.source.join(v).display()
+                ));
+            }
+        }
         w
     }
 
@@ -315,6 +326,14 @@ mod tests {
         assert!(
             c.roots[0].excludes.same_in_every_subtree(),
             "renames still move"
+        );
+        assert!(c.warnings().is_empty());
+        let at_source = c.roots[0].source.join(".syncd-versions");
+        std::fs::create_dir(&at_source).unwrap();
+        let w = c.warnings();
+        assert!(
+            w.len() == 1 && w[0].contains(&at_source.display().to_string()),
+            "{w:?}"
         );
     }
 
