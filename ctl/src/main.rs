@@ -151,11 +151,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 /// With no `--socket`: the demo's socket when syncctl runs where the demo runs (there, and a
 /// daemon answers on it: a socket left by a killed demo is passed over), else the system's.
 fn default_socket() -> PathBuf {
-    let demo = PathBuf::from(syncd_proto::DEMO_SOCKET);
-    if std::os::unix::net::UnixStream::connect(&demo).is_ok() {
-        return demo;
+    pick_socket(
+        std::path::Path::new(syncd_proto::DEMO_SOCKET),
+        syncd_proto::default_socket_path(),
+    )
+}
+
+/// `demo` when a daemon answers there, else `system`.
+fn pick_socket(demo: &std::path::Path, system: PathBuf) -> PathBuf {
+    match std::os::unix::net::UnixStream::connect(demo) {
+        Ok(_) => demo.to_path_buf(),
+        Err(_) => system,
     }
-    syncd_proto::default_socket_path()
 }
 
 /// A `--watch` interval: seconds, at least 0.05.
@@ -163,5 +170,23 @@ fn interval(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if v.is_finite() && v >= 0.05 => Ok(v),
         _ => Err(format!("{s:?} is not a number of seconds of 0.05 or more")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_demo_socket_is_taken_only_while_a_daemon_answers_there() {
+        let d = tempfile::tempdir().unwrap();
+        let (demo, system) = (d.path().join("demo.sock"), d.path().join("system.sock"));
+        assert_eq!(pick_socket(&demo, system.clone()), system, "no demo");
+        let listening = std::os::unix::net::UnixListener::bind(&demo).unwrap();
+        assert_eq!(pick_socket(&demo, system.clone()), demo, "a demo answers");
+        // A killed demo leaves its socket file: nobody answers there.
+        drop(listening);
+        assert!(demo.exists());
+        assert_eq!(pick_socket(&demo, system.clone()), system, "a stale socket");
     }
 }
