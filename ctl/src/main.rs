@@ -55,6 +55,9 @@ enum Command {
         #[arg(long)]
         target: Option<String>,
     },
+    /// Push the deletions delete_guard holds for TARGET (or for all): check the source first; a
+    /// path deleted by mistake can be restored from the target before this.
+    ReleaseDeletes { target: Option<String> },
     /// List parked (failed) paths and why, then paths failing but still retried.
     Failed {
         #[arg(long)]
@@ -63,7 +66,8 @@ enum Command {
         #[arg(long, default_value_t = 1000)]
         limit: u32,
     },
-    /// Wait until nothing is pending: exit 0 idle, 3 idle with failed paths, 4 timed out.
+    /// Wait until nothing is pending: exit 0 idle, 3 idle with failed paths, 4 timed out, 5
+    /// nothing else pending but deletions held (see release-deletes).
     WaitIdle {
         /// Wait for this target only.
         #[arg(long)]
@@ -132,6 +136,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Resume { target } => cmd::resume(&mut open()?, target, json),
         Command::Resync { target, path } => cmd::resync(&mut open()?, target, path, json),
         Command::RetryFailed { target } => cmd::retry_failed(&mut open()?, target, json),
+        Command::ReleaseDeletes { target } => cmd::release_deletes(&mut open()?, target, json),
         Command::Failed { target, limit } => cmd::failed(&mut open()?, target, limit, json),
         Command::WaitIdle { target, timeout } => {
             cmd::wait_idle(&mut open()?, target, timeout, json)

@@ -16,6 +16,7 @@ fn main() {
         delay: std::time::Duration::ZERO,
         modify_delay: std::time::Duration::ZERO,
         full_resync_interval: std::time::Duration::ZERO,
+        delete_guard: Default::default(),
         targets: Vec::new(),
     };
     let t = std::time::Instant::now();

@@ -518,6 +518,7 @@ mod tests {
             delay: Duration::ZERO,
             modify_delay,
             full_resync_interval: Duration::ZERO,
+            delete_guard: Default::default(),
             targets: Vec::new(),
         }
     }

@@ -750,6 +750,7 @@ mod tests {
             delay: Duration::from_millis(100),
             modify_delay: Duration::from_millis(1000),
             full_resync_interval: Duration::from_secs(300),
+            delete_guard: Default::default(),
             targets: Vec::new(),
         })
     }

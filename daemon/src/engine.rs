@@ -497,6 +497,7 @@ mod tests {
             delay: Duration::ZERO,
             modify_delay: Duration::ZERO,
             full_resync_interval: Duration::ZERO,
+            delete_guard: Default::default(),
             targets: Vec::new(),
         }
     }

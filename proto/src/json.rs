@@ -30,6 +30,8 @@ pub struct RootView<'a> {
 
 #[derive(Serialize, Clone)]
 pub struct TargetView<'a> {
+    /// Deletions held by `delete_guard`.
+    pub deletes_held: u64,
     pub delivered: u64,
     pub dest: &'a str,
     pub failed: u64,
@@ -111,6 +113,7 @@ impl<'a> RootView<'a> {
 impl<'a> TargetView<'a> {
     fn of(root: &'a str, t: &'a TargetStatus) -> TargetView<'a> {
         TargetView {
+            deletes_held: t.deletes_held,
             delivered: t.delivered,
             dest: &t.dest,
             failed: t.failed,
@@ -265,9 +268,12 @@ impl<'a> FailedView<'a> {
     }
 }
 
-/// `syncctl --json wait-idle`: `{"failed":N,"idle":true}` or `{"idle":false,"pending":N}`.
+/// `syncctl --json wait-idle`: `{"failed":N,"idle":true}`, `{"idle":false,"pending":N}`, or
+/// `{"deletes_held":N,"failed":N,"idle":false}`.
 #[derive(Serialize)]
 pub struct IdleView {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deletes_held: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failed: Option<u64>,
     pub idle: bool,
@@ -279,14 +285,22 @@ impl IdleView {
     pub fn of(o: &crate::IdleOutcome) -> IdleView {
         match *o {
             crate::IdleOutcome::Idle { failed } => IdleView {
+                deletes_held: None,
                 failed: Some(failed),
                 idle: true,
                 pending: None,
             },
             crate::IdleOutcome::TimedOut { pending } => IdleView {
+                deletes_held: None,
                 failed: None,
                 idle: false,
                 pending: Some(pending),
+            },
+            crate::IdleOutcome::DeletesHeld { held, failed } => IdleView {
+                deletes_held: Some(held),
+                failed: Some(failed),
+                idle: false,
+                pending: None,
             },
         }
     }

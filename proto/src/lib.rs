@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 pub use serde_bytes::ByteBuf;
 
 /// Version of this protocol; bumped on any incompatible change to the messages below.
-pub const PROTOCOL_VERSION: u16 = 5;
+pub const PROTOCOL_VERSION: u16 = 6;
 
 /// Largest request frame the daemon accepts (requests are small; anything bigger is hostile).
 pub const MAX_REQUEST_FRAME: usize = 64 * 1024;
@@ -79,6 +79,8 @@ pub enum Request {
         target: Option<String>,
         path: ByteBuf,
     },
+    /// Push the deletions `delete_guard` holds for one target, or for all of them.
+    ReleaseDeletes { target: Option<String> },
 }
 
 /// The daemon's answer to one [`Request`].
@@ -333,6 +335,8 @@ pub struct TargetStatus {
     pub verify: Option<SyncProgress>,
     /// How a directory renamed at the source reaches this target.
     pub renames: RenameMode,
+    /// Deletions held by `delete_guard` until `ReleaseDeletes`.
+    pub deletes_held: u64,
 }
 
 /// How a directory renamed at the source reaches a target.
@@ -464,6 +468,9 @@ pub enum IdleOutcome {
     Idle { failed: u64 },
     /// The timeout passed first.
     TimedOut { pending: u64 },
+    /// Nothing else is pending or in flight, but `delete_guard` holds `held` deletions: not
+    /// idle until `ReleaseDeletes` (answered at once rather than waiting for the timeout).
+    DeletesHeld { held: u64, failed: u64 },
 }
 
 /// The demo's control socket (syncd with no configuration), relative to the directory it runs

@@ -13,7 +13,7 @@ fn requests() -> Vec<(Request, &'static str)> {
             Request::Hello {
                 protocol: PROTOCOL_VERSION,
             },
-            "000000020005",
+            "000000020006",
         ),
         (Request::Status, "0000000101"),
         (Request::Pause { target: None }, "000000020200"),
@@ -69,6 +69,12 @@ fn requests() -> Vec<(Request, &'static str)> {
             },
             "000000070c00042f642f61",
         ),
+        (
+            Request::ReleaseDeletes {
+                target: Some("b1".into()),
+            },
+            "000000050d01026231",
+        ),
     ]
 }
 
@@ -110,10 +116,11 @@ fn responses() -> Vec<(Response, &'static str)> {
                         }),
                         verify: None,
                         renames: RenameMode::Unprobed,
+                        deletes_held: 3,
                     }],
                 }],
             }),
-            "000000400205302e312e302afbe803010464617461052f6461746100030102623104683a3a6d02020001fb2c0101fa01016500010a07016401fb2c010502060109080000",
+            "000000410205302e312e302afbe803010464617461052f6461746100030102623104683a3a6d02020001fb2c0101fa01016500010a07016401fb2c01050206010908000003",
         ),
         (
             Response::Failed(FailedList {
@@ -137,6 +144,10 @@ fn responses() -> Vec<(Response, &'static str)> {
         ),
         (Response::WaitIdle(IdleOutcome::Idle { failed: 0 }), "00000003040000"),
         (Response::WaitIdle(IdleOutcome::TimedOut { pending: 9 }), "00000003040109"),
+        (
+            Response::WaitIdle(IdleOutcome::DeletesHeld { held: 7, failed: 1 }),
+            "0000000404020701",
+        ),
         (Response::Error { kind: ErrorKind::UnknownTarget, message: "no".into() }, "000000050502026e6f"),
         (
             Response::Event(LogEvent {
@@ -190,11 +201,12 @@ fn responses() -> Vec<(Response, &'static str)> {
                             full_sync: None,
                             verify: None,
                             renames: RenameMode::Plain("p".into()),
+                            deletes_held: 0,
                         })
                         .collect(),
                 }],
             }),
-            "0000003c020000000100000101770003000000000000000000010100000201700000010000000000000101000002017000000300000000000001010000020170",
+            "0000003f020000000100000101770003000000000000000000010100000201700000000100000000000001010000020170000000030000000000000101000002017000",
         ),
         (
             Response::Verify(VerifyReport {

@@ -148,9 +148,17 @@ fn target_table(targets: &[TargetStatus]) -> String {
     table.to_string()
 }
 
-/// What a target is doing beyond its row: a running full sync or verify, the last error.
+/// What a target is doing beyond its row: deletions held, a running full sync or verify, the
+/// last error.
 fn target_details(t: &TargetStatus, bar: bool) -> String {
     let mut lines = Vec::new();
+    if t.deletes_held > 0 {
+        lines.push(format!(
+            "deletes held: {} (delete_guard); check the source, then syncctl release-deletes {}",
+            count(t.deletes_held),
+            t.name
+        ));
+    }
     if let Some(p) = &t.full_sync {
         lines.push(progress_lines(p, bar, Run::FullSync));
     }
@@ -271,6 +279,7 @@ mod tests {
             full_sync: None,
             verify: None,
             renames: RenameMode::Unprobed,
+            deletes_held: 0,
         }
     }
 
@@ -309,6 +318,11 @@ mod tests {
             target_details(&t, false),
             "last error: rsync exit 10: connection failed (next try in 2.5s)"
         );
+        t.deletes_held = 12_000;
+        assert!(target_details(&t, false).starts_with(
+            "deletes held: 12,000 (delete_guard); check the source, then syncctl release-deletes b1\n"
+        ));
+        t.deletes_held = 0;
         let s = StatusReport {
             version: "0".into(),
             pid: 1,

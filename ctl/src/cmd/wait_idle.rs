@@ -1,5 +1,5 @@
 //! `syncctl wait-idle [--target T] [--timeout S]`: exit 0 idle, 3 idle with failed paths,
-//! 4 timed out.
+//! 4 timed out, 5 deletions held by `delete_guard` (nothing else pending).
 
 use std::process::ExitCode;
 
@@ -44,6 +44,14 @@ pub fn wait_idle(
                 println!("timed out with {pending} path(s) pending");
             }
             Ok(ExitCode::from(4))
+        }
+        Response::WaitIdle(o @ IdleOutcome::DeletesHeld { held, .. }) => {
+            if as_json {
+                print_json(&IdleView::of(&o));
+            } else {
+                println!("not idle: {held} deletion(s) held by delete_guard; check the source, then syncctl release-deletes");
+            }
+            Ok(ExitCode::from(5))
         }
         Response::Error { kind, message } => Err(refused(kind, message)),
         other => bail!("unexpected answer: {other:?}"),

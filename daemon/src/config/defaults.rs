@@ -39,6 +39,9 @@ pub const WRITE_WAIT_FACTOR: u32 = 10;
 /// `[[sync]] full_resync_interval_s`: full resyncs of a root that cannot be fully watched.
 pub const FULL_RESYNC_INTERVAL_S: u64 = 300;
 
+/// `[[sync]] delete_guard_window_s`: the window the deletions a target took are counted in.
+pub const DELETE_GUARD_WINDOW_S: u64 = 60;
+
 /// `[[sync.target]] workers`: rsyncs at once.
 pub const WORKERS: usize = 4;
 /// The most `workers` allowed.

@@ -106,7 +106,36 @@ pub struct RootConfig {
     pub modify_delay: Duration,
     /// Interval of full resyncs when the root cannot be fully watched.
     pub full_resync_interval: Duration,
+    /// How many deletions a target takes before the rest are held (`delete_guard`).
+    pub delete_guard: DeleteGuard,
     pub targets: Vec<TargetConfig>,
+}
+
+/// `delete_guard` and `delete_guard_window_s`: deletions a target may take within `window`
+/// before the batch that would go over, and every deletion after it, are held.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DeleteGuard {
+    pub limit: GuardLimit,
+    pub window: Duration,
+}
+
+impl Default for DeleteGuard {
+    fn default() -> Self {
+        DeleteGuard {
+            limit: GuardLimit::Off,
+            window: Duration::from_secs(defaults::DELETE_GUARD_WINDOW_S),
+        }
+    }
+}
+
+/// How many deletions `delete_guard` lets through.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum GuardLimit {
+    Off,
+    /// A share (0 to 1) of the root's entries, as the index counts them.
+    Share(f64),
+    /// A number of paths.
+    Paths(u64),
 }
 
 impl RootConfig {
@@ -244,6 +273,8 @@ impl Config {
                 delay_ms: None,
                 modify_delay_ms: None,
                 full_resync_interval_s: None,
+                delete_guard: None,
+                delete_guard_window_s: None,
                 target: targets
                     .into_iter()
                     .enumerate()
@@ -379,5 +410,46 @@ mod tests {
             msg.contains("sync[0].target[0].workers") && msg.contains("1 to 16"),
             "{msg}"
         );
+    }
+
+    /// A config whose `[[sync]]` carries `keys`.
+    fn with_sync_keys(keys: &str) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("src")).unwrap();
+        let text = format!(
+            "state_dir = \"{d}/state\"\n[[sync]]\nsource = \"{d}/src\"\n{keys}\n[[sync.target]]\ndest = \"{d}/dst\"\n",
+            d = dir.path().display(),
+        );
+        Config::from_toml(&text, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn delete_guard_takes_off_a_share_or_a_number_and_names_what_it_wants_otherwise() {
+        let guard = |keys: &str| with_sync_keys(keys).map(|c| c.roots[0].delete_guard);
+        let off = guard("").unwrap();
+        assert_eq!(off.limit, GuardLimit::Off);
+        assert_eq!(off.window, Duration::from_secs(60));
+        assert_eq!(
+            guard("delete_guard = \"off\"").unwrap().limit,
+            GuardLimit::Off
+        );
+        assert_eq!(
+            guard("delete_guard = \"30%\"").unwrap().limit,
+            GuardLimit::Share(0.3)
+        );
+        let g = guard("delete_guard = 5000\ndelete_guard_window_s = 10").unwrap();
+        assert_eq!(g.limit, GuardLimit::Paths(5000));
+        assert_eq!(g.window, Duration::from_secs(10));
+        for (bad, says) in [
+            ("delete_guard = \"lots\"", "\"30%\""),
+            ("delete_guard = -5", "number of paths"),
+            ("delete_guard = 0.3", "\"30%\""),
+            ("delete_guard = \"0%\"", "more than 0%"),
+            ("delete_guard = \"130%\"", "at most 100%"),
+            ("delete_guard_window_s = 0", "at least 1 second"),
+        ] {
+            let e = guard(bad).unwrap_err().to_string();
+            assert!(e.contains("delete_guard") && e.contains(says), "{bad}: {e}");
+        }
     }
 }

@@ -38,8 +38,20 @@ pub struct RawSync {
     pub delay_ms: Option<u64>,
     pub modify_delay_ms: Option<u64>,
     pub full_resync_interval_s: Option<u64>,
+    pub delete_guard: Option<RawGuard>,
+    pub delete_guard_window_s: Option<u64>,
     #[serde(default)]
     pub target: Vec<RawTarget>,
+}
+
+/// `delete_guard` as written: `"off"`, a share (`"30%"`) or a number of paths.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawGuard {
+    Paths(i64),
+    Text(String),
+    /// Not accepted, but named in the error rather than refused by the parser.
+    Float(f64),
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::defaults as d;
-use super::raw::{RawConfig, RawHttp, RawSync, RawTarget};
+use super::raw::{RawConfig, RawGuard, RawHttp, RawSync, RawTarget};
 use super::{
-    invalid, Config, ConfigError, Dest, Excludes, Hook, HttpConfig, RetryPolicy, RootConfig,
-    TargetConfig,
+    invalid, Config, ConfigError, DeleteGuard, Dest, Excludes, GuardLimit, Hook, HttpConfig,
+    RetryPolicy, RootConfig, TargetConfig,
 };
 
 /// The whole file.
@@ -115,6 +115,7 @@ fn validate_root(
         targets.push(validate_target(&tkey, j, t, &source, &mut target_names)?);
     }
     let ms = Duration::from_millis;
+    let delete_guard = check_delete_guard(&key, s.delete_guard, s.delete_guard_window_s)?;
     Ok(RootConfig {
         name,
         source,
@@ -126,8 +127,50 @@ fn validate_root(
                 .unwrap_or(d::FULL_RESYNC_INTERVAL_S)
                 .max(1),
         ),
+        delete_guard,
         targets,
     })
+}
+
+/// `delete_guard` (`"off"`, `"30%"` or a number of paths) and `delete_guard_window_s`.
+fn check_delete_guard(
+    key: &dyn Fn(&str) -> String,
+    guard: Option<RawGuard>,
+    window: Option<u64>,
+) -> Result<DeleteGuard, ConfigError> {
+    const WANT: &str =
+        "expected \"off\", a share of the root's entries like \"30%\", or a number of paths like 5000";
+    let limit = match guard {
+        None => GuardLimit::Off,
+        Some(RawGuard::Paths(n)) => match u64::try_from(n) {
+            Ok(n) => GuardLimit::Paths(n),
+            Err(_) => return Err(invalid(key("delete_guard"), n, WANT)),
+        },
+        Some(RawGuard::Float(f)) => return Err(invalid(key("delete_guard"), f, WANT)),
+        Some(RawGuard::Text(t)) if t == "off" => GuardLimit::Off,
+        Some(RawGuard::Text(t)) => match t.strip_suffix('%').map(|n| n.trim().parse::<f64>()) {
+            Some(Ok(p)) if p > 0.0 && p <= 100.0 => GuardLimit::Share(p / 100.0),
+            Some(Ok(_)) => {
+                return Err(invalid(
+                    key("delete_guard"),
+                    t,
+                    "a share must be more than 0% and at most 100%",
+                ))
+            }
+            _ => return Err(invalid(key("delete_guard"), format!("{t:?}"), WANT)),
+        },
+    };
+    let window = match window {
+        Some(0) => {
+            return Err(invalid(
+                key("delete_guard_window_s"),
+                0,
+                "the window must be at least 1 second",
+            ))
+        }
+        w => Duration::from_secs(w.unwrap_or(d::DELETE_GUARD_WINDOW_S)),
+    };
+    Ok(DeleteGuard { limit, window })
 }
 
 /// One `[[sync.target]]`, the `j`-th of the root at `source`; `tkey` names its keys.

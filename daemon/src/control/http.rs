@@ -2,8 +2,8 @@
 //!
 //! - `GET /status`: the JSON of `syncctl --json status`.
 //! - `GET /metrics`: Prometheus text format (see [`crate::observe::metrics`]).
-//! - `POST /pause`, `/resume`, `/resync`, `/retry-failed` (query `target=NAME`, and `path=` for
-//!   resync): only with a token configured (`token_file`), sent as `Authorization: Bearer
+//! - `POST /pause`, `/resume`, `/resync`, `/retry-failed`, `/release-deletes` (query
+//!   `target=NAME`, and `path=` for resync): only with a token configured (`token_file`), sent as `Authorization: Bearer
 //!   TOKEN` and compared in constant time. Without one they answer 403.
 //! - Listening beyond loopback with a token, `/status` and `/metrics` need it too (a Prometheus
 //!   scrape sends it with `authorization: credentials_file:`); without a token there, the
@@ -51,6 +51,7 @@ pub async fn serve(
         .route("/resume", post(resume))
         .route("/resync", post(resync))
         .route("/retry-failed", post(retry_failed))
+        .route("/release-deletes", post(release_deletes))
         .with_state(state);
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(stop.cancelled_owned())
@@ -198,6 +199,14 @@ async fn retry_failed(
     Query(q): Query<Target>,
 ) -> HttpResponse {
     guarded(&st, &headers, Request::RetryFailed { target: q.target }).await
+}
+
+async fn release_deletes(
+    State(st): State<Arc<HttpState>>,
+    headers: HeaderMap,
+    Query(q): Query<Target>,
+) -> HttpResponse {
+    guarded(&st, &headers, Request::ReleaseDeletes { target: q.target }).await
 }
 
 #[cfg(test)]

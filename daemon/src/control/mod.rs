@@ -21,6 +21,7 @@ mod frame;
 pub mod http;
 mod log;
 mod pause;
+mod release_deletes;
 mod reload;
 mod resync;
 mod retry_failed;
@@ -132,6 +133,10 @@ pub(crate) async fn answer(req: Request, shared: &Shared) -> Response {
         }
         Request::RetryFailed { target } => {
             let resp = retry_failed::retry_failed(&engine, shared, target.as_deref());
+            durable(shared, resp).await
+        }
+        Request::ReleaseDeletes { target } => {
+            let resp = release_deletes::release_deletes(&engine, shared, target.as_deref());
             durable(shared, resp).await
         }
         Request::ListFailed { target, limit } => {

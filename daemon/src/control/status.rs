@@ -25,6 +25,7 @@ pub(super) fn status(engine: &EngineView, shared: &Shared) -> Response {
             let v = t.view.borrow().clone();
             let (pending, oldest) = shared.journal.pending_stats(&t.id).unwrap_or((0, None));
             let failed = shared.journal.failed_count(&t.id).unwrap_or(0);
+            let deletes_held = shared.journal.held_count(&t.id).unwrap_or(0);
             let last_error = match (&root_state(engine, i), &journal_error) {
                 (RootState::Unavailable { reason }, _) => Some(reason.clone()),
                 (_, Some(j)) => Some(j.clone()),
@@ -61,6 +62,7 @@ pub(super) fn status(engine: &EngineView, shared: &Shared) -> Response {
                     Some(LinkDest::Works) => RenameMode::Moves,
                     Some(LinkDest::Fails(why)) => RenameMode::Plain(why.clone()),
                 },
+                deletes_held,
             });
         }
         use std::os::unix::ffi::OsStrExt;

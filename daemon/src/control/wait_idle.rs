@@ -1,6 +1,8 @@
 //! `syncctl wait-idle [--timeout SECONDS]`: answered once nothing is waiting in the coalescer,
 //! pending in the journal, in flight or owed a full resync (after a barrier through the
 //! watcher: every event already queued in the kernel counts), or when the timeout passes.
+//! Deletions `delete_guard` holds are not idle: then the answer says how many (at once: they
+//! wait for an operator, not for time).
 
 use std::time::Duration;
 
@@ -56,11 +58,13 @@ pub(super) async fn wait_idle(
             }
         }
         if !busy {
-            let failed = targets
-                .iter()
-                .map(|t| shared.journal.failed_count(&t.id).unwrap_or(0))
-                .sum();
-            return Response::WaitIdle(IdleOutcome::Idle { failed });
+            let count = |f: &dyn Fn(&str) -> u64| targets.iter().map(|t| f(&t.id)).sum::<u64>();
+            let failed = count(&|id| shared.journal.failed_count(id).unwrap_or(0));
+            let held = count(&|id| shared.journal.held_count(id).unwrap_or(0));
+            return Response::WaitIdle(match held {
+                0 => IdleOutcome::Idle { failed },
+                held => IdleOutcome::DeletesHeld { held, failed },
+            });
         }
         tokio::select! {
             r = tick.changed() => if r.is_err() { return err(ErrorKind::Internal, "syncd is shutting down") },

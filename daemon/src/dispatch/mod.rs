@@ -26,6 +26,7 @@
 
 mod batch;
 mod full;
+mod guard;
 pub mod inflight;
 pub mod job;
 pub mod prune;
@@ -49,6 +50,7 @@ use crate::observe::Reporter;
 use crate::rsync::{plan_path, FullProgress, Runner};
 use batch::BatchJob;
 use full::FullJob;
+use guard::DeleteWindow;
 use inflight::{Claim, InFlight};
 use job::{flushed, JobKind, JobResult};
 use rename::{file_move_groups, file_moves_claim, move_claim, MoveHolds, MoveJob};
@@ -148,6 +150,8 @@ struct Running {
     link_dest: Arc<std::sync::OnceLock<crate::rsync::LinkDest>>,
     /// The probe is running.
     probing: bool,
+    /// The deletions taken within `delete_guard`'s window.
+    deletes: DeleteWindow,
 }
 
 /// What woke the worker.
@@ -170,6 +174,7 @@ impl Worker {
             stopping: None,
             link_dest: Arc::default(),
             probing: false,
+            deletes: DeleteWindow::new(self.runner.root.delete_guard),
         };
         let mut paused = self.paused.clone();
         // The pause switch lives in the engine view; once it is gone, stop listening to it.
@@ -331,11 +336,37 @@ impl Worker {
 
     /// Up to `max_batch` due paths that no running push conflicts with, each planned (a stat or
     /// a few: see [`plan_path`]) to know what it would touch; the plans go with the batch.
+    /// Deletions `delete_guard` holds leave the batch (see `guard`); a batch they emptied is
+    /// taken again (more may be due behind it).
     fn take_due(
         &self,
         r: &mut Running,
         holds: &MoveHolds,
     ) -> Result<(Vec<crate::journal::Item>, Claim), crate::journal::JournalError> {
+        loop {
+            let (items, plans) = self.due_planned(r, holds)?;
+            let taken = items.len();
+            let (items, plans) = self.guard_deletions(&mut r.deletes, items, plans)?;
+            if items.is_empty() && taken > 0 {
+                continue;
+            }
+            let claim = Claim {
+                paths: items.iter().map(|i| i.path.clone()).collect(),
+                plans,
+            };
+            return Ok((items, claim));
+        }
+    }
+
+    /// The due paths [`Worker::take_due`] may take, and the plan of each (`plans[i]` is
+    /// `items[i]`'s).
+    #[allow(clippy::type_complexity)]
+    fn due_planned(
+        &self,
+        r: &mut Running,
+        holds: &MoveHolds,
+    ) -> Result<(Vec<crate::journal::Item>, Vec<Option<guard::Plan>>), crate::journal::JournalError>
+    {
         let now = now_ms();
         let mut plans = Vec::new();
         let root = &self.runner.root.source;
@@ -347,7 +378,8 @@ impl Worker {
             let plan = plan_path(root, p);
             let held = inflight.conflicts(p, plan.as_ref());
             if !held {
-                plans.extend(plan);
+                // Every path let through is taken: `plans` stays aligned with the items.
+                plans.push(plan);
             }
             held
         };
@@ -358,11 +390,7 @@ impl Worker {
             r.sched
                 .due_at(Instant::now() + Duration::from_millis(next.saturating_sub(now)));
         }
-        let claim = Claim {
-            paths: items.iter().map(|i| i.path.clone()).collect(),
-            plans,
-        };
-        Ok((items, claim))
+        Ok((items, plans))
     }
 
     /// Start the pending moves nothing in flight conflicts with, ahead of any batch (the paths

@@ -6,6 +6,7 @@
 //!   dispatched; removed only by [`Journal::confirm`], which compare-and-swaps against the exact
 //!   value read before the push, so a path re-dirtied during its push (new generation) stays.
 //! - tree `failed`: same key → [`Entry`] of a path that exhausted its attempts (parked).
+//! - tree `held`: same key → [`Entry`] of a deletion held by `delete_guard`; see `held`.
 //! - tree `moves`: `target_id 0x00 new_path` → [`Move`]: a directory renamed inside the root,
 //!   to be pushed as a move (its files linked from the old path at the target); see `moves`.
 //! - tree `meta`: `resync 0x00 target_id 0x00 subpath` → generation: a full rsync of the root
@@ -14,6 +15,7 @@
 //!   the last finished full sync of the target's whole root; `clean_stop` → present while no
 //!   process runs after an orderly stop; `index_failed 0x00 root` → an index write failed;
 //!   `schema` → version.
+//!   `released 0x00 target_id` → generation of the last `release-deletes` (see `held`);
 //!   `seq` → how many times changes were recorded (the index checks it is not ahead).
 //! - beside it, `index.redb`: the source's last `lstat` of every path, in walk order (see
 //!   `index`).
@@ -35,6 +37,7 @@ use sled::{IVec, Transactional};
 use tokio_util::sync::CancellationToken;
 
 mod bell;
+mod held;
 mod index;
 mod moves;
 pub use bell::Bell;
@@ -209,6 +212,7 @@ struct Trees {
     pending: sled::Tree,
     failed: sled::Tree,
     moves: sled::Tree,
+    held: sled::Tree,
     meta: sled::Tree,
 }
 
@@ -261,6 +265,7 @@ impl Trees {
             pending: db.open_tree("pending")?,
             failed: db.open_tree("failed")?,
             moves: db.open_tree("moves")?,
+            held: db.open_tree("held")?,
             meta,
             db,
         })
@@ -272,8 +277,9 @@ impl Trees {
         }
         let generation = self.db.generate_id()?;
         let now = now_ms();
-        // Nothing parked (the usual case): no removal to try per path.
+        // Nothing parked or held (the usual case): no removal to try per path.
         let any_parked = !self.failed.is_empty();
+        let any_held = !self.held.is_empty();
         for t in targets {
             for p in paths {
                 let k = key(t, p);
@@ -296,7 +302,10 @@ impl Trees {
                     self.pending.insert(k.as_slice(), opts().serialize(&e)?)?;
                 }
                 if any_parked {
-                    self.failed.remove(k)?;
+                    self.failed.remove(k.as_slice())?;
+                }
+                if any_held {
+                    self.held.remove(k)?;
                 }
             }
         }
@@ -692,7 +701,7 @@ impl Journal {
     }
 
     /// Record that `paths` changed, for every target in `targets`. Resets attempts (the path
-    /// changed, so it deserves fresh tries) and un-parks it.
+    /// changed, so it deserves fresh tries), un-parks it and ends its hold.
     pub fn record(&self, targets: &[String], paths: &[Vec<u8>]) -> Result<(), JournalError> {
         self.write(|t| t.record(targets, paths))
     }

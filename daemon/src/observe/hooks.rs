@@ -6,7 +6,8 @@
 //!   root) to `on_batch`: which entries below it changed is not known exactly.
 //! - The paths go NUL-separated on stdin; `SYNCD_HOOK` (`batch` or `failure`), `SYNCD_ROOT`,
 //!   `SYNCD_TARGET`, `SYNCD_PATHS` (how many), `SYNCD_DROPPED` (paths not passed on, see below)
-//!   and, for failures, `SYNCD_ERROR` (rsync's reason for the first path) in the environment.
+//!   and, for failures, `SYNCD_ERROR` (rsync's reason for the first path, or how many deletions
+//!   `delete_guard` holds) in the environment.
 //! - Delivery never waits for a hook: each hook has its own task and runs once at a time. Paths
 //!   that arrive while it runs accumulate and go to its next run, so a slow hook costs runs, not
 //!   processes. Accumulated paths are capped at [`MAX_PENDING_BYTES`]; beyond that they are
@@ -221,6 +222,13 @@ impl Hooks {
     pub fn delivered<'a>(&self, paths: impl IntoIterator<Item = &'a [u8]>) {
         if let Some(h) = &self.on_batch {
             h.push(paths, None);
+        }
+    }
+
+    /// Report deletions held by `delete_guard`, with what to do.
+    pub fn held<'a>(&self, paths: impl IntoIterator<Item = &'a [u8]>, error: &str) {
+        if let Some(h) = &self.on_failure {
+            h.push(paths, Some(error));
         }
     }
 

@@ -28,6 +28,7 @@ pub struct Metrics {
     pending: IntGaugeVec,
     in_flight: IntGaugeVec,
     failed: IntGaugeVec,
+    deletes_held: IntGaugeVec,
     watches: IntGaugeVec,
     journal_bytes: IntGauge,
     full_checked: IntGaugeVec,
@@ -122,6 +123,11 @@ impl Metrics {
                 "Paths parked after exhausting their attempts (syncctl failed)",
                 TARGET,
             ),
+            deletes_held: r.gauge(
+                "syncd_deletes_held",
+                "Deletions held by delete_guard until syncctl release-deletes",
+                TARGET,
+            ),
             watches: r.gauge(
                 "syncd_watches",
                 "Directories under inotify watch",
@@ -173,6 +179,7 @@ impl Metrics {
         self.pending.reset();
         self.in_flight.reset();
         self.failed.reset();
+        self.deletes_held.reset();
         self.watches.reset();
         self.full_checked.reset();
         self.full_total.reset();
@@ -201,6 +208,9 @@ impl Metrics {
         self.pending.with_label_values(&l).set(t.pending as i64);
         self.in_flight.with_label_values(&l).set(t.in_flight as i64);
         self.failed.with_label_values(&l).set(t.failed as i64);
+        self.deletes_held
+            .with_label_values(&l)
+            .set(t.deletes_held as i64);
         let age = t.oldest_pending_ms.unwrap_or(0) as f64 / 1000.0;
         self.oldest_pending.with_label_values(&l).set(age);
         for s in [
@@ -306,6 +316,7 @@ mod tests {
                     full_sync: None,
                     verify: None,
                     renames: syncd_proto::RenameMode::Unprobed,
+                    deletes_held: 0,
                 }],
             }],
         }
@@ -317,10 +328,12 @@ mod tests {
         let mut s = status();
         let t = &mut s.roots[0].targets[0];
         t.oldest_pending_ms = Some(312_500);
+        t.deletes_held = 800;
         t.state = TargetState::Backoff;
         let text = m.render(&s, 1);
         for line in [
             r#"syncd_oldest_pending_age_seconds{root="data",target="b1"} 312.5"#,
+            r#"syncd_deletes_held{root="data",target="b1"} 800"#,
             r#"syncd_target_state{root="data",state="backoff",target="b1"} 1"#,
             r#"syncd_target_state{root="data",state="running",target="b1"} 0"#,
         ] {

@@ -53,6 +53,22 @@ impl Reporter {
             .publish(&self.id, LogKind::Failed, [path], Some(error));
     }
 
+    /// The deletions `held` were held by `delete_guard`; `total` of the target's are held now.
+    pub fn deletes_held(&self, held: &[Item], total: u64) {
+        let error = format!(
+            "{total} deletion(s) held by delete_guard; check the source, then `syncctl release-deletes {}` pushes them",
+            self.target_name()
+        );
+        warn!(target = %self.id, held = held.len(), total, "mass deletion held by delete_guard");
+        self.hooks
+            .held(held.iter().map(|i| i.path.as_slice()), &error);
+    }
+
+    /// The target's own name (the part of `root/target` after the root).
+    fn target_name(&self) -> &str {
+        self.id.rsplit('/').next().unwrap_or(&self.id)
+    }
+
     /// A full sync of `sub` (empty: the root) finished, having changed `changed` entries;
     /// `warning` is what it could not transfer, if anything.
     pub fn full_synced(&self, sub: &[u8], changed: u64, warning: Option<&str>) {

@@ -335,6 +335,7 @@ mod tests {
             delay: std::time::Duration::ZERO,
             modify_delay: std::time::Duration::ZERO,
             full_resync_interval: std::time::Duration::ZERO,
+            delete_guard: Default::default(),
             targets: Vec::new(),
         })
     }

@@ -1,0 +1,172 @@
+//! Deletions held by a root's `delete_guard` (tree `held`): `target_id 0x00 path` → the
+//! [`Entry`] the path had pending, moved here by [`Journal::hold`] and back by
+//! [`Journal::release_deletes`]. While a target has held paths, every new deletion of it is held
+//! too (the dispatcher asks [`Journal::has_held`]). A held path that changes again at the source
+//! leaves `held` for `pending` ([`Journal::record`]): created again, it is an ordinary update.
+//!
+//! A release records in `meta` (`released 0x00 target_id`) a generation above every entry it
+//! moved back: deletions of an older generation were released and go unguarded (with them any
+//! deletion recorded before the release and not yet judged: the operator released what waited),
+//! newer ones are judged again.
+
+use bincode::Options;
+use sled::transaction::{TransactionError, TransactionResult};
+use sled::Transactional;
+
+use super::{key, opts, prefix, Entry, Item, Journal, JournalError, Trees};
+
+fn released_key(target: &str) -> Vec<u8> {
+    let mut k = b"released\0".to_vec();
+    k.extend_from_slice(target.as_bytes());
+    k
+}
+
+impl Trees {
+    fn hold(&self, target: &str, items: &[Item]) -> Result<u64, JournalError> {
+        let mut n = 0;
+        for it in items {
+            let k = key(target, &it.path);
+            let res: TransactionResult<bool, ()> =
+                (&self.pending, &self.held).transaction(|(p, h)| {
+                    if p.get(&k)?.as_ref() != Some(&it.raw) {
+                        return Ok(false);
+                    }
+                    p.remove(k.as_slice())?;
+                    h.insert(k.as_slice(), it.raw.clone())?;
+                    Ok(true)
+                });
+            match res {
+                Ok(true) => n += 1,
+                Ok(false) | Err(TransactionError::Abort(())) => {}
+                Err(TransactionError::Storage(s)) => return Err(JournalError::Io(s)),
+            }
+        }
+        Ok(n)
+    }
+
+    fn release_deletes(&self, target: &str) -> Result<u64, JournalError> {
+        // Above every generation recorded so far, so above every entry moved back.
+        let mark = self.db.generate_id()?;
+        self.meta
+            .insert(released_key(target), opts().serialize(&mark)?)?;
+        let mut n = 0;
+        for kv in self.held.scan_prefix(prefix(target)) {
+            let (k, v) = kv?;
+            let mut e: Entry = opts().deserialize(&v)?;
+            e.next_attempt_ms = 0;
+            self.pending.insert(&k, opts().serialize(&e)?)?;
+            self.held.remove(&k)?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    fn released_mark(&self, target: &str) -> Result<u64, JournalError> {
+        Ok(match self.meta.get(released_key(target))? {
+            Some(v) => opts().deserialize(&v)?,
+            None => 0,
+        })
+    }
+}
+
+impl Journal {
+    /// Hold these deletions of `target` (taken from pending for a push): each one whose entry
+    /// did not change since it was read moves to `held`. Returns how many did.
+    pub fn hold(&self, target: &str, items: &[Item]) -> Result<u64, JournalError> {
+        self.write(|t| t.hold(target, items))
+    }
+
+    /// Move every held deletion of `target` back to pending, released: see the module.
+    /// Returns how many.
+    pub fn release_deletes(&self, target: &str) -> Result<u64, JournalError> {
+        self.write(|t| t.release_deletes(target))
+    }
+
+    /// Whether `target` has held deletions (cheap: looks at one key).
+    pub fn has_held(&self, target: &str) -> Result<bool, JournalError> {
+        self.with(|t| {
+            Ok(t.held
+                .scan_prefix(prefix(target))
+                .next()
+                .transpose()?
+                .is_some())
+        })
+    }
+
+    /// How many deletions of `target` are held.
+    pub fn held_count(&self, target: &str) -> Result<u64, JournalError> {
+        self.with(|t| {
+            let mut n = 0;
+            for kv in t.held.scan_prefix(prefix(target)) {
+                kv?;
+                n += 1;
+            }
+            Ok(n)
+        })
+    }
+
+    /// The generation below which pending deletions of `target` were released by `syncctl
+    /// release-deletes` (they go unguarded); 0 before any release.
+    pub fn released_mark(&self, target: &str) -> Result<u64, JournalError> {
+        self.with(|t| t.released_mark(target))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::now_ms;
+    use super::super::tests::open;
+
+    const T: &str = "root/t1";
+
+    fn due(j: &super::Journal) -> Vec<super::Item> {
+        j.due(T, now_ms(), 100, &mut |_| false).unwrap().0
+    }
+
+    #[test]
+    fn held_deletions_wait_outside_pending_across_a_reopen_and_go_released() {
+        let (d, j) = open();
+        j.record(
+            &[T.into(), "root/t2".into()],
+            &[b"a".to_vec(), b"b".to_vec()],
+        )
+        .unwrap();
+        let items = due(&j);
+        assert_eq!(j.hold(T, &items).unwrap(), 2);
+        assert!(due(&j).is_empty(), "held paths are not pending");
+        assert_eq!(j.held_count(T).unwrap(), 2);
+        assert!(j.has_held(T).unwrap() && !j.has_held("root/t2").unwrap());
+        drop(j);
+        let j = super::Journal::open(&d.path().join("j")).unwrap();
+        assert_eq!(j.held_count(T).unwrap(), 2, "a restart keeps them held");
+        assert_eq!(j.release_deletes(T).unwrap(), 2);
+        // Recorded after the release: it does not vouch for this one.
+        j.record(&[T.into()], &[b"c".to_vec()]).unwrap();
+        assert!(!j.has_held(T).unwrap());
+        let back = due(&j);
+        let released: Vec<_> = back
+            .iter()
+            .filter(|i| i.entry.generation < j.released_mark(T).unwrap())
+            .map(|i| i.path.clone())
+            .collect();
+        assert_eq!(released, vec![b"a".to_vec(), b"b".to_vec()]);
+        assert_eq!(back.len(), 3);
+    }
+
+    #[test]
+    fn a_held_path_changed_again_is_pending_and_a_changed_one_is_not_held() {
+        let (_d, j) = open();
+        j.record(&[T.into()], &[b"a".to_vec(), b"b".to_vec()])
+            .unwrap();
+        let items = due(&j);
+        // `b` changes between the read and the hold: it stays pending, as it is now.
+        j.record(&[T.into()], &[b"b".to_vec()]).unwrap();
+        assert_eq!(j.hold(T, &items).unwrap(), 1);
+        // `a` is created again at the source: an ordinary update, no longer held.
+        j.record(&[T.into()], &[b"a".to_vec()]).unwrap();
+        assert_eq!(j.held_count(T).unwrap(), 0);
+        let back = due(&j);
+        assert_eq!(back.len(), 2);
+        assert_eq!(j.released_mark(T).unwrap(), 0);
+    }
+}

@@ -1,0 +1,216 @@
+//! `delete_guard`: a mass deletion at the source is held per target, in the journal, while every
+//! other change keeps flowing; `syncctl status`, `wait-idle`, `on_failure` and the metrics tell
+//! it; a restart keeps it held; a held path created again is an ordinary update; `syncctl
+//! release-deletes [TARGET]` pushes what is held. The real rsync, a real rsync daemon.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+use syncd_tests::*;
+
+/// `keep/` (40 files) and `big/` (8 directories of 20 files): `big` with everything in it is
+/// 169 of the root's 210 entries, 80 %.
+fn tree(src: &Path) {
+    for i in 0..40 {
+        write(&src.join(format!("keep/k{i}")), b"kept");
+    }
+    for d in 0..8 {
+        for f in 0..20 {
+            write(&src.join(format!("big/d{d}/f{f}")), b"precious");
+        }
+    }
+}
+const BIG_ENTRIES: u64 = 169;
+
+/// An `on_failure` program appending what it is told to `told`.
+fn alert_program(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let told = dir.join("told");
+    let prog = dir.join("alert.sh");
+    std::fs::write(
+        &prog,
+        format!(
+            "#!/bin/sh\n{{ tr '\\0' '\\n'; echo \"$SYNCD_HOOK $SYNCD_TARGET $SYNCD_ERROR\"; }} >> {}\n",
+            told.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (prog, told)
+}
+
+/// `syncctl wait-idle --timeout 60` for one target (or all), its exit code and output.
+fn wait_idle(d: &Syncd, target: Option<&str>) -> (i32, String) {
+    let mut args = vec!["wait-idle", "--timeout", "60"];
+    if let Some(t) = target {
+        args.extend(["--target", t]);
+    }
+    let out = d.ctl(&args);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    (out.status.code().unwrap_or(-1), text)
+}
+
+fn held(d: &Syncd, target: &str) -> u64 {
+    d.target_status(target)["deletes_held"].as_u64().unwrap()
+}
+
+/// Files of `big/` still at the target.
+fn big_files_at(dest: &Path) -> usize {
+    snapshot(&dest.join("big"))
+        .keys()
+        .filter(|k| k.starts_with(b"d") && k.contains(&b'/'))
+        .count()
+}
+
+#[test]
+fn an_rm_rf_of_80_percent_is_held_whole_at_a_daemon_target_while_a_new_file_goes_then_released() {
+    let env = Env::new();
+    tree(&env.src);
+    let module = env.dir.path().join("module");
+    std::fs::create_dir(&module).unwrap();
+    let rd = RsyncDaemon::start(env.dir.path(), &module, "");
+    let (prog, told) = alert_program(env.dir.path());
+    let target = rd.target("d1", &format!("on_failure = [{prog:?}]"));
+    let cfg = env.config("delete_guard = \"30%\"", &target);
+    let d = Syncd::start(&cfg, &env.socket);
+    d.settle();
+    assert_eq!(big_files_at(&module), 160);
+
+    // The whole rm -rf lands in one batch (the target was paused: busy, or away).
+    assert!(d.ctl(&["pause", "d1"]).status.success());
+    std::fs::remove_dir_all(env.src.join("big")).unwrap();
+    write(&env.src.join("new.txt"), b"still arrives");
+    d.wait_target("d1", Duration::from_secs(30), |t| {
+        t["pending"].as_u64() == Some(BIG_ENTRIES + 1)
+    });
+    assert!(d.ctl(&["resume", "d1"]).status.success());
+
+    let (code, text) = wait_idle(&d, None);
+    assert_eq!(code, 5, "not idle while deletes are held: {text}");
+    assert!(
+        text.contains("169 deletion(s) held"),
+        "{text}\n{}",
+        std::fs::read_to_string(&told).unwrap_or_default()
+    );
+    assert_eq!(
+        std::fs::read(module.join("new.txt")).unwrap(),
+        b"still arrives"
+    );
+    assert_eq!(
+        big_files_at(&module),
+        160,
+        "none of the rm -rf reached the target"
+    );
+    assert_eq!(held(&d, "d1"), BIG_ENTRIES);
+    told_and_shown(&d, &told);
+
+    // A restart keeps them held.
+    drop(d);
+    let d = Syncd::start(&cfg, &env.socket);
+    assert_eq!(wait_idle(&d, None).0, 5);
+    assert_eq!(held(&d, "d1"), BIG_ENTRIES);
+    assert_eq!(big_files_at(&module), 160);
+
+    // Restored at the source (from the standby): an ordinary update, no longer held.
+    write(&env.src.join("big/d0/f0"), b"restored");
+    assert_eq!(wait_idle(&d, None).0, 5);
+    assert_eq!(
+        held(&d, "d1"),
+        BIG_ENTRIES - 3,
+        "big, big/d0 and f0 are back"
+    );
+    assert_eq!(
+        std::fs::read(module.join("big/d0/f0")).unwrap(),
+        b"restored"
+    );
+
+    let out = d.ctl(&["release-deletes", "d1"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && said.contains("166 at data/d1"),
+        "{said}"
+    );
+    d.settle();
+    assert_same_tree(&env.src, &module);
+    assert_eq!(held(&d, "d1"), 0);
+
+    // Released, the guard judges the next deletion afresh: one file of 44 goes at once.
+    std::fs::remove_file(env.src.join("keep/k0")).unwrap();
+    d.settle();
+    assert!(!module.join("keep/k0").exists());
+}
+
+/// `on_failure` was run with how many deletes are held and the held paths; status and the log
+/// say what to do.
+fn told_and_shown(d: &Syncd, told: &Path) {
+    let read = || std::fs::read_to_string(told).unwrap_or_default();
+    let dir = told.parent().unwrap();
+    let ok = wait_for_change_in(dir, Duration::from_secs(30), || {
+        read().contains("failure d1 169 deletion(s) held by delete_guard")
+    });
+    let text = read();
+    assert!(ok, "on_failure told: {text:?}");
+    assert!(text.contains("syncctl release-deletes d1"), "{text}");
+    assert!(text.lines().any(|l| l == "big/d7/f19"), "{text}");
+    let status = d.ctl(&["status"]);
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        status.contains(
+            "deletes held: 169 (delete_guard); check the source, then syncctl release-deletes d1"
+        ),
+        "{status}"
+    );
+    assert!(d.log.text().contains("mass deletion held by delete_guard"));
+}
+
+#[test]
+fn a_number_of_paths_lets_that_many_go_then_holds_per_target_until_each_is_released() {
+    let env = Env::new();
+    for f in 0..200 {
+        write(&env.src.join(format!("big/f{f:03}")), b"x");
+    }
+    let (a, b) = (env.dir.path().join("a"), env.dir.path().join("b"));
+    let targets = format!(
+        "{}{}",
+        local_target("t1", &a, ""),
+        local_target("t2", &b, "")
+    );
+    let d = Syncd::start(&env.config("delete_guard = 50", &targets), &env.socket);
+    d.settle();
+    // As it happens, in however many batches: at most 50 deletions reach each target.
+    std::fs::remove_dir_all(env.src.join("big")).unwrap();
+    assert_eq!(wait_idle(&d, None).0, 5);
+    for (t, dest) in [("t1", &a), ("t2", &b)] {
+        let left = snapshot(dest).len() as u64;
+        assert!(left >= 151, "{t}: {left} of 201 entries left");
+        assert_eq!(held(&d, t), left, "{t}: what is left is held");
+    }
+    assert!(d.ctl(&["release-deletes", "t1"]).status.success());
+    assert_eq!(wait_idle(&d, Some("t1")).0, 0);
+    assert_same_tree(&env.src, &a);
+    assert_eq!(
+        wait_idle(&d, Some("t2")).0,
+        5,
+        "t2 still holds its deletions"
+    );
+    assert!(b.join("big").exists());
+    assert!(d.ctl(&["release-deletes"]).status.success());
+    d.settle();
+    assert_same_tree(&env.src, &b);
+}
+
+#[test]
+fn a_bad_delete_guard_is_refused_naming_what_it_takes() {
+    let env = Env::new();
+    let cfg = env.config("delete_guard = \"lots\"", &local_target("t1", &env.dst, ""));
+    let out = std::process::Command::new(bin("syncd"))
+        .args(["check-config", "--config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("sync[0].delete_guard") && err.contains("\"30%\"") && err.contains("5000"),
+        "{err}"
+    );
+}
