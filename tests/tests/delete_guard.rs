@@ -214,3 +214,55 @@ fn a_bad_delete_guard_is_refused_naming_what_it_takes() {
         "{err}"
     );
 }
+
+#[test]
+fn deletions_made_while_syncd_was_down_and_a_full_syncs_deletions_are_held_too() {
+    let env = Env::new();
+    for i in 0..40 {
+        write(&env.src.join(format!("keep/k{i:02}")), b"kept");
+    }
+    for i in 0..30 {
+        write(&env.src.join(format!("gone/g{i:02}")), b"precious");
+    }
+    let cfg = env.config("delete_guard = 10", &local_target("local", &env.dst, ""));
+    let d = Syncd::start(&cfg, &env.socket);
+    d.settle();
+    d.stop();
+
+    // Deleted while syncd was down: the start's catch-up finds them, the guard holds them.
+    std::fs::remove_dir_all(env.src.join("gone")).unwrap();
+    let d = Syncd::start(&cfg, &env.socket);
+    assert_eq!(wait_idle(&d, None).0, 5);
+    assert_eq!(held(&d, "local"), 31);
+    assert_eq!(snapshot(&env.dst.join("gone")).len(), 30);
+    assert!(d.ctl(&["release-deletes"]).status.success());
+    d.settle();
+    assert_same_tree(&env.src, &env.dst);
+
+    // A full sync (--delete) deletes what the guard has left (10 within the window, of which
+    // the release took none), and holds the rest.
+    for i in 0..30 {
+        write(
+            &env.dst.join(format!("extra/x{i:02}")),
+            b"only at the target",
+        );
+    }
+    assert!(d.ctl(&["resync"]).status.success());
+    let (code, text) = wait_idle(&d, None);
+    assert_eq!(code, 5, "{text}");
+    // 10 of the 31 entries deleted: 20 files left in the directory.
+    assert_eq!(snapshot(&env.dst.join("extra")).len(), 20);
+    assert_eq!(
+        held(&d, "local"),
+        20,
+        "rsync's count of what it skipped: the files"
+    );
+    assert!(d
+        .log
+        .text()
+        .contains("full sync's deletions held by delete_guard"));
+    assert!(d.ctl(&["release-deletes", "local"]).status.success());
+    d.settle();
+    assert_same_tree(&env.src, &env.dst);
+    assert_eq!(held(&d, "local"), 0);
+}

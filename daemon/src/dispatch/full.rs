@@ -12,6 +12,7 @@ use crate::config::RootConfig;
 use crate::fs::{check_root, join_rel, RootIdentity};
 use crate::journal::{Journal, ResyncToken};
 use crate::observe::Reporter;
+use crate::rsync::exit::deletions_skipped;
 use crate::rsync::{FullProgress, Outcome, Runner};
 
 /// What a full-sync job works with.
@@ -23,6 +24,17 @@ pub struct FullJob {
     /// The directories owed a full sync, with their journal tokens.
     pub resyncs: Vec<(Vec<u8>, ResyncToken)>,
     pub progress: Arc<FullProgress>,
+    /// The most the job may delete at the target (`delete_guard`); None: no limit.
+    pub delete_budget: Option<u64>,
+}
+
+/// What the job's directories add up to.
+#[derive(Default)]
+struct Tally {
+    /// What a directory could not transfer, the last one.
+    warning: Option<String>,
+    /// Entries deleted at the target.
+    deleted: u64,
 }
 
 /// Stops the progress's count however the job ends (done, failed, aborted at shutdown).
@@ -39,47 +51,77 @@ impl FullJob {
     /// still owed stays owed and cleans up after itself when it runs again).
     pub async fn run(self) -> JobResult {
         let _end = EndOnDrop(self.progress.clone());
-        let mut warning = None;
+        let mut tally = Tally::default();
         let mut queued = self.resyncs.len() as u64;
         for (sub, token) in &self.resyncs {
             queued -= 1;
             self.progress.begin(sub, queued);
-            if let Err(e) = self.sync_one(sub, token, &mut warning).await {
-                return result(Ending::Failed(e), warning);
+            if let Err(e) = self.sync_one(sub, token, &mut tally).await {
+                return result(Ending::Failed(e), tally);
             }
         }
-        result(Ending::Done, warning)
+        result(Ending::Done, tally)
     }
 
     /// One directory: push it, narrow down a partial failure, report it and clear its request.
+    /// Deletions beyond the guard's budget are left undone by rsync and held.
     async fn sync_one(
         &self,
         sub: &[u8],
         token: &ResyncToken,
-        warning: &mut Option<String>,
+        tally: &mut Tally,
     ) -> Result<(), TargetFailure> {
         let id = &self.reporter.id;
         check_root(&self.runner.root.source, self.identity)?;
+        let released = self.journal.full_released(id, sub)?;
+        let limit = match released {
+            true => None,
+            false => self.delete_budget.map(|b| b.saturating_sub(tally.deleted)),
+        };
         let started = std::time::Instant::now();
-        let run = self.runner.push_full(sub, &self.progress).await;
+        let run = self.runner.push_full(sub, &self.progress, limit).await;
         self.reporter.rsync_run("full", &run.exit, run.bytes);
+        tally.deleted += self.progress.deleted();
+        let mut skipped = 0;
         match run.outcome {
             Outcome::Delivered => {}
             Outcome::Partial(e) => {
                 warn!(target = %id, sub = %String::from_utf8_lossy(sub), error = %e, "full sync finished with errors; narrowing down");
                 self.narrow_down(sub).await?;
-                *warning = Some(e);
+                tally.warning = Some(e);
             }
             // Busy or down, the owed full sync stays owed.
             Outcome::TargetDown(e) | Outcome::Interrupted(e) | Outcome::Busy(e) => {
                 return Err(TargetFailure::Down(e))
             }
-            Outcome::Permanent(e) => return Err(TargetFailure::Permanent(e)),
+            Outcome::Permanent(e) => match deletions_skipped(&e).filter(|_| limit.is_some()) {
+                Some(n) => skipped = n,
+                None => return Err(TargetFailure::Permanent(e)),
+            },
+        }
+        if limit.is_some() {
+            self.hold(sub, skipped)?;
         }
         let changed = self.progress.changed();
         info!(target = %id, sub = %String::from_utf8_lossy(sub), entries = changed, ms = started.elapsed().as_millis() as u64, "full sync done");
-        self.reporter.full_synced(sub, changed, warning.as_deref());
+        self.reporter
+            .full_synced(sub, changed, tally.warning.as_deref());
         self.journal.resync_done(id, sub, token)?;
+        if released {
+            self.journal.full_release_done(id, sub)?;
+        }
+        Ok(())
+    }
+
+    /// A guarded sync of `sub` ended: rsync stopped deleting at the guard's limit `skipped`
+    /// short (the rest of the sync is done), and those deletions are what `sub` holds now.
+    fn hold(&self, sub: &[u8], skipped: u64) -> Result<(), TargetFailure> {
+        let id = &self.reporter.id;
+        self.journal.hold_full(id, sub, skipped)?;
+        if skipped > 0 {
+            let total = self.journal.held_count(id)?;
+            self.reporter.full_deletes_held(sub, skipped, total);
+        }
         Ok(())
     }
 
@@ -99,12 +141,14 @@ impl FullJob {
     }
 }
 
-fn result(ending: Ending, warning: Option<String>) -> JobResult {
+fn result(ending: Ending, tally: Tally) -> JobResult {
     JobResult {
-        kind: JobKind::Full,
+        kind: JobKind::Full {
+            deleted: tally.deleted,
+        },
         ending,
         delivered: 0,
-        path_error: warning,
+        path_error: tally.warning,
         released_moves: false,
     }
 }

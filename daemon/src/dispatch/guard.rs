@@ -99,6 +99,19 @@ impl DeleteWindow {
         taken + n <= limit
     }
 
+    /// How many more entries may be deleted now (None: no limit); `entries` as for
+    /// [`DeleteWindow::allows`].
+    pub fn remaining(&mut self, entries: Option<u64>, now: Instant) -> Option<u64> {
+        self.expire(now);
+        let taken: u64 = self.taken.iter().map(|t| t.entries).sum();
+        let limit = match self.guard.limit {
+            GuardLimit::Off => return None,
+            GuardLimit::Paths(p) => p,
+            GuardLimit::Share(s) => (s * (entries? + taken) as f64).floor() as u64,
+        };
+        Some(limit.saturating_sub(taken))
+    }
+
     /// Deletions of `entries` entries, at `tops`, went.
     pub fn took(&mut self, entries: u64, tops: Vec<Vec<u8>>, now: Instant) {
         self.taken.push_back(Taken {
@@ -182,6 +195,21 @@ impl Worker {
         Ok(allowed)
     }
 
+    /// The most a full sync (`--delete`) may delete now: what the guard has left, nothing while
+    /// deletions are held; None: no limit.
+    pub(super) fn full_sync_budget(
+        &self,
+        window: &mut DeleteWindow,
+    ) -> Result<Option<u64>, JournalError> {
+        if window.is_off() {
+            return Ok(None);
+        }
+        if self.journal.has_held(&self.id)? {
+            return Ok(Some(0));
+        }
+        Ok(window.remaining(self.root_entries()?, Instant::now()))
+    }
+
     /// The root's entries as its index counts them, once the index walked the whole root.
     fn root_entries(&self) -> Result<Option<u64>, JournalError> {
         let sum = self.journal.index_sum(&self.runner.root.name)?;
@@ -255,6 +283,18 @@ mod tests {
             w.uncounted(&[p("big/f9")], Instant::now()),
             vec![p("big/f9")]
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn what_is_left_for_a_full_sync_is_the_guard_less_the_window() {
+        let now = Instant::now();
+        let mut w = window(GuardLimit::Paths(100));
+        w.took(30, vec![], now);
+        assert_eq!(w.remaining(None, now), Some(70));
+        let mut w = window(GuardLimit::Share(0.3));
+        assert_eq!(w.remaining(Some(1_000), now), Some(300));
+        assert_eq!(w.remaining(None, now), None, "no whole index: no limit");
+        assert_eq!(window(GuardLimit::Off).remaining(Some(1), now), None);
     }
 
     #[test]

@@ -68,8 +68,8 @@ impl Ending {
 pub enum JobKind {
     /// A batch, with what it held in flight.
     Batch(Claim),
-    /// A full sync.
-    Full,
+    /// A full sync, and how many entries it deleted at the target.
+    Full { deleted: u64 },
     /// The rename probe (`rsync::probe`).
     Probe,
 }

@@ -260,7 +260,10 @@ impl Worker {
     fn finished(&self, r: &mut Running, res: JobResult) {
         match &res.kind {
             JobKind::Batch(claim) => r.inflight.release(claim),
-            JobKind::Full => r.full = None,
+            JobKind::Full { deleted } => {
+                r.full = None;
+                r.deletes.took(*deleted, Vec::new(), Instant::now());
+            }
             JobKind::Probe => r.probing = false,
         }
         if res.released_moves {
@@ -470,6 +473,10 @@ impl Worker {
     }
 
     fn start_full(&self, r: &mut Running, owed: Vec<(Vec<u8>, ResyncToken)>) {
+        let delete_budget = match self.full_sync_budget(&mut r.deletes) {
+            Ok(b) => b,
+            Err(e) => return self.read_failed(r, e),
+        };
         r.sched.full_sync_started();
         let progress = Arc::new(FullProgress::new(self.runner.root.clone()));
         r.full = Some(progress.clone());
@@ -480,6 +487,7 @@ impl Worker {
             identity: self.identity,
             resyncs: owed,
             progress,
+            delete_budget,
         };
         r.jobs.spawn(flushed(self.journal.clone(), job.run()));
     }

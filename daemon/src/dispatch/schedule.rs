@@ -217,7 +217,7 @@ impl Schedule {
             // What the probe found is the worker's; a target it could not reach shows in the
             // pushes.
             (JobKind::Probe, _) => {}
-            (JobKind::Full, _) => match &res.path_error {
+            (JobKind::Full { .. }, _) => match &res.path_error {
                 Some(w) => self.last_error = Some(w.clone()),
                 None => {
                     self.failures = 0;
@@ -506,7 +506,7 @@ mod tests {
     async fn a_full_sync_shows_what_it_could_not_transfer_and_a_clean_one_clears_it() {
         let mut s = schedule(4);
         let full = |path_error: Option<&str>| JobResult {
-            kind: JobKind::Full,
+            kind: JobKind::Full { deleted: 0 },
             ending: Ending::Done,
             delivered: 0,
             path_error: path_error.map(str::to_string),

@@ -4,6 +4,12 @@
 //! too (the dispatcher asks [`Journal::has_held`]). A held path that changes again at the source
 //! leaves `held` for `pending` ([`Journal::record`]): created again, it is an ordinary update.
 //!
+//! A full sync (`--delete`) cannot hold paths one by one: it runs with `--max-delete` at what
+//! the guard has left, and what rsync skipped beyond it is recorded in `meta` as
+//! `held_full 0x00 target_id 0x00 subpath` → how many. A release turns it into
+//! `released_full 0x00 target_id 0x00 subpath` and a full sync owed there, which then runs
+//! unguarded.
+//!
 //! A release records in `meta` (`released 0x00 target_id`) a generation above every entry it
 //! moved back: deletions of an older generation were released and go unguarded (with them any
 //! deletion recorded before the release and not yet judged: the operator released what waited),
@@ -21,7 +27,28 @@ fn released_key(target: &str) -> Vec<u8> {
     k
 }
 
+fn full_key(kind: &[u8], target: &str, sub: &[u8]) -> Vec<u8> {
+    let mut k = kind.to_vec();
+    k.push(0);
+    k.extend_from_slice(&key(target, sub));
+    k
+}
+
+const HELD_FULL: &[u8] = b"held_full";
+const RELEASED_FULL: &[u8] = b"released_full";
+
 impl Trees {
+    /// The full syncs' held deletions of `target`: (subpath, how many).
+    fn held_full(&self, target: &str) -> Result<Vec<(Vec<u8>, u64)>, JournalError> {
+        let pfx = full_key(HELD_FULL, target, b"");
+        let mut out = Vec::new();
+        for kv in self.meta.scan_prefix(&pfx) {
+            let (k, v) = kv?;
+            out.push((k[pfx.len()..].to_vec(), opts().deserialize(&v)?));
+        }
+        Ok(out)
+    }
+
     fn hold(&self, target: &str, items: &[Item]) -> Result<u64, JournalError> {
         let mut n = 0;
         for it in items {
@@ -58,6 +85,13 @@ impl Trees {
             self.held.remove(&k)?;
             n += 1;
         }
+        for (sub, skipped) in self.held_full(target)? {
+            self.meta
+                .insert(full_key(RELEASED_FULL, target, &sub), &[1u8])?;
+            self.request_resync(target, &sub)?;
+            self.meta.remove(full_key(HELD_FULL, target, &sub))?;
+            n += skipped;
+        }
         Ok(n)
     }
 
@@ -82,14 +116,12 @@ impl Journal {
         self.write(|t| t.release_deletes(target))
     }
 
-    /// Whether `target` has held deletions (cheap: looks at one key).
+    /// Whether `target` has held deletions (cheap: looks at a key or two).
     pub fn has_held(&self, target: &str) -> Result<bool, JournalError> {
         self.with(|t| {
-            Ok(t.held
-                .scan_prefix(prefix(target))
-                .next()
-                .transpose()?
-                .is_some())
+            let paths = t.held.scan_prefix(prefix(target)).next().transpose()?;
+            let full = t.meta.scan_prefix(full_key(HELD_FULL, target, b"")).next();
+            Ok(paths.is_some() || full.transpose()?.is_some())
         })
     }
 
@@ -101,7 +133,33 @@ impl Journal {
                 kv?;
                 n += 1;
             }
-            Ok(n)
+            Ok(n + t.held_full(target)?.iter().map(|h| h.1).sum::<u64>())
+        })
+    }
+
+    /// A guarded full sync of `sub` left `skipped` deletions undone at the guard's limit: they
+    /// are what it holds now (0: nothing).
+    pub fn hold_full(&self, target: &str, sub: &[u8], skipped: u64) -> Result<(), JournalError> {
+        self.write(|t| {
+            let k = full_key(HELD_FULL, target, sub);
+            match skipped {
+                0 => t.meta.remove(k)?,
+                n => t.meta.insert(k, opts().serialize(&n)?)?,
+            };
+            Ok(())
+        })
+    }
+
+    /// Whether the full sync owed to `sub` was released (it runs unguarded).
+    pub fn full_released(&self, target: &str, sub: &[u8]) -> Result<bool, JournalError> {
+        self.with(|t| Ok(t.meta.get(full_key(RELEASED_FULL, target, sub))?.is_some()))
+    }
+
+    /// The released full sync of `sub` ran.
+    pub fn full_release_done(&self, target: &str, sub: &[u8]) -> Result<(), JournalError> {
+        self.write(|t| {
+            t.meta.remove(full_key(RELEASED_FULL, target, sub))?;
+            Ok(())
         })
     }
 

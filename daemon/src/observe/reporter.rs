@@ -64,6 +64,18 @@ impl Reporter {
             .held(held.iter().map(|i| i.path.as_slice()), &error);
     }
 
+    /// A full sync of `sub` stopped deleting at `delete_guard`'s limit, `skipped` short; `total`
+    /// of the target's deletions are held now.
+    pub fn full_deletes_held(&self, sub: &[u8], skipped: u64, total: u64) {
+        let error = format!(
+            "{total} deletion(s) held by delete_guard ({skipped} by a full sync); check the source, then `syncctl release-deletes {}` pushes them",
+            self.target_name()
+        );
+        warn!(target = %self.id, sub = %String::from_utf8_lossy(sub), skipped, total, "full sync's deletions held by delete_guard");
+        let dir: &[u8] = if sub.is_empty() { b"." } else { sub };
+        self.hooks.held([dir], &error);
+    }
+
     /// The target's own name (the part of `root/target` after the root).
     fn target_name(&self) -> &str {
         self.id.rsplit('/').next().unwrap_or(&self.id)

@@ -134,9 +134,16 @@ impl Runner {
         (c, input)
     }
 
-    /// Full `rsync -a --delete` of the root (or its subdirectory `sub`).
-    pub(super) fn full_command(&self, sub: &[u8]) -> Command {
+    /// Full `rsync -a --delete` of the root (or its subdirectory `sub`), deleting at most
+    /// `max_delete` entries if given (`delete_guard`; the target's own `max_delete` still caps
+    /// it).
+    pub(super) fn full_command(&self, sub: &[u8], max_delete: Option<u64>) -> Command {
         let mut c = self.full_command_base();
+        if let Some(n) = max_delete {
+            // After the target's own: rsync takes the last.
+            let n = n.min(self.target.max_delete.unwrap_or(u64::MAX));
+            c.arg(format!("--max-delete={n}"));
+        }
         // A line for every entry, up to date or not: how far the sync is (progress.rs).
         c.args(["-ii", "--out-format=%i %l %b"]);
         self.versions_args(&mut c, sub);

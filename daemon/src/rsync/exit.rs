@@ -73,6 +73,17 @@ pub fn permanent_for_a_path(message: &str) -> bool {
     PERMANENT_FOR_A_PATH.iter().any(|m| message.contains(m))
 }
 
+/// How an exit 25's message begins.
+const MAX_DELETE_STOPPED: &str = "--max-delete limit stopped deletions";
+
+/// Of an outcome's message, the deletions `--max-delete` stopped (rsync's "Deletions stopped
+/// due to --max-delete limit (N skipped)"); None if it did not stop any.
+pub fn deletions_skipped(message: &str) -> Option<u64> {
+    let rest = message.split_once(MAX_DELETE_STOPPED)?.1;
+    let n = rest.rsplit_once(" skipped)")?.0.rsplit_once('(')?.1;
+    Some(n.trim().parse().unwrap_or(0))
+}
+
 /// Map an rsync exit status to what it means for delivery (rsync's errcode.h).
 pub fn classify(status: ExitStatus, stderr: &str) -> Outcome {
     use std::os::unix::process::ExitStatusExt;
@@ -106,7 +117,14 @@ pub fn classify(status: ExitStatus, stderr: &str) -> Outcome {
         5 => Outcome::Permanent(msg(
             "cannot start the rsync daemon session (authentication or module)",
         )),
-        25 => Outcome::Permanent(msg("--max-delete limit stopped deletions")),
+        25 => Outcome::Permanent(format!(
+            "rsync exit 25: {MAX_DELETE_STOPPED}: {}",
+            stderr
+                .lines()
+                .find(|l| l.contains("Deletions stopped"))
+                .unwrap_or(&detail)
+                .trim()
+        )),
         126 | 127 => Outcome::Permanent(msg("remote shell could not be run")),
         255 if stderr.contains("Permission denied")
             || stderr.contains("Host key verification failed") =>
@@ -172,6 +190,20 @@ mod tests {
 
     fn st(code: i32) -> ExitStatus {
         ExitStatus::from_raw(code << 8)
+    }
+
+    #[test]
+    fn the_deletions_max_delete_stopped_are_read_from_rsyncs_message() {
+        // rsync 3.5.0, `--delete --max-delete=3` with 10 extra files at the destination.
+        let stderr = "Deletions stopped due to --max-delete limit (7 skipped)\nrsync error: the --max-delete limit stopped deletions (code 25) at main.c(1394) [sender=3.5.0]\n";
+        let Outcome::Permanent(m) = classify(st(25), stderr) else {
+            panic!("exit 25 is permanent");
+        };
+        assert_eq!(deletions_skipped(&m), Some(7), "{m}");
+        assert_eq!(
+            deletions_skipped("rsync exit 23: some files were not transferred"),
+            None
+        );
     }
 
     #[test]

@@ -84,12 +84,23 @@ impl Runner {
 
     /// Full `rsync -a --delete` of the root (or its subdirectory `sub`); `progress` counts
     /// what rsync reports.
-    pub async fn push_full(&self, sub: &[u8], progress: &FullProgress) -> RunReport {
+    pub async fn push_full(
+        &self,
+        sub: &[u8],
+        progress: &FullProgress,
+        max_delete: Option<u64>,
+    ) -> RunReport {
         if let Some(r) = self.local_root_missing().filter(|_| !sub.is_empty()) {
             return r;
         }
         // A full sync of a large tree legitimately takes long; rsync's --timeout catches a stall.
-        run::run(self.full_command(sub), None, Some(progress), None).await
+        run::run(
+            self.full_command(sub, max_delete),
+            None,
+            Some(progress),
+            None,
+        )
+        .await
     }
 
     /// A push into a subdirectory creates the missing directories above it (`--mkpath`), which

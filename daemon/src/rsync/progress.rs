@@ -207,6 +207,11 @@ impl FullProgress {
         self.bytes_sent.fetch_add(line.bytes, Ordering::Relaxed);
     }
 
+    /// Entries deleted in the current directory so far.
+    pub fn deleted(&self) -> u64 {
+        self.deleted.load(Ordering::Relaxed)
+    }
+
     /// Entries sent or deleted in the current directory so far.
     pub fn changed(&self) -> u64 {
         self.changed.load(Ordering::Relaxed)
