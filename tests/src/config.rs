@@ -82,6 +82,24 @@ pub fn local_target(name: &str, dest: &Path, extra: &str) -> String {
     format!("[[sync.target]]\n{}\n", merge_keys(&defaults, extra))
 }
 
+/// An `on_failure` (or `on_batch`) program in `dir` that appends to `dir/told` the paths it is
+/// given, one per line, then `$SYNCD_HOOK $SYNCD_TARGET $SYNCD_ERROR`; returns (program, told).
+pub fn hook_recorder(dir: &Path) -> (PathBuf, PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let told = dir.join("told");
+    let prog = dir.join("alert.sh");
+    std::fs::write(
+        &prog,
+        format!(
+            "#!/bin/sh\n{{ tr '\\0' '\\n'; echo \"$SYNCD_HOOK $SYNCD_TARGET $SYNCD_ERROR\"; }} >> {}\n",
+            told.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (prog, told)
+}
+
 /// `key = value` lines of `defaults` not set in `extra`, then `extra`.
 pub fn merge_keys(defaults: &str, extra: &str) -> String {
     let key = |l: &str| l.split('=').next().unwrap_or("").trim().to_string();

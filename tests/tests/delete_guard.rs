@@ -3,7 +3,6 @@
 //! it; a restart keeps it held; a held path created again is an ordinary update; `syncctl
 //! release-deletes [TARGET]` pushes what is held. The real rsync, a real rsync daemon.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -22,22 +21,6 @@ fn tree(src: &Path) {
     }
 }
 const BIG_ENTRIES: u64 = 169;
-
-/// An `on_failure` program appending what it is told to `told`.
-fn alert_program(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
-    let told = dir.join("told");
-    let prog = dir.join("alert.sh");
-    std::fs::write(
-        &prog,
-        format!(
-            "#!/bin/sh\n{{ tr '\\0' '\\n'; echo \"$SYNCD_HOOK $SYNCD_TARGET $SYNCD_ERROR\"; }} >> {}\n",
-            told.display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).unwrap();
-    (prog, told)
-}
 
 /// `syncctl wait-idle --timeout 60` for one target (or all), its exit code and output.
 fn wait_idle(d: &Syncd, target: Option<&str>) -> (i32, String) {
@@ -69,7 +52,7 @@ fn an_rm_rf_of_80_percent_is_held_whole_at_a_daemon_target_while_a_new_file_goes
     let module = env.dir.path().join("module");
     std::fs::create_dir(&module).unwrap();
     let rd = RsyncDaemon::start(env.dir.path(), &module, "");
-    let (prog, told) = alert_program(env.dir.path());
+    let (prog, told) = hook_recorder(env.dir.path());
     let target = rd.target("d1", &format!("on_failure = [{prog:?}]"));
     let cfg = env.config("delete_guard = \"30%\"", &target);
     let d = Syncd::start(&cfg, &env.socket);

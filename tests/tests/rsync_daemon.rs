@@ -595,17 +595,7 @@ fn rsync_cmdlines(ppid: u32) -> Vec<String> {
 fn on_failure_is_told_each_parked_path_with_rsyncs_reason() {
     let env = Env::new();
     let (_module, rd, _fix) = refusing_daemon(&env);
-    let told = env.dir.path().join("told");
-    let prog = env.dir.path().join("alert.sh");
-    std::fs::write(
-        &prog,
-        format!(
-            "#!/bin/sh\n{{ tr '\\0' '\\n'; echo \"$SYNCD_HOOK $SYNCD_TARGET $SYNCD_ERROR\"; }} >> {}\n",
-            told.display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (prog, told) = hook_recorder(env.dir.path());
     let cfg = env.config(
         "",
         &rd.target(
@@ -841,17 +831,7 @@ fn names_the_daemon_refuses_are_parked_within_half_a_minute_and_told() {
     let env = Env::new();
     let module = module_dir(&env);
     let rd = RsyncDaemon::start(env.dir.path(), &module, "exclude = refused_*\n");
-    let told = env.dir.path().join("told");
-    let prog = env.dir.path().join("alert.sh");
-    std::fs::write(
-        &prog,
-        format!(
-            "#!/bin/sh\n{{ tr '\\0' '\\n'; echo \"$SYNCD_ERROR\"; }} >> {}\n",
-            told.display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (prog, told) = hook_recorder(env.dir.path());
     let extra = format!(
         "retry_initial_ms = 1000\nretry_max_ms = 300000\nmax_attempts = 10\non_failure = [{prog:?}]"
     );
