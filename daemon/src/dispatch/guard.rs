@@ -14,13 +14,13 @@
 //! the batch's. Until the index has walked the whole root it cannot count them, and a share
 //! holds nothing.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use tokio::time::Instant;
 
 use super::Worker;
 use crate::config::{DeleteGuard, GuardLimit};
-use crate::fs::{is_prefix_dir, parents};
+use crate::fs::parents;
 use crate::journal::{Item, JournalError};
 
 /// A planned push of one path: what rsync is told, and whether that is a deletion.
@@ -39,6 +39,10 @@ struct Taken {
 pub struct DeleteWindow {
     guard: DeleteGuard,
     taken: VecDeque<Taken>,
+    /// The tops of `taken`, and when they were last taken: looked up by path and ancestors.
+    counted: HashMap<Vec<u8>, Instant>,
+    /// The target's held deletions as last counted, while it holds some (for the report).
+    held: Option<u64>,
 }
 
 impl DeleteWindow {
@@ -46,6 +50,8 @@ impl DeleteWindow {
         DeleteWindow {
             guard,
             taken: VecDeque::new(),
+            counted: HashMap::new(),
+            held: None,
         }
     }
 
@@ -59,7 +65,12 @@ impl DeleteWindow {
             if now.saturating_duration_since(t.at) < self.guard.window {
                 break;
             }
-            self.taken.pop_front();
+            let t = self.taken.pop_front().expect("a front");
+            for top in &t.tops {
+                if self.counted.get(top) == Some(&t.at) {
+                    self.counted.remove(top);
+                }
+            }
         }
     }
 
@@ -71,10 +82,9 @@ impl DeleteWindow {
             .iter()
             .filter(|t| !parents(t).any(|a| all.contains(a)))
             .filter(|t| {
-                !self
-                    .taken
-                    .iter()
-                    .any(|k| k.tops.iter().any(|d| is_prefix_dir(d, t)))
+                !std::iter::once(t.as_slice())
+                    .chain(parents(t))
+                    .any(|a| self.counted.contains_key(a))
             })
             .cloned()
             .collect();
@@ -114,6 +124,9 @@ impl DeleteWindow {
 
     /// Deletions of `entries` entries, at `tops`, went.
     pub fn took(&mut self, entries: u64, tops: Vec<Vec<u8>>, now: Instant) {
+        for t in &tops {
+            self.counted.insert(t.clone(), now);
+        }
         self.taken.push_back(Taken {
             at: now,
             entries,
@@ -145,11 +158,15 @@ impl Worker {
             .filter(|(i, p)| guarded(i, p))
             .filter_map(|(_, p)| p.as_ref().map(|p| p.0.clone()))
             .collect();
-        if tops.is_empty()
-            || (!self.journal.has_held(&self.id)?
-                && self.deletions_allowed(window, &tops, released)?)
-        {
+        if tops.is_empty() {
             return Ok((items, flat(plans)));
+        }
+        let holding = self.journal.has_held(&self.id)?;
+        if !holding {
+            window.held = None;
+            if self.deletions_allowed(window, &tops, released)? {
+                return Ok((items, flat(plans)));
+            }
         }
         let (mut hold, mut keep, mut kept_plans) = (Vec::new(), Vec::new(), Vec::new());
         for (i, p) in items.into_iter().zip(plans) {
@@ -160,8 +177,13 @@ impl Worker {
                 kept_plans.extend(p);
             }
         }
-        self.journal.hold(&self.id, &hold)?;
-        let total = self.journal.held_count(&self.id)?;
+        let moved = self.journal.hold(&self.id, &hold)?;
+        // Counted once (a scan), then kept up: a mass deletion comes in many batches.
+        let total = match window.held {
+            Some(n) => n + moved,
+            None => self.journal.held_count(&self.id)?,
+        };
+        window.held = Some(total);
         self.reporter.deletes_held(&hold, total);
         Ok((keep, kept_plans))
     }

@@ -16,8 +16,6 @@
 //! newer ones are judged again.
 
 use bincode::Options;
-use sled::transaction::{TransactionError, TransactionResult};
-use sled::Transactional;
 
 use super::{key, opts, prefix, Entry, Item, Journal, JournalError, Trees};
 
@@ -49,23 +47,24 @@ impl Trees {
         Ok(out)
     }
 
+    /// Without a transaction (one per path cost more than the rest of a mass deletion): the
+    /// entry is written to `held` first, then taken from `pending` if unchanged, else taken
+    /// back. A crash in between leaves it in both, and the next take holds it again.
     fn hold(&self, target: &str, items: &[Item]) -> Result<u64, JournalError> {
         let mut n = 0;
         for it in items {
             let k = key(target, &it.path);
-            let res: TransactionResult<bool, ()> =
-                (&self.pending, &self.held).transaction(|(p, h)| {
-                    if p.get(&k)?.as_ref() != Some(&it.raw) {
-                        return Ok(false);
-                    }
-                    p.remove(k.as_slice())?;
-                    h.insert(k.as_slice(), it.raw.clone())?;
-                    Ok(true)
-                });
-            match res {
-                Ok(true) => n += 1,
-                Ok(false) | Err(TransactionError::Abort(())) => {}
-                Err(TransactionError::Storage(s)) => return Err(JournalError::Io(s)),
+            self.held.insert(k.as_slice(), it.raw.clone())?;
+            let taken = self.pending.compare_and_swap(
+                k.as_slice(),
+                Some(&it.raw),
+                None as Option<&[u8]>,
+            )?;
+            match taken {
+                Ok(()) => n += 1,
+                Err(_) => {
+                    self.held.remove(k.as_slice())?;
+                }
             }
         }
         Ok(n)
