@@ -15,14 +15,17 @@ const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 /// Prune target `id`'s versions older than `keep` until `stop`.
 pub async fn prune_versions(runner: Runner, id: String, keep: Duration, stop: CancellationToken) {
+    // The first tick is at once; a prune that overruns the hour pushes the next one back.
+    let mut every = tokio::time::interval(PRUNE_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            // Dropped at shutdown: its rsync is killed with it, the next start prunes again.
-            _ = prune_once(&runner, &id, keep) => {}
+            _ = every.tick() => {}
             _ = stop.cancelled() => return,
         }
         tokio::select! {
-            _ = tokio::time::sleep(PRUNE_EVERY) => {}
+            // Dropped at shutdown: its rsync is killed with it, the next start prunes again.
+            _ = prune_once(&runner, &id, keep) => {}
             _ = stop.cancelled() => return,
         }
     }

@@ -25,19 +25,25 @@ pub struct Metrics {
     delivered: IntCounterVec,
     lag: HistogramVec,
     last_success: GaugeVec,
+    /// Set from the status at every scrape.
+    gauges: StatusGauges,
+    journal_bytes: IntGauge,
+    /// Held by a scrape from setting the gauges to encoding them: another scrape's reset would
+    /// otherwise empty them in between.
+    scrape: std::sync::Mutex<()>,
+}
+
+/// The gauges a scrape sets from `syncctl status`'s report.
+struct StatusGauges {
     pending: IntGaugeVec,
     in_flight: IntGaugeVec,
     failed: IntGaugeVec,
     deletes_held: IntGaugeVec,
     watches: IntGaugeVec,
-    journal_bytes: IntGauge,
     full_checked: IntGaugeVec,
     full_total: IntGaugeVec,
     oldest_pending: GaugeVec,
     state: IntGaugeVec,
-    /// Held by a scrape from setting the gauges to encoding them: another scrape's reset would
-    /// otherwise empty them in between.
-    scrape: std::sync::Mutex<()>,
 }
 
 const TARGET: &[&str] = &["root", "target"];
@@ -108,6 +114,51 @@ impl Metrics {
                 "When the target last confirmed a push (Unix time)",
                 TARGET,
             ),
+            gauges: StatusGauges::new(&r),
+            journal_bytes: r.add(
+                IntGauge::new("syncd_journal_size_bytes", "Size of the journal on disk")
+                    .expect("valid metric"),
+            ),
+            registry: r.0,
+            scrape: std::sync::Mutex::new(()),
+        })
+    }
+
+    /// The handle one target's pushes report to.
+    pub fn target(self: &Arc<Self>, root: &str, target: &str) -> TargetMetrics {
+        TargetMetrics {
+            m: self.clone(),
+            root: root.to_string(),
+            target: target.to_string(),
+        }
+    }
+
+    /// The text exposition, with the gauges taken from `status` (targets and roots that are
+    /// gone since a reload disappear).
+    pub fn render(&self, status: &StatusReport, journal_bytes: u64) -> String {
+        // Nothing panics while it is held; a poisoned lock guards nothing broken.
+        let _scrape = self.scrape.lock().unwrap_or_else(|p| p.into_inner());
+        self.gauges.reset();
+        for r in &status.roots {
+            self.gauges
+                .watches
+                .with_label_values(&[r.name.as_str()])
+                .set(r.watches as i64);
+            for t in &r.targets {
+                self.gauges.set_target(&r.name, t);
+            }
+        }
+        self.journal_bytes.set(journal_bytes as i64);
+        let mut out = Vec::new();
+        // Encoding into memory cannot fail for these metric types.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    }
+}
+
+impl StatusGauges {
+    fn new(r: &Reg) -> StatusGauges {
+        StatusGauges {
             pending: r.gauge(
                 "syncd_pending_paths",
                 "Paths journaled and not yet confirmed by the target",
@@ -153,29 +204,11 @@ impl Metrics {
                 "1 for the target's state now (running, paused, backoff, initial-sync), 0 for the others",
                 &["root", "target", "state"],
             ),
-            journal_bytes: r.add(
-                IntGauge::new("syncd_journal_size_bytes", "Size of the journal on disk")
-                    .expect("valid metric"),
-            ),
-            registry: r.0,
-            scrape: std::sync::Mutex::new(()),
-        })
-    }
-
-    /// The handle one target's pushes report to.
-    pub fn target(self: &Arc<Self>, root: &str, target: &str) -> TargetMetrics {
-        TargetMetrics {
-            m: self.clone(),
-            root: root.to_string(),
-            target: target.to_string(),
         }
     }
 
-    /// The text exposition, with the gauges taken from `status` (targets and roots that are
-    /// gone since a reload disappear).
-    pub fn render(&self, status: &StatusReport, journal_bytes: u64) -> String {
-        // Nothing panics while it is held; a poisoned lock guards nothing broken.
-        let _scrape = self.scrape.lock().unwrap_or_else(|p| p.into_inner());
+    /// Empty every gauge (targets and roots gone since a reload disappear).
+    fn reset(&self) {
         self.pending.reset();
         self.in_flight.reset();
         self.failed.reset();
@@ -185,23 +218,8 @@ impl Metrics {
         self.full_total.reset();
         self.oldest_pending.reset();
         self.state.reset();
-        for r in &status.roots {
-            self.watches
-                .with_label_values(&[r.name.as_str()])
-                .set(r.watches as i64);
-            for t in &r.targets {
-                self.set_target(&r.name, t);
-            }
-        }
-        self.journal_bytes.set(journal_bytes as i64);
-        let mut out = Vec::new();
-        // Encoding into memory cannot fail for these metric types.
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
-        String::from_utf8_lossy(&out).into_owned()
     }
-}
 
-impl Metrics {
     /// The gauges of target `t` of root `root`, as `syncctl status` reports it.
     fn set_target(&self, root: &str, t: &syncd_proto::TargetStatus) {
         let l = [root, t.name.as_str()];
