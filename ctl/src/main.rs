@@ -58,7 +58,8 @@ enum Command {
     /// Push the deletions delete_guard holds for TARGET (or for all): check the source first; a
     /// path deleted by mistake can be restored from the target before this.
     ReleaseDeletes { target: Option<String> },
-    /// List parked (failed) paths and why, then paths failing but still retried.
+    /// List parked (failed) paths and why, then paths failing but still retried, then the
+    /// deletions delete_guard holds.
     Failed {
         #[arg(long)]
         target: Option<String>,

@@ -212,13 +212,30 @@ impl<'a> LogEventView<'a> {
     }
 }
 
-/// `syncctl --json failed`: `failed` are parked, `retrying` still retried.
+/// `syncctl --json failed`: `failed` are parked, `retrying` still retried, `held` deletions
+/// wait for `syncctl release-deletes` (and `held_full_sync`, what full syncs left undeleted).
 #[derive(Serialize)]
 pub struct FailedView<'a> {
     pub failed: Vec<FailedPathView<'a>>,
+    pub held: Vec<HeldPathView<'a>>,
+    pub held_full_sync: Vec<HeldFullSyncView<'a>>,
+    pub held_more: u64,
     pub more: u64,
     pub retrying: Vec<RetryingPathView<'a>>,
     pub retrying_more: u64,
+}
+
+#[derive(Serialize)]
+pub struct HeldPathView<'a> {
+    pub path: Cow<'a, str>,
+    pub target: &'a str,
+}
+
+#[derive(Serialize)]
+pub struct HeldFullSyncView<'a> {
+    pub deletions: u64,
+    pub path: Cow<'a, str>,
+    pub target: &'a str,
 }
 
 #[derive(Serialize)]
@@ -264,6 +281,24 @@ impl<'a> FailedView<'a> {
                 })
                 .collect(),
             retrying_more: list.retrying_more,
+            held: list
+                .held
+                .iter()
+                .map(|e| HeldPathView {
+                    path: String::from_utf8_lossy(&e.path),
+                    target: &e.target,
+                })
+                .collect(),
+            held_more: list.held_more,
+            held_full_sync: list
+                .held_full
+                .iter()
+                .map(|e| HeldFullSyncView {
+                    deletions: e.deletions,
+                    path: String::from_utf8_lossy(&e.path),
+                    target: &e.target,
+                })
+                .collect(),
         }
     }
 }

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 pub use serde_bytes::ByteBuf;
 
 /// Version of this protocol; bumped on any incompatible change to the messages below.
-pub const PROTOCOL_VERSION: u16 = 6;
+pub const PROTOCOL_VERSION: u16 = 7;
 
 /// Largest request frame the daemon accepts (requests are small; anything bigger is hostile).
 pub const MAX_REQUEST_FRAME: usize = 64 * 1024;
@@ -424,7 +424,7 @@ impl SyncProgress {
     }
 }
 
-/// Parked paths, and paths failing but still retried.
+/// Parked paths, paths failing but still retried, and deletions held by `delete_guard`.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct FailedList {
     pub entries: Vec<FailedPath>,
@@ -434,6 +434,32 @@ pub struct FailedList {
     pub retrying: Vec<RetryingPath>,
     /// Retrying paths not listed because of the limit.
     pub retrying_more: u64,
+    /// Deletions held by `delete_guard` until `ReleaseDeletes`.
+    pub held: Vec<HeldPath>,
+    /// Held deletions not listed because of the limit.
+    pub held_more: u64,
+    /// What guarded full syncs left undeleted (rsync counts them; it does not name them).
+    pub held_full: Vec<HeldFullSync>,
+}
+
+/// A deletion held by `delete_guard`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct HeldPath {
+    /// `root/target`.
+    pub target: String,
+    /// Path relative to the root.
+    pub path: ByteBuf,
+}
+
+/// Deletions a full sync of `path` left undone at `delete_guard`'s limit (`--max-delete`).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct HeldFullSync {
+    /// `root/target`.
+    pub target: String,
+    /// The full sync's subpath relative to the root (empty: the whole root).
+    pub path: ByteBuf,
+    /// How many deletions rsync skipped.
+    pub deletions: u64,
 }
 
 /// A path that failed and is still retried.

@@ -13,7 +13,7 @@ fn requests() -> Vec<(Request, &'static str)> {
             Request::Hello {
                 protocol: PROTOCOL_VERSION,
             },
-            "000000020006",
+            "000000020007",
         ),
         (Request::Status, "0000000101"),
         (Request::Pause { target: None }, "000000020200"),
@@ -139,8 +139,18 @@ fn responses() -> Vec<(Response, &'static str)> {
                     last_error: "refused".into(),
                 }],
                 retrying_more: 2,
+                held: vec![HeldPath {
+                    target: "data/b1".into(),
+                    path: ByteBuf::from(b"z".to_vec()),
+                }],
+                held_more: 4,
+                held_full: vec![HeldFullSync {
+                    target: "data/b1".into(),
+                    path: ByteBuf::from(b"d".to_vec()),
+                    deletions: 6,
+                }],
             }),
-            "0000002d030107646174612f62310178030664656e696564000107646174612f6231017901fb8813077265667573656402",
+            "00000045030107646174612f62310178030664656e696564000107646174612f6231017901fb88130772656675736564020107646174612f6231017a040107646174612f6231016406",
         ),
         (Response::WaitIdle(IdleOutcome::Idle { failed: 0 }), "00000003040000"),
         (Response::WaitIdle(IdleOutcome::TimedOut { pending: 9 }), "00000003040109"),

@@ -92,3 +92,41 @@ fn control_answers_are_ok_with_a_message_or_not_ok_with_an_error() {
     let failed = serde_json::to_string(&Outcome::failed("no target named \"x\"")).unwrap();
     assert_eq!(failed, r#"{"error":"no target named \"x\"","ok":false}"#);
 }
+
+#[test]
+fn failed_lists_parked_retrying_and_held_paths_apart() {
+    use syncd_proto::json::FailedView;
+    use syncd_proto::{FailedList, FailedPath, HeldFullSync, HeldPath, RetryingPath};
+    let list = FailedList {
+        entries: vec![FailedPath {
+            target: "data/b1".into(),
+            path: ByteBuf::from(b"x".to_vec()),
+            attempts: 3,
+            last_error: "denied".into(),
+        }],
+        more: 0,
+        retrying: vec![RetryingPath {
+            target: "data/b1".into(),
+            path: ByteBuf::from(b"y".to_vec()),
+            attempts: 1,
+            next_retry_ms: 5000,
+            last_error: "refused".into(),
+        }],
+        retrying_more: 2,
+        held: vec![HeldPath {
+            target: "data/b1".into(),
+            path: ByteBuf::from(b"z\xff".to_vec()),
+        }],
+        held_more: 4,
+        held_full: vec![HeldFullSync {
+            target: "data/b2".into(),
+            path: ByteBuf::from(b"".to_vec()),
+            deletions: 6,
+        }],
+    };
+    let json = serde_json::to_string(&FailedView::of(&list)).unwrap();
+    assert_eq!(
+        json,
+        r#"{"failed":[{"attempts":3,"last_error":"denied","path":"x","target":"data/b1"}],"held":[{"path":"z�","target":"data/b1"}],"held_full_sync":[{"deletions":6,"path":"","target":"data/b2"}],"held_more":4,"more":0,"retrying":[{"attempts":1,"last_error":"refused","next_retry_ms":5000,"path":"y","target":"data/b1"}],"retrying_more":2}"#
+    );
+}

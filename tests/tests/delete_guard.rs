@@ -144,6 +144,26 @@ fn told_and_shown(d: &Syncd, told: &Path) {
         "{status}"
     );
     assert!(d.log.text().contains("mass deletion held by delete_guard"));
+
+    // `failed` names each held path, told apart from failures, with the command that pushes it.
+    let failed = d.ctl(&["failed", "--limit", "5"]);
+    let failed = String::from_utf8_lossy(&failed.stdout);
+    let held_lines: Vec<&str> = failed.lines().filter(|l| l.contains("\theld: ")).collect();
+    assert_eq!(held_lines.len(), 5, "{failed}");
+    assert!(
+        held_lines.iter().all(|l| l.starts_with("data/d1\tbig")
+            && l.ends_with("check the source, then syncctl release-deletes data/d1")),
+        "{failed}"
+    );
+    assert!(
+        failed.contains("… and 164 more held (use --limit)"),
+        "{failed}"
+    );
+    let json = d.ctl(&["--json", "failed", "--target", "d1"]);
+    let json: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let held = json["held"].as_array().unwrap();
+    assert_eq!(held.len(), 169, "{json}");
+    assert!(held.iter().any(|h| h["path"] == "big/d7/f19"), "{json}");
 }
 
 #[test]
@@ -244,6 +264,13 @@ fn deletions_made_while_syncd_was_down_and_a_full_syncs_deletions_are_held_too()
         .log
         .text()
         .contains("full sync's deletions held by delete_guard"));
+    let failed = d.ctl(&["failed"]);
+    let failed = String::from_utf8_lossy(&failed.stdout);
+    assert!(
+        failed
+            .contains("data/local\t.\theld: 20 deletion(s) a full sync skipped over delete_guard"),
+        "{failed}"
+    );
     assert!(d.ctl(&["release-deletes", "local"]).status.success());
     d.settle();
     assert_same_tree(&env.src, &env.dst);

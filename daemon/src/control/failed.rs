@@ -1,7 +1,10 @@
 //! `syncctl failed [--target NAME]`: the parked paths with their attempts and rsync's reason,
-//! and the paths failing but still retried (attempts, time to the next, the last error).
+//! the paths failing but still retried (attempts, time to the next, the last error), and the
+//! deletions `delete_guard` holds.
 
-use syncd_proto::{ByteBuf, ErrorKind, FailedList, FailedPath, Response, RetryingPath};
+use syncd_proto::{
+    ByteBuf, ErrorKind, FailedList, FailedPath, HeldFullSync, HeldPath, Response, RetryingPath,
+};
 
 use super::{err, Shared};
 use crate::engine::EngineView;
@@ -27,6 +30,9 @@ pub(super) fn list_failed(
         more: 0,
         retrying: Vec::new(),
         retrying_more: 0,
+        held: Vec::new(),
+        held_more: 0,
+        held_full: Vec::new(),
     };
     for t in ts {
         if let Err(e) = list_target(shared, &t.id, limit as usize, &mut list) {
@@ -36,7 +42,8 @@ pub(super) fn list_failed(
     Response::Failed(list)
 }
 
-/// Add target `id`'s parked and retrying paths to `list`, up to `limit` of each kind in all.
+/// Add target `id`'s parked, retrying and held paths to `list`, up to `limit` of each kind in
+/// all.
 fn list_target(
     shared: &Shared,
     id: &str,
@@ -66,6 +73,29 @@ fn list_target(
             attempts: e.attempts,
             next_retry_ms: e.next_attempt_ms.saturating_sub(now),
             last_error: e.last_error.unwrap_or_default(),
+        }));
+    list_held(shared, id, limit, list)
+}
+
+fn list_held(
+    shared: &Shared,
+    id: &str,
+    limit: usize,
+    list: &mut FailedList,
+) -> Result<(), JournalError> {
+    let held = shared
+        .journal
+        .list_held(id, limit.saturating_sub(list.held.len()))?;
+    list.held_more += held.total - held.paths.len() as u64;
+    list.held.extend(held.paths.into_iter().map(|p| HeldPath {
+        target: id.to_string(),
+        path: ByteBuf::from(p),
+    }));
+    list.held_full
+        .extend(held.full.into_iter().map(|(p, n)| HeldFullSync {
+            target: id.to_string(),
+            path: ByteBuf::from(p),
+            deletions: n,
         }));
     Ok(())
 }

@@ -17,7 +17,7 @@
 
 use bincode::Options;
 
-use super::{key, opts, prefix, Entry, Item, Journal, JournalError, Trees};
+use super::{key, list_where, opts, prefix, Entry, Item, Journal, JournalError, Trees};
 
 fn released_key(target: &str) -> Vec<u8> {
     let mut k = b"released\0".to_vec();
@@ -33,6 +33,16 @@ fn full_key(kind: &[u8], target: &str, sub: &[u8]) -> Vec<u8> {
 }
 
 const HELD_FULL: &[u8] = b"held_full";
+
+/// A target's held deletions, as [`Journal::list_held`] lists them.
+pub struct HeldList {
+    /// Held paths, up to the limit asked for.
+    pub paths: Vec<Vec<u8>>,
+    /// How many paths are held.
+    pub total: u64,
+    /// What full syncs left undeleted: (subpath, how many).
+    pub full: Vec<(Vec<u8>, u64)>,
+}
 const RELEASED_FULL: &[u8] = b"released_full";
 
 impl Trees {
@@ -133,6 +143,18 @@ impl Journal {
                 n += 1;
             }
             Ok(n + t.held_full(target)?.iter().map(|h| h.1).sum::<u64>())
+        })
+    }
+
+    /// Held deletions of `target`: at most `limit` paths.
+    pub fn list_held(&self, target: &str, limit: usize) -> Result<HeldList, JournalError> {
+        self.with(|t| {
+            let (paths, total) = list_where(&t.held, target, limit, |_| true)?;
+            Ok(HeldList {
+                paths: paths.into_iter().map(|(p, _)| p).collect(),
+                total,
+                full: t.held_full(target)?,
+            })
         })
     }
 
