@@ -1,6 +1,8 @@
 //! Golden bytes: pin the encoding of every message. bincode is not self-describing, so a change
 //! here breaks every deployed syncctl/syncd pair; variants are only ever appended.
 
+mod common;
+
 use syncd_proto::*;
 
 fn hex(b: &[u8]) -> String {
@@ -123,34 +125,8 @@ fn responses() -> Vec<(Response, &'static str)> {
             "000000410205302e312e302afbe803010464617461052f6461746100030102623104683a3a6d02020001fb2c0101fa01016500010a07016401fb2c01050206010908000003",
         ),
         (
-            Response::Failed(FailedList {
-                entries: vec![FailedPath {
-                    target: "data/b1".into(),
-                    path: ByteBuf::from(b"x".to_vec()),
-                    attempts: 3,
-                    last_error: "denied".into(),
-                }],
-                more: 0,
-                retrying: vec![RetryingPath {
-                    target: "data/b1".into(),
-                    path: ByteBuf::from(b"y".to_vec()),
-                    attempts: 1,
-                    next_retry_ms: 5000,
-                    last_error: "refused".into(),
-                }],
-                retrying_more: 2,
-                held: vec![HeldPath {
-                    target: "data/b1".into(),
-                    path: ByteBuf::from(b"z".to_vec()),
-                }],
-                held_more: 4,
-                held_full: vec![HeldFullSync {
-                    target: "data/b1".into(),
-                    path: ByteBuf::from(b"d".to_vec()),
-                    deletions: 6,
-                }],
-            }),
-            "00000045030107646174612f62310178030664656e696564000107646174612f6231017901fb88130772656675736564020107646174612f6231017a040107646174612f6231016406",
+            Response::Failed(common::failed_list()),
+            "00000045030107646174612f62310178030664656e696564000107646174612f6231017901fb88130772656675736564020107646174612f6231027aff040107646174612f62320006",
         ),
         (Response::WaitIdle(IdleOutcome::Idle { failed: 0 }), "00000003040000"),
         (Response::WaitIdle(IdleOutcome::TimedOut { pending: 9 }), "00000003040109"),

@@ -2,6 +2,8 @@
 //! pinned here (keys in the order scripts have seen them, every field of every kind of root,
 //! target and progress).
 
+mod common;
+
 use syncd_proto::{
     status_json, ByteBuf, RenameMode, RootState, RootStatus, StatusReport, SyncProgress,
     TargetState, TargetStatus, TreeSize,
@@ -96,34 +98,7 @@ fn control_answers_are_ok_with_a_message_or_not_ok_with_an_error() {
 #[test]
 fn failed_lists_parked_retrying_and_held_paths_apart() {
     use syncd_proto::json::FailedView;
-    use syncd_proto::{FailedList, FailedPath, HeldFullSync, HeldPath, RetryingPath};
-    let list = FailedList {
-        entries: vec![FailedPath {
-            target: "data/b1".into(),
-            path: ByteBuf::from(b"x".to_vec()),
-            attempts: 3,
-            last_error: "denied".into(),
-        }],
-        more: 0,
-        retrying: vec![RetryingPath {
-            target: "data/b1".into(),
-            path: ByteBuf::from(b"y".to_vec()),
-            attempts: 1,
-            next_retry_ms: 5000,
-            last_error: "refused".into(),
-        }],
-        retrying_more: 2,
-        held: vec![HeldPath {
-            target: "data/b1".into(),
-            path: ByteBuf::from(b"z\xff".to_vec()),
-        }],
-        held_more: 4,
-        held_full: vec![HeldFullSync {
-            target: "data/b2".into(),
-            path: ByteBuf::from(b"".to_vec()),
-            deletions: 6,
-        }],
-    };
+    let list = common::failed_list();
     let json = serde_json::to_string(&FailedView::of(&list)).unwrap();
     assert_eq!(
         json,
