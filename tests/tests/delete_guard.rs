@@ -219,6 +219,42 @@ fn a_bad_delete_guard_is_refused_naming_what_it_takes() {
 }
 
 #[test]
+fn a_restart_within_the_window_remembers_the_deletions_taken_before_it() {
+    let env = Env::new();
+    for f in 0..60 {
+        write(&env.src.join(format!("f{f:02}")), b"x");
+    }
+    let cfg = env.config(
+        "delete_guard = 50\ndelete_guard_window_s = 600",
+        &local_target("local", &env.dst, ""),
+    );
+    let d = Syncd::start(&cfg, &env.socket);
+    d.settle();
+    for f in 0..40 {
+        std::fs::remove_file(env.src.join(format!("f{f:02}"))).unwrap();
+    }
+    assert_eq!(wait_idle(&d, None).0, 0, "40 of 50 go");
+    assert_eq!(snapshot(&env.dst).len(), 20);
+    drop(d);
+
+    // 40 + 15 is over the guard, restart or not: at most 10 more go (in however many
+    // batches), the rest is held. Forgotten, all 15 would go.
+    let d = Syncd::start(&cfg, &env.socket);
+    d.settle();
+    for f in 40..55 {
+        std::fs::remove_file(env.src.join(format!("f{f:02}"))).unwrap();
+    }
+    let (code, text) = wait_idle(&d, None);
+    assert_eq!(code, 5, "{text}");
+    let left = snapshot(&env.dst).len() as u64;
+    assert!(
+        left >= 10,
+        "{left} of 20 left: more than the guard's 50 went"
+    );
+    assert_eq!(held(&d, "local"), left - 5, "what is left is held");
+}
+
+#[test]
 fn deletions_made_while_syncd_was_down_and_a_full_syncs_deletions_are_held_too() {
     let env = Env::new();
     for i in 0..40 {

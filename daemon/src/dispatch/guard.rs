@@ -15,13 +15,15 @@
 //! holds nothing.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::Duration;
 
 use tokio::time::Instant;
+use tracing::warn;
 
 use super::Worker;
 use crate::config::{DeleteGuard, GuardLimit};
 use crate::fs::parents;
-use crate::journal::{Item, JournalError};
+use crate::journal::{now_ms, Item, JournalError};
 
 /// A planned push of one path: what rsync is told, and whether that is a deletion.
 pub type Plan = (Vec<u8>, bool);
@@ -52,6 +54,20 @@ impl DeleteWindow {
             taken: VecDeque::new(),
             counted: HashMap::new(),
             held: None,
+        }
+    }
+
+    /// What the target took within the window before a restart, as the journal kept it:
+    /// (Unix ms, entries), `now_ms` being `now`. Their directories are not known: what follows
+    /// below them is counted again (erring toward holding).
+    pub fn restore(&mut self, taken: &[(u64, u64)], now_ms: u64, now: Instant) {
+        for &(at, entries) in taken {
+            let age = Duration::from_millis(now_ms.saturating_sub(at));
+            self.taken.push_back(Taken {
+                at: now.checked_sub(age).unwrap_or(now),
+                entries,
+                tops: Vec::new(),
+            });
         }
     }
 
@@ -212,9 +228,44 @@ impl Worker {
         let n = pending + indexed;
         let allowed = window.allows(n, entries, now);
         if allowed {
-            window.took(n, outer, now);
+            self.took_deletions(window, n, outer)?;
         }
         Ok(allowed)
+    }
+
+    /// The window of deletions this target took, as the journal kept it across a restart.
+    pub(super) fn delete_window(&self) -> DeleteWindow {
+        let guard = self.runner.root.delete_guard;
+        let mut window = DeleteWindow::new(guard);
+        if window.is_off() {
+            return window;
+        }
+        let now = now_ms();
+        match self
+            .journal
+            .deletions_taken(&self.id, now, guard.window.as_millis() as u64)
+        {
+            Ok(taken) => window.restore(&taken, now, Instant::now()),
+            // Counted from nothing: at worst one more guard's worth within the first window.
+            Err(e) => {
+                warn!(target = %self.id, error = %e, "the deletions taken before the start are unknown")
+            }
+        }
+        window
+    }
+
+    /// Deletions of `entries` entries, at `tops`, went: counted in the window, and kept in the
+    /// journal for a restart.
+    pub(super) fn took_deletions(
+        &self,
+        window: &mut DeleteWindow,
+        entries: u64,
+        tops: Vec<Vec<u8>>,
+    ) -> Result<(), JournalError> {
+        window.took(entries, tops, Instant::now());
+        let window_ms = window.guard.window.as_millis() as u64;
+        self.journal
+            .took_deletions(&self.id, entries, now_ms(), window_ms)
     }
 
     /// The most a full sync (`--delete`) may delete now: what the guard has left, nothing while
@@ -242,7 +293,6 @@ impl Worker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     fn window(limit: GuardLimit) -> DeleteWindow {
         DeleteWindow::new(DeleteGuard {
@@ -266,6 +316,25 @@ mod tests {
         );
         tokio::time::advance(Duration::from_secs(1)).await;
         assert!(w.allows(100, None, Instant::now()), "out of the window");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn what_was_taken_before_a_restart_counts_until_its_window_ends() {
+        let mut w = window(GuardLimit::Paths(100));
+        // Taken 50 s and 10 s before the restart (Unix ms), 30 and 40 entries.
+        w.restore(
+            &[(1_000_000, 30), (1_040_000, 40)],
+            1_050_000,
+            Instant::now(),
+        );
+        assert!(w.allows(30, None, Instant::now()));
+        assert!(!w.allows(31, None, Instant::now()), "70 of 100 were taken");
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert!(
+            w.allows(60, None, Instant::now()),
+            "the first 30 left the window"
+        );
+        assert!(!w.allows(61, None, Instant::now()));
     }
 
     #[tokio::test(start_paused = true)]

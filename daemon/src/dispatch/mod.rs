@@ -174,7 +174,7 @@ impl Worker {
             stopping: None,
             link_dest: Arc::default(),
             probing: false,
-            deletes: DeleteWindow::new(self.runner.root.delete_guard),
+            deletes: self.delete_window(),
         };
         let mut paused = self.paused.clone();
         // The pause switch lives in the engine view; once it is gone, stop listening to it.
@@ -262,7 +262,9 @@ impl Worker {
             JobKind::Batch(claim) => r.inflight.release(claim),
             JobKind::Full { deleted } => {
                 r.full = None;
-                r.deletes.took(*deleted, Vec::new(), Instant::now());
+                if let Err(e) = self.took_deletions(&mut r.deletes, *deleted, Vec::new()) {
+                    warn!(target = %self.id, error = %e, "the journal did not keep a full sync's deletions");
+                }
             }
             JobKind::Probe => r.probing = false,
         }

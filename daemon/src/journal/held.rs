@@ -14,6 +14,10 @@
 //! moved back: deletions of an older generation were released and go unguarded (with them any
 //! deletion recorded before the release and not yet judged: the operator released what waited),
 //! newer ones are judged again.
+//!
+//! The deletions a target took within the guard's window are kept in `meta` too
+//! (`guard_taken 0x00 target_id` → (Unix ms, entries) per second, oldest first): a restart
+//! does not hand out the guard a second time within the window.
 
 use bincode::Options;
 
@@ -31,6 +35,15 @@ fn full_key(kind: &[u8], target: &str, sub: &[u8]) -> Vec<u8> {
     k.extend_from_slice(&key(target, sub));
     k
 }
+
+fn taken_key(target: &str) -> Vec<u8> {
+    let mut k = b"guard_taken\0".to_vec();
+    k.extend_from_slice(target.as_bytes());
+    k
+}
+
+/// Deletions taken at one time: (Unix ms, entries).
+pub type Taken = (u64, u64);
 
 const HELD_FULL: &[u8] = b"held_full";
 
@@ -102,6 +115,13 @@ impl Trees {
             n += skipped;
         }
         Ok(n)
+    }
+
+    fn deletions_taken(&self, target: &str) -> Result<Vec<Taken>, JournalError> {
+        Ok(match self.meta.get(taken_key(target))? {
+            Some(v) => opts().deserialize(&v)?,
+            None => Vec::new(),
+        })
     }
 
     fn released_mark(&self, target: &str) -> Result<u64, JournalError> {
@@ -184,6 +204,40 @@ impl Journal {
         })
     }
 
+    /// The deletions `target` took within the last `window_ms` before `now_ms`, oldest first.
+    pub fn deletions_taken(
+        &self,
+        target: &str,
+        now_ms: u64,
+        window_ms: u64,
+    ) -> Result<Vec<Taken>, JournalError> {
+        let mut taken = self.with(|t| t.deletions_taken(target))?;
+        taken.retain(|(at, _)| now_ms.saturating_sub(*at) < window_ms);
+        Ok(taken)
+    }
+
+    /// `target` took deletions of `entries` entries at `at_ms`: kept (added up per second) with
+    /// those taken within the `window_ms` before it.
+    pub fn took_deletions(
+        &self,
+        target: &str,
+        entries: u64,
+        at_ms: u64,
+        window_ms: u64,
+    ) -> Result<(), JournalError> {
+        self.write(|t| {
+            let mut taken = t.deletions_taken(target)?;
+            taken.retain(|(at, _)| at_ms.saturating_sub(*at) < window_ms);
+            match taken.last_mut() {
+                Some(last) if last.0 / 1000 == at_ms / 1000 => last.1 += entries,
+                _ => taken.push((at_ms, entries)),
+            }
+            t.meta
+                .insert(taken_key(target), opts().serialize(&taken)?)?;
+            Ok(())
+        })
+    }
+
     /// The generation below which pending deletions of `target` were released by `syncctl
     /// release-deletes` (they go unguarded); 0 before any release.
     pub fn released_mark(&self, target: &str) -> Result<u64, JournalError> {
@@ -247,5 +301,32 @@ mod tests {
         let back = due(&j);
         assert_eq!(back.len(), 2);
         assert_eq!(j.released_mark(T).unwrap(), 0);
+    }
+
+    #[test]
+    fn the_deletions_taken_within_the_window_are_kept_per_second_across_a_reopen() {
+        let (d, j) = open();
+        let w = 60_000;
+        j.took_deletions(T, 5, 1_000_100, w).unwrap();
+        j.took_deletions(T, 7, 1_000_900, w).unwrap();
+        j.took_deletions(T, 3, 1_030_000, w).unwrap();
+        j.took_deletions("root/t2", 1, 1_030_000, w).unwrap();
+        drop(j);
+        let j = super::Journal::open(&d.path().join("j")).unwrap();
+        assert_eq!(
+            j.deletions_taken(T, 1_030_500, w).unwrap(),
+            vec![(1_000_100, 12), (1_030_000, 3)],
+            "one entry per second, kept across a restart"
+        );
+        assert_eq!(
+            j.deletions_taken(T, 1_060_100, w).unwrap(),
+            vec![(1_030_000, 3)],
+            "out of the window"
+        );
+        j.took_deletions(T, 2, 1_095_000, w).unwrap();
+        assert_eq!(
+            j.deletions_taken(T, 1_095_000, w).unwrap(),
+            vec![(1_095_000, 2)]
+        );
     }
 }

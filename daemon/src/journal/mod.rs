@@ -16,6 +16,8 @@
 //!   process runs after an orderly stop; `index_failed 0x00 root` → an index write failed;
 //!   `schema` → version.
 //!   `released 0x00 target_id` → generation of the last `release-deletes` (see `held`);
+//!   `guard_taken 0x00 target_id` → the deletions taken within `delete_guard`'s window, as
+//!   (Unix ms, entries) per second (see `held`);
 //!   `seq` → how many times changes were recorded (the index checks it is not ahead).
 //! - beside it, `index.redb`: the source's last `lstat` of every path, in walk order (see
 //!   `index`).
@@ -41,6 +43,7 @@ mod held;
 mod index;
 mod moves;
 pub use bell::Bell;
+pub use held::HeldList;
 pub use index::{IndexEntry, IndexError, IndexScan, IndexSum, IndexTally};
 pub use moves::{Move, PendingMove, Rename};
 
