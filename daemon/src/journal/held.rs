@@ -21,7 +21,7 @@
 
 use bincode::Options;
 
-use super::{key, list_where, opts, prefix, Entry, Item, Journal, JournalError, Trees};
+use super::{key, list_where, move_entries, opts, prefix, Item, Journal, JournalError, Trees};
 
 fn released_key(target: &str) -> Vec<u8> {
     let mut k = b"released\0".to_vec();
@@ -98,15 +98,7 @@ impl Trees {
         let mark = self.db.generate_id()?;
         self.meta
             .insert(released_key(target), opts().serialize(&mark)?)?;
-        let mut n = 0;
-        for kv in self.held.scan_prefix(prefix(target)) {
-            let (k, v) = kv?;
-            let mut e: Entry = opts().deserialize(&v)?;
-            e.next_attempt_ms = 0;
-            self.pending.insert(&k, opts().serialize(&e)?)?;
-            self.held.remove(&k)?;
-            n += 1;
-        }
+        let mut n = move_entries(&self.held, &self.pending, target, |e| e.next_attempt_ms = 0)?;
         for (sub, skipped) in self.held_full(target)? {
             self.meta
                 .insert(full_key(RELEASED_FULL, target, &sub), &[1u8])?;

@@ -164,6 +164,62 @@ fn list_where(
     Ok((out, total))
 }
 
+/// Entries moved from one tree to another in one transaction each.
+const MOVE_CHUNK: usize = 256;
+
+/// Move `target`'s entries from `from` to `to`, `change`d on the way, in transactions of
+/// [`MOVE_CHUNK`]: a crash leaves each entry in one tree or the other, never in both (a parked
+/// or held copy of a path already delivered). An entry that changed since it was read is left
+/// as it is now. Returns how many moved.
+fn move_entries(
+    from: &sled::Tree,
+    to: &sled::Tree,
+    target: &str,
+    change: impl Fn(&mut Entry),
+) -> Result<u64, JournalError> {
+    let mut n = 0;
+    let mut chunk = Vec::with_capacity(MOVE_CHUNK);
+    for kv in from.scan_prefix(prefix(target)) {
+        let (k, v) = kv?;
+        let mut e: Entry = opts().deserialize(&v)?;
+        change(&mut e);
+        chunk.push((k, v, opts().serialize(&e)?));
+        if chunk.len() == MOVE_CHUNK {
+            n += move_chunk(from, to, &chunk)?;
+            chunk.clear();
+        }
+    }
+    Ok(n + move_chunk(from, to, &chunk)?)
+}
+
+/// One transaction of [`move_entries`]: (key, value read, value to write).
+fn move_chunk(
+    from: &sled::Tree,
+    to: &sled::Tree,
+    chunk: &[(IVec, IVec, Vec<u8>)],
+) -> Result<u64, JournalError> {
+    if chunk.is_empty() {
+        return Ok(0);
+    }
+    let res: TransactionResult<u64, ()> = (from, to).transaction(|(f, t)| {
+        let mut n = 0;
+        for (k, old, new) in chunk {
+            if f.get(k)?.as_ref() != Some(old) {
+                continue;
+            }
+            f.remove(k)?;
+            t.insert(k, new.as_slice())?;
+            n += 1;
+        }
+        Ok(n)
+    });
+    match res {
+        Ok(n) => Ok(n),
+        Err(TransactionError::Storage(s)) => Err(JournalError::Io(s)),
+        Err(TransactionError::Abort(())) => Ok(0),
+    }
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
     SystemTime::now()
@@ -439,19 +495,11 @@ impl Trees {
     }
 
     fn retry_failed(&self, target: &str) -> Result<u64, JournalError> {
-        let pfx = prefix(target);
-        let mut n = 0;
-        for kv in self.failed.scan_prefix(&pfx) {
-            let (k, v) = kv?;
-            let mut e: Entry = opts().deserialize(&v)?;
+        move_entries(&self.failed, &self.pending, target, |e| {
             e.attempts = 0;
             e.next_attempt_ms = 0;
             // Keep last_error visible until the next attempt replaces or clears it.
-            self.pending.insert(&k, opts().serialize(&e)?)?;
-            self.failed.remove(&k)?;
-            n += 1;
-        }
-        Ok(n)
+        })
     }
 
     fn list_failed(
