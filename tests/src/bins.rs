@@ -84,8 +84,8 @@ pub fn terminate(child: &mut Child, grace: Duration) {
     });
 }
 
-/// Run syncctl with `--socket`.
-pub fn ctl(socket: &Path, args: &[&str]) -> Output {
+/// Run syncctl with `--socket`; arguments are `&str`s, or paths that need not be UTF-8.
+pub fn ctl<S: AsRef<std::ffi::OsStr>>(socket: &Path, args: &[S]) -> Output {
     Command::new(bin("syncctl"))
         .arg("--socket")
         .arg(socket)

@@ -70,7 +70,7 @@ impl Syncd {
     }
 
     /// Run syncctl against this daemon.
-    pub fn ctl(&self, args: &[&str]) -> Output {
+    pub fn ctl<S: AsRef<OsStr>>(&self, args: &[S]) -> Output {
         ctl(&self.socket, args)
     }
 

@@ -3,11 +3,17 @@
 //! on a local and an rsync daemon target; no run deletes or enters that directory. The real
 //! rsync, a real rsync daemon.
 
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use syncd_tests::*;
 
 const VERSIONS: &str = ".syncd-versions";
+
+/// A name rsync prints escaped (`\#ooo`): not UTF-8, a newline, what looks like an escape, a
+/// wildcard and spaces.
+const ODD: &[u8] = b"odd \xff\n\\#101 *[x].txt";
 
 /// The kept versions of `rel` at target `dest`, oldest first: (run directory, content).
 fn versions_of(dest: &Path, rel: &str) -> Vec<(String, Vec<u8>)> {
@@ -43,6 +49,7 @@ fn assert_same_but_versions(src: &Path, dest: &Path) {
 /// the target: each replaced or deleted file is kept once, with its old content.
 fn what_pushes_replace_is_kept(env: &Env, dest: &Path, d: &Syncd) {
     write(&env.src.join("a.txt"), b"second");
+    write(&env.src.join(OsStr::from_bytes(ODD)), b"odd, second");
     std::fs::remove_file(env.src.join("gone.txt")).unwrap();
     d.settle();
     assert_eq!(versions_of(dest, "a.txt").len(), 1);
@@ -92,10 +99,26 @@ fn syncctl_lists_the_versions_of(env: &Env, dest: &Path, d: &Syncd) {
     let text = d.ctl(&["versions", env.src.join("deep/er/c.txt").to_str().unwrap()]);
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(text.contains("no versions of deep/er/c.txt"), "{text}");
+
+    // Listed from rsync's escaped output, matched byte for byte.
+    let odd = env.src.join(OsStr::from_bytes(ODD));
+    let out = d.ctl(&[
+        OsStr::new("--json"),
+        OsStr::new("versions"),
+        odd.as_os_str(),
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["targets"][0]["versions"][0]["size"], 9, "{v}");
+    assert_eq!(
+        v["targets"][0]["versions"].as_array().unwrap().len(),
+        1,
+        "{v}"
+    );
 }
 
 fn tree(src: &Path) {
     write(&src.join("a.txt"), b"first");
+    write(&src.join(OsStr::from_bytes(ODD)), b"odd first");
     write(&src.join("gone.txt"), b"deleted at the source");
     write(&src.join("deep/er/c.txt"), b"c");
     // Never replicated: a source directory of that name is excluded (and said so in the docs).

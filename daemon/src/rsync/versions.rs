@@ -22,7 +22,7 @@ impl Runner {
         // One level: the runs, not every file kept in them (`-a` recurses).
         c.args(["--list-only", "--no-recursive", "--dirs"])
             .arg(self.target.dest.rsync_arg(v.as_bytes()));
-        Ok(run_names(&listing(c).await?))
+        Ok(run_names(&String::from_utf8_lossy(&listing(c).await?)))
     }
 
     /// Delete the run directories `runs` (names under the versions directory) at the target.
@@ -63,27 +63,18 @@ impl Runner {
         };
         let mut c = self.transport_command();
         c.args(["--list-only", "--prune-empty-dirs"]);
-        let rel = String::from_utf8_lossy(rel).into_owned();
-        let escaped: String = rel
-            .chars()
-            .flat_map(|ch| match ch {
-                '*' | '?' | '[' | '\\' => vec!['\\', ch],
-                _ => vec![ch],
-            })
-            .collect();
-        c.arg("--include=/*/");
-        let parts: Vec<&str> = escaped.split('/').collect();
-        for i in 1..parts.len() {
-            c.arg(format!("--include=/*/{}/", parts[..i].join("/")));
-        }
-        c.arg(format!("--include=/*/{escaped}"))
+        c.args(path_filters(rel))
             .arg("--exclude=*")
             .arg(self.target.dest.rsync_arg(v.as_bytes()));
         let listing = listing(c).await?;
         let mut found: Vec<(String, u64)> = listed(&listing)
-            .filter_map(|(size, name)| {
-                let (run, path) = name.split_once('/')?;
-                (path == rel).then(|| (run.to_string(), size))
+            .filter_map(|(size, symlink, name)| {
+                let slash = name.iter().position(|&b| b == b'/')?;
+                let (run, path) = (&name[..slash], &name[slash + 1..]);
+                // A symlink is listed as `NAME -> TARGET`.
+                let is_rel = path == rel
+                    || (symlink && path.starts_with(rel) && path[rel.len()..].starts_with(b" -> "));
+                is_rel.then(|| (String::from_utf8_lossy(run).into_owned(), size))
             })
             .collect();
         found.sort();
@@ -91,9 +82,36 @@ impl Runner {
     }
 }
 
+/// `--include`s that let a recursive listing of the versions directory reach `rel` in every
+/// run directory (`/*/`) and nothing else (with a final `--exclude=*`): its wildcards escaped,
+/// its bytes as they are.
+fn path_filters(rel: &[u8]) -> Vec<OsString> {
+    let mut escaped = Vec::with_capacity(rel.len());
+    for &b in rel {
+        if matches!(b, b'*' | b'?' | b'[' | b'\\') {
+            escaped.push(b'\\');
+        }
+        escaped.push(b);
+    }
+    let include = |pattern: &[u8]| {
+        let mut a = b"--include=/*/".to_vec();
+        a.extend_from_slice(pattern);
+        OsString::from_vec(a)
+    };
+    let mut out = vec![include(b"")];
+    let parts: Vec<&[u8]> = escaped.split(|&b| b == b'/').collect();
+    for i in 1..parts.len() {
+        let mut dir = parts[..i].join(&b'/');
+        dir.push(b'/');
+        out.push(include(&dir));
+    }
+    out.push(include(&escaped));
+    out
+}
+
 /// What the `rsync --list-only` command `c` printed; empty when the versions directory does
 /// not exist yet.
-async fn listing(mut c: tokio::process::Command) -> Result<String, Outcome> {
+async fn listing(mut c: tokio::process::Command) -> Result<Vec<u8>, Outcome> {
     c.stdout(Stdio::piped());
     let out = c
         .output()
@@ -101,30 +119,59 @@ async fn listing(mut c: tokio::process::Command) -> Result<String, Outcome> {
         .map_err(|e| Outcome::TargetDown(format!("cannot start rsync: {e}")))?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     match classify(out.status, &stderr) {
-        Outcome::Delivered => Ok(String::from_utf8_lossy(&out.stdout).into_owned()),
-        Outcome::Partial(_) if stderr.contains("No such file or directory") => Ok(String::new()),
+        Outcome::Delivered => Ok(out.stdout),
+        Outcome::Partial(_) if stderr.contains("No such file or directory") => Ok(Vec::new()),
         Outcome::Partial(e) => Err(Outcome::Permanent(e)),
         other => Err(other),
     }
 }
 
-/// The entries of an `rsync --list-only` listing that are not directories: size and name.
-fn listed(listing: &str) -> impl Iterator<Item = (u64, &str)> {
+/// The entries of an `rsync --list-only` listing that are not directories: size, whether a
+/// symlink, and name (rsync's `\#ooo` escapes turned back into bytes).
+fn listed(listing: &[u8]) -> impl Iterator<Item = (u64, bool, Vec<u8>)> + '_ {
     listing
-        .lines()
-        .filter(|l| !l.starts_with('d'))
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty() && !l.starts_with(b"d"))
         .filter_map(|l| {
             let mut rest = l;
             let mut fields = Vec::new();
             for _ in 0..4 {
-                rest = rest.trim_start();
-                let end = rest.find(' ')?;
+                rest = rest.trim_ascii_start();
+                let end = rest.iter().position(|&b| b == b' ')?;
                 fields.push(&rest[..end]);
                 rest = &rest[end..];
             }
-            let size = fields[1].replace(',', "").parse().ok()?;
-            Some((size, rest.trim_start()))
+            let size = std::str::from_utf8(fields[1])
+                .ok()?
+                .replace(',', "")
+                .parse()
+                .ok()?;
+            Some((size, l.starts_with(b"l"), unescape(rest.trim_ascii_start())))
         })
+}
+
+/// A name as rsync prints it: bytes that are not printable (or not valid in its locale), and a
+/// `\` that starts what looks like an escape, are written `\#ooo` (octal).
+fn unescape(name: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(name.len());
+    let mut i = 0;
+    while i < name.len() {
+        let esc = name.get(i..i + 5).filter(|e| {
+            e[0] == b'\\' && e[1] == b'#' && e[2..].iter().all(|d| (b'0'..=b'7').contains(d))
+        });
+        match esc {
+            Some(e) => {
+                let byte = e[2..].iter().fold(0u32, |n, d| n * 8 + u32::from(d - b'0'));
+                out.push(byte as u8);
+                i += 5;
+            }
+            None => {
+                out.push(name[i]);
+                i += 1;
+            }
+        }
+    }
+    out
 }
 
 /// The names of the directories `rsync --list-only DIR/` lists (`.`, DIR itself, left out):
@@ -171,8 +218,43 @@ mod tests {
     fn files_are_read_from_a_listing_with_their_size_and_whole_name() {
         let listing = "drwxr-xr-x          4,096 2026/12/04 18:05:00 .\n\
                        -rw-r--r--          1,234 2026/12/04 18:05:00 2026-12-04T18:05:00.123Z/a b.txt\n";
-        let got: Vec<(u64, &str)> = listed(listing).collect();
-        assert_eq!(got, [(1234, "2026-12-04T18:05:00.123Z/a b.txt")]);
+        let got: Vec<(u64, bool, Vec<u8>)> = listed(listing.as_bytes()).collect();
+        assert_eq!(
+            got,
+            [(1234, false, b"2026-12-04T18:05:00.123Z/a b.txt".to_vec())]
+        );
+    }
+
+    #[test]
+    fn rsyncs_escapes_are_turned_back_into_the_names_bytes() {
+        let listing =
+            b"-rw-r--r--              9 2026/12/04 18:05:00 r/odd \\#377\\#012\\#134#101 *.txt\n\
+                        lrwxrwxrwx              3 2026/12/04 18:05:00 r/link -> a\\#b\n";
+        let got: Vec<(u64, bool, Vec<u8>)> = listed(listing).collect();
+        assert_eq!(
+            got,
+            [
+                (9, false, b"r/odd \xff\n\\#101 *.txt".to_vec()),
+                (3, true, b"r/link -> a\\#b".to_vec())
+            ]
+        );
+        assert_eq!(unescape(b"\\#1"), b"\\#1", "not an escape: too short");
+    }
+
+    #[test]
+    fn the_filters_reach_one_path_in_every_run_with_its_wildcards_escaped() {
+        let got = path_filters(b"d*/x\xff?");
+        let want: Vec<&[u8]> = vec![
+            b"--include=/*/",
+            b"--include=/*/d\\*/",
+            b"--include=/*/d\\*/x\xff\\?",
+        ];
+        assert_eq!(
+            got,
+            want.into_iter()
+                .map(|w| OsString::from_vec(w.to_vec()))
+                .collect::<Vec<_>>()
+        );
     }
 
     #[test]
