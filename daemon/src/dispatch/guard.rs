@@ -228,7 +228,7 @@ impl Worker {
         let n = pending + indexed;
         let allowed = window.allows(n, entries, now);
         if allowed {
-            self.took_deletions(window, n, outer)?;
+            self.took_deletions(window, n, outer);
         }
         Ok(allowed)
     }
@@ -255,17 +255,22 @@ impl Worker {
     }
 
     /// Deletions of `entries` entries, at `tops`, went: counted in the window, and kept in the
-    /// journal for a restart.
+    /// journal for a restart (if that write fails, the window still counts them: only a restart
+    /// within it would forget them).
     pub(super) fn took_deletions(
         &self,
         window: &mut DeleteWindow,
         entries: u64,
         tops: Vec<Vec<u8>>,
-    ) -> Result<(), JournalError> {
+    ) {
         window.took(entries, tops, Instant::now());
         let window_ms = window.guard.window.as_millis() as u64;
-        self.journal
+        if let Err(e) = self
+            .journal
             .took_deletions(&self.id, entries, now_ms(), window_ms)
+        {
+            warn!(target = %self.id, error = %e, "the journal did not keep the deletions taken");
+        }
     }
 
     /// The most a full sync (`--delete`) may delete now: what the guard has left, nothing while

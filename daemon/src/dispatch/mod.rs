@@ -262,9 +262,7 @@ impl Worker {
             JobKind::Batch(claim) => r.inflight.release(claim),
             JobKind::Full { deleted } => {
                 r.full = None;
-                if let Err(e) = self.took_deletions(&mut r.deletes, *deleted, Vec::new()) {
-                    warn!(target = %self.id, error = %e, "the journal did not keep a full sync's deletions");
-                }
+                self.took_deletions(&mut r.deletes, *deleted, Vec::new());
             }
             JobKind::Probe => r.probing = false,
         }

@@ -46,6 +46,7 @@ fn taken_key(target: &str) -> Vec<u8> {
 pub type Taken = (u64, u64);
 
 const HELD_FULL: &[u8] = b"held_full";
+const RELEASED_FULL: &[u8] = b"released_full";
 
 /// A target's held deletions, as [`Journal::list_held`] lists them.
 pub struct HeldList {
@@ -56,7 +57,6 @@ pub struct HeldList {
     /// What full syncs left undeleted: (subpath, how many).
     pub full: Vec<(Vec<u8>, u64)>,
 }
-const RELEASED_FULL: &[u8] = b"released_full";
 
 impl Trees {
     /// The full syncs' held deletions of `target`: (subpath, how many).
@@ -109,11 +109,19 @@ impl Trees {
         Ok(n)
     }
 
-    fn deletions_taken(&self, target: &str) -> Result<Vec<Taken>, JournalError> {
-        Ok(match self.meta.get(taken_key(target))? {
+    /// What `target` took within the `window_ms` before `now_ms`, oldest first.
+    fn deletions_taken(
+        &self,
+        target: &str,
+        now_ms: u64,
+        window_ms: u64,
+    ) -> Result<Vec<Taken>, JournalError> {
+        let mut taken: Vec<Taken> = match self.meta.get(taken_key(target))? {
             Some(v) => opts().deserialize(&v)?,
             None => Vec::new(),
-        })
+        };
+        taken.retain(|(at, _)| now_ms.saturating_sub(*at) < window_ms);
+        Ok(taken)
     }
 
     fn released_mark(&self, target: &str) -> Result<u64, JournalError> {
@@ -203,9 +211,7 @@ impl Journal {
         now_ms: u64,
         window_ms: u64,
     ) -> Result<Vec<Taken>, JournalError> {
-        let mut taken = self.with(|t| t.deletions_taken(target))?;
-        taken.retain(|(at, _)| now_ms.saturating_sub(*at) < window_ms);
-        Ok(taken)
+        self.with(|t| t.deletions_taken(target, now_ms, window_ms))
     }
 
     /// `target` took deletions of `entries` entries at `at_ms`: kept (added up per second) with
@@ -218,8 +224,7 @@ impl Journal {
         window_ms: u64,
     ) -> Result<(), JournalError> {
         self.write(|t| {
-            let mut taken = t.deletions_taken(target)?;
-            taken.retain(|(at, _)| at_ms.saturating_sub(*at) < window_ms);
+            let mut taken = t.deletions_taken(target, at_ms, window_ms)?;
             match taken.last_mut() {
                 Some(last) if last.0 / 1000 == at_ms / 1000 => last.1 += entries,
                 _ => taken.push((at_ms, entries)),
