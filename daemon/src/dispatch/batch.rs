@@ -74,7 +74,7 @@ impl BatchJob {
         let mut todo: Vec<Vec<Item>> = vec![items];
         // The whole batch goes as planned when it was taken; its halves are planned again.
         let mut planned = {
-            let mut l: Vec<Vec<u8>> = claim.plans.iter().map(|(p, _)| p.clone()).collect();
+            let mut l: Vec<(Vec<u8>, bool)> = claim.plans.clone();
             l.sort();
             l.dedup();
             Some(l)
@@ -87,12 +87,14 @@ impl BatchJob {
             let outcome = if list.is_empty() {
                 Outcome::Delivered
             } else {
-                let run = self
+                let report = self
                     .runner
                     .push_batch(&list, !self.renamed.is_empty())
                     .await;
-                self.reporter.rsync_run("batch", &run.exit, run.bytes);
-                run.outcome
+                for run in &report.runs {
+                    self.reporter.rsync_run("batch", &run.exit, run.bytes);
+                }
+                report.outcome
             };
             match outcome {
                 Outcome::Delivered => {
@@ -122,13 +124,13 @@ impl BatchJob {
     /// otherwise now. Else a directory recreated before rsync read it is pushed as itself, the
     /// deletion below it never happens, and the path would leave the journal (seen with a
     /// writer deleting and recreating directories, across orderly restarts).
-    async fn still_planned(&self, chunk: Vec<Item>, list: &[Vec<u8>]) -> Vec<Item> {
+    async fn still_planned(&self, chunk: Vec<Item>, list: &[(Vec<u8>, bool)]) -> Vec<Item> {
+        let list: Vec<Vec<u8>> = list.iter().map(|(p, _)| p.clone()).collect();
         let listed = |p: &[u8]| list.binary_search_by(|e| e.as_slice().cmp(p)).is_ok();
         if chunk.iter().all(|i| listed(&i.path)) {
             return chunk;
         }
         let root = self.runner.root.source.clone();
-        let list = list.to_vec();
         let keep = move |chunk: Vec<Item>| -> Vec<Item> {
             let listed = |p: &[u8]| list.binary_search_by(|e| e.as_slice().cmp(p)).is_ok();
             chunk
@@ -146,7 +148,7 @@ impl BatchJob {
     }
 
     /// Plan a slice of the batch again (it is planned as it is now).
-    async fn plan(&self, chunk: &[Item]) -> Vec<Vec<u8>> {
+    async fn plan(&self, chunk: &[Item]) -> Vec<(Vec<u8>, bool)> {
         let root = self.runner.root.source.clone();
         let ps: Vec<Vec<u8>> = chunk.iter().map(|i| i.path.clone()).collect();
         tokio::task::spawn_blocking(move || plan_list(&root, &ps))

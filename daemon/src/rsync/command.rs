@@ -100,8 +100,12 @@ impl Runner {
         OsString::from_vec(s)
     }
 
-    /// The command and the stdin list pushing exactly `list` (already planned with
-    /// [`super::plan_list`]).
+    /// The command and the stdin list pushing exactly `list`, the paths planned to exist (see
+    /// [`super::plan_path`]): one that vanished meanwhile is skipped (`--ignore-missing-args`;
+    /// its deletion journaled itself and goes in a later push). Deletions go with
+    /// [`Runner::delete_command`]: `--delete-missing-args` sends rsync's mode-0 "missing"
+    /// entries, which receivers with the 2025-26 file-list hardening (Debian's 3.2.7-1+deb12u5,
+    /// upstream 3.4.3) refuse with exit 2, "invalid file mode 00" (measured here).
     pub(super) fn batch_command(&self, list: &[Vec<u8>], fuzzy: bool) -> (Command, Vec<u8>) {
         let mut c = self.base_command();
         if fuzzy {
@@ -113,7 +117,7 @@ impl Runner {
             "-I",
             "-0",
             "--files-from=-",
-            "--delete-missing-args",
+            "--ignore-missing-args",
             "--force",
             // A directory above a listed path is created when missing, never updated: only a
             // push that lists a directory writes its attributes (see dispatch::inflight).
@@ -132,6 +136,43 @@ impl Runner {
             input.push(0);
         }
         (c, input)
+    }
+
+    /// The command and the stdin rules deleting `list` (paths missing at the source, each
+    /// with everything below it) at the target: `--delete` of the directories above them,
+    /// narrowed by include rules to exactly those paths (every other entry is excluded, so
+    /// protected). Directories are only traversed: their attributes are left as they are
+    /// (`--no-perms --no-times --no-owner --no-group`), as a batch leaves a directory it does
+    /// not list. A path that exists again when rsync reads it is pushed whole instead.
+    pub(super) fn delete_command(&self, list: &[Vec<u8>]) -> (Command, Vec<u8>) {
+        let mut c = self.base_command();
+        c.args(REMOVAL_ARGS);
+        c.arg("--out-format=%i %l %b");
+        self.versions_args(&mut c, b"");
+        c.args(["--include-from=-", "--exclude=*"]);
+        c.arg(self.src_arg(b""))
+            .arg(self.target.dest.rsync_arg(b""));
+        c.stdin(Stdio::piped()).stdout(Stdio::piped());
+        (c, deletion_rules(list))
+    }
+
+    /// Like [`Runner::delete_command`], for syncd's own entries at the target (the rename
+    /// probe's directory, old version runs): `names` below the target's `sub`, deleted from
+    /// the empty directory `empty`, with the transport only (no excludes, no `rsync_args`).
+    pub(super) fn removal_command(
+        &self,
+        empty: &std::path::Path,
+        sub: &[u8],
+        names: &[Vec<u8>],
+    ) -> (Command, Vec<u8>) {
+        let mut c = self.transport_command();
+        c.args(REMOVAL_ARGS);
+        c.args(["--include-from=-", "--exclude=*"]);
+        let mut s = empty.as_os_str().to_owned();
+        s.push("/");
+        c.arg(s).arg(self.target.dest.rsync_arg(sub));
+        c.stdin(Stdio::piped()).stdout(Stdio::piped());
+        (c, deletion_rules(names))
     }
 
     /// Full `rsync -a --delete` of the root (or its subdirectory `sub`), deleting at most
@@ -241,6 +282,56 @@ impl Runner {
     }
 }
 
+/// What a run that only deletes adds to `rsync -a`: `--delete` (`-a` recurses), a directory
+/// replaced by a file or the reverse removed whole, and no attribute of a traversed directory
+/// written.
+const REMOVAL_ARGS: &[&str] = &[
+    "-0",
+    "--delete",
+    "--force",
+    "--no-perms",
+    "--no-times",
+    "--no-owner",
+    "--no-group",
+];
+
+/// The include rules (NUL-separated, for `--include-from=- -0` followed by `--exclude=*`)
+/// that let a recursive `--delete` reach exactly the paths of `list` and everything below
+/// them: each directory above a path (`/a/`, `/a/b/`), the path itself (`/a/b/c`) and its
+/// contents (`/a/b/c/**`: without it rsync keeps a non-empty directory, "cannot delete
+/// non-empty directory", and exits 0). Anchored, so a name matches only where it is.
+pub(super) fn deletion_rules(list: &[Vec<u8>]) -> Vec<u8> {
+    let mut dirs = std::collections::BTreeSet::new();
+    for p in list {
+        dirs.extend(crate::fs::parents(p));
+    }
+    let mut out = Vec::new();
+    for d in &dirs {
+        anchored_rule(&mut out, d, b"/");
+    }
+    for p in list {
+        anchored_rule(&mut out, p, b"");
+        anchored_rule(&mut out, p, b"/**");
+    }
+    out
+}
+
+/// Append the rule `/PATH` + `suffix` (NUL-terminated) matching `path` literally. rsync reads a
+/// backslash as an escape only in a pattern that has a wildcard: then every `*`, `?`, `[` and
+/// `\` of the path is escaped, else none is.
+fn anchored_rule(out: &mut Vec<u8>, path: &[u8], suffix: &[u8]) {
+    let wild = path.iter().chain(suffix).any(|b| b"*?[".contains(b));
+    out.push(b'/');
+    for &b in path {
+        if wild && b"*?[\\".contains(&b) {
+            out.push(b'\\');
+        }
+        out.push(b);
+    }
+    out.extend_from_slice(suffix);
+    out.push(0);
+}
+
 /// `--link-dest` naming `from` for a push into `to` (both relative to the root): rsync takes
 /// an alternate directory relative to the destination directory, so it climbs out of `to`
 /// first. Relative, it works the same for a local directory, a daemon module (chrooted or
@@ -293,6 +384,38 @@ mod tests {
                 "{to} ← {from}"
             );
         }
+    }
+
+    #[test]
+    fn deletion_rules_reach_exactly_the_paths_and_what_is_below_them() {
+        let rules = |ps: &[&str]| {
+            let ps: Vec<Vec<u8>> = ps.iter().map(|p| p.as_bytes().to_vec()).collect();
+            let r = deletion_rules(&ps);
+            String::from_utf8(r)
+                .unwrap()
+                .split_terminator('\0')
+                .map(String::from)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            rules(&["a/b/c", "a/x", "top"]),
+            [
+                "/a/",
+                "/a/b/",
+                "/a/b/c",
+                "/a/b/c/**",
+                "/a/x",
+                "/a/x/**",
+                "/top",
+                "/top/**"
+            ]
+        );
+        // Literal names: wildcards and backslashes are escaped where the rule has a wildcard.
+        assert_eq!(
+            rules(&["w*/b\\s"]),
+            ["/w\\*/", "/w\\*/b\\\\s", "/w\\*/b\\\\s/**"]
+        );
+        assert_eq!(rules(&["b\\s"]), ["/b\\s", "/b\\\\s/**"]);
     }
 
     #[test]

@@ -2,13 +2,15 @@
 //! shell, and every exit status classified. Knows the configuration and the file system, and
 //! nothing of the journal, the dispatcher or what is reported to whom.
 //!
-//! - `command`: the command lines. Batch: `rsync -a -I -0 --files-from=- --delete-missing-args
+//! - `command`: the command lines. Batch: `rsync -a -I -0 --files-from=- --ignore-missing-args
 //!   --force --no-implied-dirs --partial-dir=.rsync-partial --timeout=N
 //!   [--sockopts=TCP_NODELAY --contimeout=N --port=P --password-file=F | -e ssh…]
 //!   [--exclude=PAT…] [rsync_args…] SRC/ DEST/`, the list on stdin, every entry `./`-prefixed
 //!   so rsync never takes a name starting with `#` or `;` for a comment. `-I` because every
 //!   listed path is known to have changed: rsync's quick check (size + mtime to the second)
 //!   would skip a same-size rewrite within one second.
+//!   Its deletions: `rsync -a --delete --force --no-perms --no-times --no-owner --no-group -0
+//!   --include-from=- --exclude=* SRC/ DEST/`, the rules `/DIR/`… `/PATH` `/PATH/**` on stdin.
 //!   A moved directory: `rsync -a --delete --force --link-dest=../OLD SRC/NEW/ DEST/NEW/`.
 //! - `plan`: what each changed path is listed as;
 //! - `run`: one process to its end, with a deadline;
@@ -41,6 +43,29 @@ pub use version::{probe_rsync, VersionError};
 
 use crate::config::{Dest, RootConfig, TargetConfig};
 
+/// How a batch's runs ended: the outcome of the batch (the worst of its runs), and each run
+/// for the metrics.
+#[derive(Debug)]
+pub struct BatchReport {
+    pub outcome: Outcome,
+    pub runs: Vec<RunReport>,
+}
+
+impl BatchReport {
+    fn add(&mut self, run: RunReport) {
+        self.outcome = match (
+            std::mem::replace(&mut self.outcome, Outcome::Delivered),
+            &run.outcome,
+        ) {
+            (Outcome::Delivered, o) => o.clone(),
+            (Outcome::Partial(a), Outcome::Partial(b)) => Outcome::Partial(format!("{a}; {b}")),
+            (Outcome::Partial(_), o) if *o != Outcome::Delivered => o.clone(),
+            (kept, _) => kept,
+        };
+        self.runs.push(run);
+    }
+}
+
 /// What rsync runs against: the root and the target.
 #[derive(Clone)]
 pub struct Runner {
@@ -49,11 +74,29 @@ pub struct Runner {
 }
 
 impl Runner {
-    /// Push exactly `list` (already planned with [`plan_list`]); with `fuzzy`, a new file's
-    /// basis may be a similar file of its directory at the target (a renamed file's old name).
-    pub async fn push_batch(&self, list: &[Vec<u8>], fuzzy: bool) -> RunReport {
-        let (c, input) = self.batch_command(list, fuzzy);
-        run::run(c, Some(input), None, Some(self.target.push_deadline)).await
+    /// Push exactly `list` (already planned with [`plan_list`]: each path, and whether it is a
+    /// deletion); with `fuzzy`, a new file's basis may be a similar file of its directory at
+    /// the target (a renamed file's old name). The paths that exist go first, the deletions
+    /// after them in a run of their own (see `command::delete_command`): a renamed file's old
+    /// name, deleted in the same batch, is still there as its new name's basis.
+    pub async fn push_batch(&self, list: &[(Vec<u8>, bool)], fuzzy: bool) -> BatchReport {
+        let (deletions, upserts): (Vec<_>, Vec<_>) = list.iter().partition(|(_, d)| *d);
+        let mut report = BatchReport {
+            outcome: Outcome::Delivered,
+            runs: Vec::new(),
+        };
+        if !upserts.is_empty() {
+            let paths: Vec<Vec<u8>> = upserts.into_iter().map(|(p, _)| p.clone()).collect();
+            let (c, input) = self.batch_command(&paths, fuzzy);
+            report.add(run::run(c, Some(input), None, Some(self.target.push_deadline)).await);
+        }
+        let delivering = matches!(report.outcome, Outcome::Delivered | Outcome::Partial(_));
+        if delivering && !deletions.is_empty() {
+            let paths: Vec<Vec<u8>> = deletions.into_iter().map(|(p, _)| p.clone()).collect();
+            let (c, input) = self.delete_command(&paths);
+            report.add(run::run(c, Some(input), None, Some(self.target.push_deadline)).await);
+        }
+        report
     }
 
     /// Push directory `to` whole, linking what did not change from the target's `from` (see

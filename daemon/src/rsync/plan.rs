@@ -44,11 +44,8 @@ pub fn plan_path(root: &Path, p: &[u8]) -> Option<(Vec<u8>, bool)> {
 
 /// Reduce a batch to what rsync must be told (see [`plan_path`]), without duplicates and sorted
 /// (rsync works best on sorted input).
-pub fn plan_list(root: &Path, paths: &[Vec<u8>]) -> Vec<Vec<u8>> {
-    let mut out: Vec<Vec<u8>> = paths
-        .iter()
-        .filter_map(|p| plan_path(root, p).map(|(e, _)| e))
-        .collect();
+pub fn plan_list(root: &Path, paths: &[Vec<u8>]) -> Vec<(Vec<u8>, bool)> {
+    let mut out: Vec<(Vec<u8>, bool)> = paths.iter().filter_map(|p| plan_path(root, p)).collect();
     out.sort();
     out.dedup();
     out
@@ -71,7 +68,10 @@ mod tests {
                 b"keep/x".to_vec(),
             ],
         );
-        assert_eq!(list, vec![b"gone".to_vec(), b"keep/x".to_vec()]);
+        assert_eq!(
+            list,
+            vec![(b"gone".to_vec(), true), (b"keep/x".to_vec(), true)]
+        );
     }
 
     #[test]

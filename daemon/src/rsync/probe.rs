@@ -6,10 +6,8 @@
 //! The probe does at the target what a move does: a directory `PROBE/a` with one file of
 //! [`PROBE_BYTES`] is pushed, then pushed again as `PROBE/b` with `--link-dest=../a`, and rsync's
 //! `--stats` says how much of it crossed as literal data; then `PROBE` is deleted (listed
-//! alone, `--delete-missing-args`, so nothing else can be touched).
+//! alone by an include rule, so nothing else can be touched).
 
-use std::ffi::OsString;
-use std::os::unix::ffi::OsStringExt;
 use std::path::Path;
 use std::process::Stdio;
 
@@ -97,26 +95,13 @@ impl Runner {
         c
     }
 
-    /// Delete `PROBE_DIR` at the target: listed alone from an empty source, as a missing path.
+    /// Delete `PROBE_DIR` at the target, from an empty source (see `Runner::removal_command`).
     async fn remove_probe(&self, tmp: &Path) -> Result<(), Outcome> {
         let empty = tmp.join("empty");
         std::fs::create_dir_all(&empty)
             .map_err(|e| Outcome::TargetDown(format!("cannot clean up the probe: {e}")))?;
-        let mut c = self.transport_command();
-        let mut s = empty.into_os_string();
-        s.push("/");
-        c.args(["-0", "--files-from=-", "--delete-missing-args", "--force"])
-            .arg(s)
-            .arg(self.target.dest.rsync_arg(b""));
-        c.stdin(Stdio::piped()).stdout(Stdio::piped());
-        let list = OsString::from_vec(format!("./{PROBE_DIR}\0").into_bytes());
-        let run = super::run::run(
-            c,
-            Some(list.into_vec()),
-            None,
-            Some(self.target.push_deadline),
-        )
-        .await;
+        let (c, rules) = self.removal_command(&empty, b"", &[PROBE_DIR.as_bytes().to_vec()]);
+        let run = super::run::run(c, Some(rules), None, Some(self.target.push_deadline)).await;
         match run.outcome {
             Outcome::Delivered | Outcome::Partial(_) | Outcome::Permanent(_) => Ok(()),
             other => Err(other),

@@ -1,4 +1,4 @@
-//! The startup probe of the installed rsync: `--delete-missing-args` needs 3.1.0 or newer.
+//! The startup probe of the installed rsync: `--ignore-missing-args` needs 3.1.0 or newer.
 
 /// Why the installed rsync cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -11,7 +11,7 @@ pub enum VersionError {
     CannotRun(std::io::Error),
     #[error("cannot read the rsync version from: {0}")]
     Unreadable(String),
-    #[error("rsync {0} is too old: syncd needs 3.1.0 or newer (--delete-missing-args)")]
+    #[error("rsync {0} is too old: syncd needs 3.1.0 or newer (--ignore-missing-args)")]
     TooOld(String),
 }
 
@@ -67,7 +67,7 @@ mod tests {
         let old = parse_version("rsync  version 3.0.9  protocol version 30").unwrap_err();
         assert_eq!(
             old.to_string(),
-            "rsync 3.0.9 is too old: syncd needs 3.1.0 or newer (--delete-missing-args)"
+            "rsync 3.0.9 is too old: syncd needs 3.1.0 or newer (--ignore-missing-args)"
         );
         assert!(matches!(
             parse_version("openrsync: protocol 29"),

@@ -1,6 +1,6 @@
 //! The versions a target keeps (`versions = NAME`): one directory per rsync run under `NAME/`
 //! at the target root, named by the run's UTC time (RFC 3339, milliseconds). Listed with
-//! `rsync --list-only`, deleted as missing listed paths from an empty source: the same for a
+//! `rsync --list-only`, deleted by include rules from an empty source: the same for a
 //! local directory, a daemon module and ssh, with no shell at the target.
 
 use std::ffi::OsString;
@@ -34,18 +34,8 @@ impl Runner {
             .prefix("syncd-prune")
             .tempdir()
             .map_err(|e| Outcome::TargetDown(format!("cannot make an empty directory: {e}")))?;
-        let mut src = empty.path().as_os_str().to_os_string();
-        src.push("/");
-        let mut c = self.transport_command();
-        c.args(["-0", "--files-from=-", "--delete-missing-args", "--force"])
-            .arg(src)
-            .arg(self.target.dest.rsync_arg(b""));
-        c.stdin(Stdio::piped()).stdout(Stdio::piped());
-        let list: Vec<u8> = runs
-            .iter()
-            .flat_map(|r| format!("./{v}/{r}\0").into_bytes())
-            .collect();
-        let list = OsString::from_vec(list).into_vec();
+        let runs: Vec<Vec<u8>> = runs.iter().map(|r| r.as_bytes().to_vec()).collect();
+        let (c, list) = self.removal_command(empty.path(), v.as_bytes(), &runs);
         let run = super::run::run(c, Some(list), None, Some(self.target.push_deadline)).await;
         match run.outcome {
             Outcome::Delivered => Ok(()),
