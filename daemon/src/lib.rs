@@ -24,6 +24,7 @@ pub mod config;
 pub mod control;
 pub mod dispatch;
 pub mod engine;
+pub mod faults;
 pub mod fs;
 pub mod journal;
 pub mod links;

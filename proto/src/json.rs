@@ -50,6 +50,8 @@ pub struct TargetView<'a> {
     pub renames_reason: Option<&'a str>,
     pub root: &'a str,
     pub state: &'static str,
+    /// Paths found stuck since the daemon started (see `syncctl failed`).
+    pub stuck: u64,
     pub verify: Option<ProgressView<'a>>,
 }
 
@@ -132,6 +134,7 @@ impl<'a> TargetView<'a> {
             },
             root,
             state: t.state.as_str(),
+            stuck: t.stuck,
             verify: t.verify.as_ref().map(ProgressView::of),
         }
     }
@@ -223,6 +226,16 @@ pub struct FailedView<'a> {
     pub more: u64,
     pub retrying: Vec<RetryingPathView<'a>>,
     pub retrying_more: u64,
+    /// Paths found pending with nothing running to deliver them, and what was done.
+    pub stuck: Vec<StuckPathView<'a>>,
+}
+
+#[derive(Serialize)]
+pub struct StuckPathView<'a> {
+    pub ago_ms: u64,
+    pub path: Cow<'a, str>,
+    pub target: &'a str,
+    pub what: &'a str,
 }
 
 #[derive(Serialize)]
@@ -297,6 +310,16 @@ impl<'a> FailedView<'a> {
                     deletions: e.deletions,
                     path: String::from_utf8_lossy(&e.path),
                     target: &e.target,
+                })
+                .collect(),
+            stuck: list
+                .stuck
+                .iter()
+                .map(|e| StuckPathView {
+                    ago_ms: e.ago_ms,
+                    path: String::from_utf8_lossy(&e.path),
+                    target: &e.target,
+                    what: &e.what,
                 })
                 .collect(),
         }

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 pub use serde_bytes::ByteBuf;
 
 /// Version of this protocol; bumped on any incompatible change to the messages below.
-pub const PROTOCOL_VERSION: u16 = 7;
+pub const PROTOCOL_VERSION: u16 = 8;
 
 /// Largest request frame the daemon accepts (requests are small; anything bigger is hostile).
 pub const MAX_REQUEST_FRAME: usize = 64 * 1024;
@@ -93,7 +93,7 @@ pub enum Response {
     /// Answer to `Status`.
     Status(StatusReport),
     /// Answer to `ListFailed`.
-    Failed(FailedList),
+    Failed(Box<FailedList>),
     /// Answer to `WaitIdle`.
     WaitIdle(IdleOutcome),
     /// The request could not be carried out.
@@ -337,6 +337,9 @@ pub struct TargetStatus {
     pub renames: RenameMode,
     /// Deletions held by `delete_guard` until `ReleaseDeletes`.
     pub deletes_held: u64,
+    /// Paths found pending with nothing running to deliver them since the daemon started (a
+    /// bug of syncd's; each was pushed again): see `FailedList::stuck`.
+    pub stuck: u64,
 }
 
 /// How a directory renamed at the source reaches a target.
@@ -440,6 +443,23 @@ pub struct FailedList {
     pub held_more: u64,
     /// What guarded full syncs left undeleted (rsync counts them; it does not name them).
     pub held_full: Vec<HeldFullSync>,
+    /// The latest paths found stuck (pending with nothing running to deliver them), and what
+    /// was done about each.
+    pub stuck: Vec<StuckPath>,
+}
+
+/// A path found pending at a running target with nothing running to deliver it: a bug of
+/// syncd's own, told rather than left silent.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct StuckPath {
+    /// `root/target`.
+    pub target: String,
+    /// Path relative to the root.
+    pub path: ByteBuf,
+    /// How long ago it was found.
+    pub ago_ms: u64,
+    /// Why, and what syncd did about it.
+    pub what: String,
 }
 
 /// A deletion held by `delete_guard`.

@@ -15,7 +15,7 @@ fn requests() -> Vec<(Request, &'static str)> {
             Request::Hello {
                 protocol: PROTOCOL_VERSION,
             },
-            "000000020007",
+            "000000020008",
         ),
         (Request::Status, "0000000101"),
         (Request::Pause { target: None }, "000000020200"),
@@ -119,14 +119,15 @@ fn responses() -> Vec<(Response, &'static str)> {
                         verify: None,
                         renames: RenameMode::Unprobed,
                         deletes_held: 3,
+                        stuck: 0,
                     }],
                 }],
             }),
-            "000000410205302e312e302afbe803010464617461052f6461746100030102623104683a3a6d02020001fb2c0101fa01016500010a07016401fb2c01050206010908000003",
+            "000000420205302e312e302afbe803010464617461052f6461746100030102623104683a3a6d02020001fb2c0101fa01016500010a07016401fb2c0105020601090800000300",
         ),
         (
-            Response::Failed(common::failed_list()),
-            "00000045030107646174612f62310178030664656e696564000107646174612f6231017901fb88130772656675736564020107646174612f6231027aff040107646174612f62320006",
+            Response::Failed(Box::new(common::failed_list())),
+            "00000063030107646174612f62310178030664656e696564000107646174612f6231017901fb88130772656675736564020107646174612f6231027aff040107646174612f623200060107646174612f623104642f61fffbc4090c70757368656420616761696e",
         ),
         (Response::WaitIdle(IdleOutcome::Idle { failed: 0 }), "00000003040000"),
         (Response::WaitIdle(IdleOutcome::TimedOut { pending: 9 }), "00000003040109"),
@@ -188,11 +189,12 @@ fn responses() -> Vec<(Response, &'static str)> {
                             verify: None,
                             renames: RenameMode::Plain("p".into()),
                             deletes_held: 0,
+                            stuck: 0,
                         })
                         .collect(),
                 }],
             }),
-            "0000003f020000000100000101770003000000000000000000010100000201700000000100000000000001010000020170000000030000000000000101000002017000",
+            "00000042020000000100000101770003000000000000000000010100000201700000000001000000000000010100000201700000000003000000000000010100000201700000",
         ),
         (
             Response::Verify(VerifyReport {

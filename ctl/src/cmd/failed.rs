@@ -17,7 +17,7 @@ pub fn failed(
     as_json: bool,
 ) -> anyhow::Result<ExitCode> {
     let list = match conn.call(&Request::ListFailed { target, limit })? {
-        Response::Failed(l) => l,
+        Response::Failed(l) => *l,
         Response::Error { kind, message } => return Err(refused(kind, message)),
         other => bail!("unexpected answer: {other:?}"),
     };
@@ -29,6 +29,7 @@ pub fn failed(
         && list.retrying.is_empty()
         && list.held.is_empty()
         && list.held_full.is_empty()
+        && list.stuck.is_empty()
     {
         println!("no failed paths");
     }
@@ -36,7 +37,21 @@ pub fn failed(
     print_parked(&list);
     print_retrying(&list);
     print_held(&list);
+    print_stuck(&list);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Paths found stuck: a bug of syncd's, told with what was done about it.
+fn print_stuck(list: &FailedList) {
+    for e in &list.stuck {
+        println!(
+            "{}	{}	stuck {:.0} s ago	{}",
+            e.target,
+            lossy(&e.path).escape_debug(),
+            e.ago_ms as f64 / 1000.0,
+            e.what
+        );
+    }
 }
 
 fn print_parked(list: &FailedList) {

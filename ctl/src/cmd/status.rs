@@ -159,6 +159,12 @@ fn target_details(t: &TargetStatus, bar: bool) -> String {
             t.name
         ));
     }
+    if t.stuck > 0 {
+        lines.push(format!(
+            "stuck: {} path(s) found with nothing running to deliver them, a bug of syncd's, each pushed again (see syncctl failed)",
+            count(t.stuck)
+        ));
+    }
     if let Some(p) = &t.full_sync {
         lines.push(progress_lines(p, bar, Run::FullSync));
     }
@@ -280,6 +286,7 @@ mod tests {
             verify: None,
             renames: RenameMode::Unprobed,
             deletes_held: 0,
+            stuck: 0,
         }
     }
 

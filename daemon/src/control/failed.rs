@@ -1,9 +1,10 @@
 //! `syncctl failed [--target NAME]`: the parked paths with their attempts and rsync's reason,
 //! the paths failing but still retried (attempts, time to the next, the last error), and the
-//! deletions `delete_guard` holds.
+//! deletions `delete_guard` holds, and the paths found stuck (see `dispatch::liveness`).
 
 use syncd_proto::{
     ByteBuf, ErrorKind, FailedList, FailedPath, HeldFullSync, HeldPath, Response, RetryingPath,
+    StuckPath,
 };
 
 use super::{err, Shared};
@@ -33,13 +34,22 @@ pub(super) fn list_failed(
         held: Vec::new(),
         held_more: 0,
         held_full: Vec::new(),
+        stuck: Vec::new(),
     };
     for t in ts {
         if let Err(e) = list_target(shared, &t.id, limit as usize, &mut list) {
             return err(ErrorKind::Internal, e.to_string());
         }
+        let now = std::time::SystemTime::now();
+        let recent = t.view.borrow().stuck_recent.clone();
+        list.stuck.extend(recent.iter().rev().map(|s| StuckPath {
+            target: t.id.clone(),
+            path: ByteBuf::from(s.path.clone()),
+            ago_ms: now.duration_since(s.at).map_or(0, |d| d.as_millis() as u64),
+            what: s.what.clone(),
+        }));
     }
-    Response::Failed(list)
+    Response::Failed(Box::new(list))
 }
 
 /// Add target `id`'s parked, retrying and held paths to `list`, up to `limit` of each kind in

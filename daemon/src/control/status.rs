@@ -63,6 +63,7 @@ pub(super) fn status(engine: &EngineView, shared: &Shared) -> Response {
                     Some(LinkDest::Fails(why)) => RenameMode::Plain(why.clone()),
                 },
                 deletes_held,
+                stuck: v.stuck,
             });
         }
         use std::os::unix::ffi::OsStrExt;

@@ -1,5 +1,5 @@
 //! `syncctl wait-idle [--timeout SECONDS]`: answered once nothing is waiting in the coalescer,
-//! pending in the journal, in flight or owed a full resync (after a barrier through the
+//! pending in the journal, in flight, a move still to carry out, or owed a full resync (after a barrier through the
 //! watcher: every event already queued in the kernel counts), or when the timeout passes.
 //! Deletions `delete_guard` holds are not idle: then the answer says how many (at once: they
 //! wait for an operator, not for time).
@@ -48,6 +48,11 @@ pub(super) async fn wait_idle(
                 || v.full_sync.is_some()
                 || v.probing
                 || shared.journal.has_pending(&t.id).unwrap_or(true)
+                || shared
+                    .journal
+                    .moves(&t.id)
+                    .map(|m| !m.is_empty())
+                    .unwrap_or(true)
                 || shared
                     .journal
                     .resyncs(&t.id)

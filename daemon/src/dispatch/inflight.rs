@@ -103,6 +103,24 @@ impl InFlight {
         }
     }
 
+    /// Whether a running push covers `p`: lists it, a directory above it (a deletion, a moved
+    /// directory) or something below it, or carries its journal path.
+    pub fn touches(&self, p: &[u8]) -> bool {
+        self.paths.contains(p)
+            || self.listed.contains_key(p)
+            || self.above.contains_key(p)
+            || parents(p).any(|d| self.listed.contains_key(d))
+    }
+
+    /// Whether nothing at all is claimed (with no job running, anything else is a claim no job
+    /// will release).
+    pub fn is_clear(&self) -> bool {
+        self.paths.is_empty()
+            && self.listed.is_empty()
+            && self.above.is_empty()
+            && self.deleting.is_empty()
+    }
+
     /// Whether journal path `p` is in a running push.
     pub fn carries(&self, p: &[u8]) -> bool {
         self.paths.contains(p)
@@ -185,5 +203,20 @@ mod tests {
             (f.len(), f.listed.len(), f.above.len(), f.deleting.len()),
             (0, 0, 0, 0)
         );
+        assert!(f.is_clear());
+    }
+
+    #[test]
+    fn a_running_push_touches_what_it_lists_above_and_below() {
+        let mut f = InFlight::default();
+        f.claim(&claim("m/new", "m/new", true));
+        f.claim(&claim("q/f", "q/f", false));
+        for p in ["m/new", "m/new/x/y", "m", "q/f", "q"] {
+            assert!(f.touches(p.as_bytes()), "{p}");
+        }
+        for p in ["m/newer", "q/g", "x", "q/f2"] {
+            assert!(!f.touches(p.as_bytes()), "{p}");
+        }
+        assert!(!f.is_clear());
     }
 }

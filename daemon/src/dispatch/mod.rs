@@ -29,6 +29,7 @@ mod full;
 mod guard;
 pub mod inflight;
 pub mod job;
+pub mod liveness;
 pub mod prune;
 mod rename;
 pub mod schedule;
@@ -42,7 +43,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::fs::RootIdentity;
 use crate::journal::{now_ms, Bell, Journal, ResyncToken};
@@ -53,6 +54,7 @@ use full::FullJob;
 use guard::DeleteWindow;
 use inflight::{Claim, InFlight};
 use job::{flushed, JobKind, JobResult};
+use liveness::{Liveness, StuckPath};
 use rename::{file_move_groups, file_moves_claim, move_claim, MoveHolds, MoveJob};
 use schedule::Schedule;
 
@@ -70,6 +72,9 @@ pub struct WorkerView {
     pub renames: Option<crate::rsync::LinkDest>,
     /// The rename probe is running (the target is not idle).
     pub probing: bool,
+    /// Paths found stuck since the start (see `liveness`), and the latest of them.
+    pub stuck: u64,
+    pub stuck_recent: Arc<Vec<StuckPath>>,
 }
 
 impl Default for WorkerView {
@@ -83,6 +88,8 @@ impl Default for WorkerView {
             full_sync: None,
             renames: None,
             probing: false,
+            stuck: 0,
+            stuck_recent: Arc::default(),
         }
     }
 }
@@ -152,6 +159,19 @@ struct Running {
     probing: bool,
     /// The deletions taken within `delete_guard`'s window.
     deletes: DeleteWindow,
+    /// Paths passed over with nothing running to deliver them (see `liveness`).
+    liveness: Liveness,
+    /// The latest stuck paths, as published.
+    stuck_recent: Arc<Vec<StuckPath>>,
+}
+
+/// The due paths a pass over the journal took, the plan of each (`plans[i]` is `items[i]`'s),
+/// and the paths it passed over because a pending move holds them while no running push
+/// covers them.
+struct Due {
+    items: Vec<crate::journal::Item>,
+    plans: Vec<Option<guard::Plan>>,
+    passed_over: Vec<Vec<u8>>,
 }
 
 /// What woke the worker.
@@ -175,6 +195,8 @@ impl Worker {
             link_dest: Arc::default(),
             probing: false,
             deletes: self.delete_window(),
+            liveness: Liveness::default(),
+            stuck_recent: Arc::default(),
         };
         let mut paused = self.paused.clone();
         // The pause switch lives in the engine view; once it is gone, stop listening to it.
@@ -184,7 +206,10 @@ impl Worker {
             if r.stopping.is_some() && r.jobs.is_empty() {
                 return;
             }
-            let wake_at = r.sched.next_wake(can_start, r.jobs.len());
+            let mut wake_at = r.sched.next_wake(can_start, r.jobs.len());
+            if let Some(check) = r.liveness.next_check().filter(|_| can_start) {
+                wake_at = wake_at.min(check);
+            }
             let far = Instant::now() + Duration::from_secs(86_400);
             let woke = tokio::select! {
                 Some(res) = r.jobs.join_next(), if !r.jobs.is_empty() => match res {
@@ -251,6 +276,8 @@ impl Worker {
             full_sync: r.full.clone(),
             renames: r.link_dest.get().cloned(),
             probing: r.probing,
+            stuck: r.liveness.total,
+            stuck_recent: r.stuck_recent.clone(),
         });
         self.tick.send_modify(|n| *n += 1);
         can_start
@@ -270,6 +297,12 @@ impl Worker {
             r.sched.unpace();
         }
         r.sched.on_result(&res, r.jobs.len(), Instant::now());
+        if r.jobs.is_empty() && !r.inflight.is_clear() {
+            // Every job released what it claimed, or this is a bug: what is left would hold
+            // its paths back for ever.
+            error!(target = %self.id, "claims left in flight with no push running (a bug of syncd's); cleared");
+            r.inflight = InFlight::default();
+        }
     }
 
     /// Start what can start now. Journaled paths go first (at startup that is the journal
@@ -294,10 +327,16 @@ impl Worker {
                 return;
             }
             self.wake.clear();
-            let (items, claim) = match self.take_due(r, &holds) {
+            let (items, claim, passed_over) = match self.take_due(r, &holds) {
                 Ok(taken) => taken,
                 Err(e) => return self.read_failed(r, e),
             };
+            if items.is_empty() {
+                // The whole journal was looked at: what it passed over is followed.
+                if let Err(e) = self.check_liveness(r, passed_over) {
+                    return self.read_failed(r, e);
+                }
+            }
             if !owed.is_empty() && (items.is_empty() || r.sched.full_sync_overdue()) {
                 if r.jobs.is_empty() {
                     self.start_full(r, owed);
@@ -341,15 +380,17 @@ impl Worker {
     /// a few: see [`plan_path`]) to know what it would touch; the plans go with the batch.
     /// Deletions `delete_guard` holds leave the batch (see `guard`); a batch they emptied is
     /// taken again (more may be due behind it).
+    #[allow(clippy::type_complexity)]
     fn take_due(
         &self,
         r: &mut Running,
         holds: &MoveHolds,
-    ) -> Result<(Vec<crate::journal::Item>, Claim), crate::journal::JournalError> {
+    ) -> Result<(Vec<crate::journal::Item>, Claim, Vec<Vec<u8>>), crate::journal::JournalError>
+    {
         loop {
-            let (items, plans) = self.due_planned(r, holds)?;
-            let taken = items.len();
-            let (items, plans) = self.guard_deletions(&mut r.deletes, items, plans)?;
+            let due = self.due_planned(r, holds)?;
+            let taken = due.items.len();
+            let (items, plans) = self.guard_deletions(&mut r.deletes, due.items, due.plans)?;
             if items.is_empty() && taken > 0 {
                 continue;
             }
@@ -357,25 +398,29 @@ impl Worker {
                 paths: items.iter().map(|i| i.path.clone()).collect(),
                 plans,
             };
-            return Ok((items, claim));
+            return Ok((items, claim, due.passed_over));
         }
     }
 
-    /// The due paths [`Worker::take_due`] may take, and the plan of each (`plans[i]` is
-    /// `items[i]`'s).
-    #[allow(clippy::type_complexity)]
+    /// The due paths [`Worker::take_due`] may take, with their plans and what was passed over.
     fn due_planned(
         &self,
         r: &mut Running,
         holds: &MoveHolds,
-    ) -> Result<(Vec<crate::journal::Item>, Vec<Option<guard::Plan>>), crate::journal::JournalError>
-    {
+    ) -> Result<Due, crate::journal::JournalError> {
         let now = now_ms();
         let mut plans = Vec::new();
+        let mut passed_over = Vec::new();
         let root = &self.runner.root.source;
         let inflight = &r.inflight;
         let mut skip = |p: &[u8]| {
-            if inflight.held_as_is(p) || holds.holds(p) {
+            if inflight.held_as_is(p) {
+                return true;
+            }
+            if holds.holds(p) {
+                if !inflight.touches(p) {
+                    passed_over.push(p.to_vec());
+                }
                 return true;
             }
             let plan = plan_path(root, p);
@@ -393,7 +438,63 @@ impl Worker {
             r.sched
                 .due_at(Instant::now() + Duration::from_millis(next.saturating_sub(now)));
         }
-        Ok((items, plans))
+        Ok(Due {
+            items,
+            plans,
+            passed_over,
+        })
+    }
+
+    /// A pass took nothing and passed over `passed_over`: what has waited for nothing for
+    /// [`liveness::STUCK_AFTER`] is stuck. It is logged as the bug it is, with its journal
+    /// entry and the moves that held it; those moves are forgotten (their paths go as plain
+    /// pushes) and its directory is owed a full sync, which pushes whatever it holds.
+    fn check_liveness(
+        &self,
+        r: &mut Running,
+        passed_over: Vec<Vec<u8>>,
+    ) -> Result<(), crate::journal::JournalError> {
+        let stuck = r.liveness.observe(passed_over, Instant::now());
+        if stuck.is_empty() {
+            return Ok(());
+        }
+        let moves = self.journal.moves(&self.id)?;
+        let mut dirs = std::collections::BTreeSet::new();
+        for p in stuck {
+            let entry = self.journal.pending_entry(&self.id, &p)?;
+            let holding: Vec<_> = moves
+                .iter()
+                .filter(|m| MoveHolds::new(std::slice::from_ref(*m)).holds(&p))
+                .collect();
+            for m in &holding {
+                self.journal.move_done(&self.id, m)?;
+            }
+            let dir = crate::fs::dir_of(&p).to_vec();
+            let shown = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+            let held_by: Vec<String> = holding
+                .iter()
+                .map(|m| format!("{} -> {}", shown(&m.from), shown(&m.to)))
+                .collect();
+            error!(target = %self.id, path = %shown(&p), entry = ?entry, moves = ?held_by,
+                "path stuck: pending with nothing running to deliver it (a bug of syncd's); \
+                 the moves holding it are forgotten and its directory is pushed again by a full sync");
+            let what = format!(
+                "stuck for {} s with nothing running to deliver it (a bug of syncd's; held by {}): pushed again by a full sync of {}",
+                liveness::STUCK_AFTER.as_secs(),
+                if held_by.is_empty() { "nothing known".to_string() } else { held_by.join(", ") },
+                if dir.is_empty() { ".".to_string() } else { shown(&dir) }
+            );
+            self.reporter.stuck(&p, &what);
+            r.liveness.found(p, what);
+            dirs.insert(dir);
+        }
+        for d in dirs {
+            self.journal.request_resync(&self.id, &d)?;
+        }
+        r.stuck_recent = Arc::new(r.liveness.recent.iter().cloned().collect());
+        // Look again at once: the full syncs are owed now, the paths free to go.
+        r.sched.due_at(Instant::now());
+        Ok(())
     }
 
     /// Start the pending moves nothing in flight conflicts with, ahead of any batch (the paths
@@ -445,8 +546,9 @@ impl Worker {
     }
 
     /// A file renamed in its directory: its new name goes with the batches, which forget the
-    /// move once they delivered it. One no batch will deliver (parked, or gone meanwhile) is
-    /// found when the target is quiet, and forgotten: its old name may go too.
+    /// move once they delivered it. One no batch will deliver now (parked, gone meanwhile, or
+    /// failed once and waiting for its retry) is found when the target is quiet, and
+    /// forgotten: its old name may go too (it was held only to be the new name's basis).
     fn renamed_file_done(
         &self,
         r: &Running,
@@ -454,7 +556,10 @@ impl Worker {
     ) -> Result<bool, crate::journal::JournalError> {
         let left = r.jobs.is_empty()
             && !r.inflight.carries(&m.to)
-            && !self.journal.is_pending(&self.id, &m.to)?;
+            && self
+                .journal
+                .pending_entry(&self.id, &m.to)?
+                .is_none_or(|e| e.attempts > 0);
         if left {
             self.journal.move_done(&self.id, m)?;
         }

@@ -291,6 +291,7 @@ pub struct MoveHolds {
 impl MoveHolds {
     pub fn new(moves: &[PendingMove]) -> MoveHolds {
         let mut h = MoveHolds::default();
+        let new_names: HashSet<&[u8]> = moves.iter().map(|m| m.to.as_slice()).collect();
         for m in moves {
             match m.dir || !m.same_dir() {
                 // It goes with its move job.
@@ -301,6 +302,14 @@ impl MoveHolds {
                 false => {
                     h.files.insert(m.to.clone(), m.clone());
                 }
+            }
+            // A renamed file's old name waits only to stay its new name's basis. One that is
+            // itself a renamed file's new name (a swap `a ↔ b`, a cycle `a → b → c → a`) is
+            // overwritten anyway, and holding it would hold each name until the other is
+            // delivered: for ever.
+            let swap = !m.dir && m.same_dir() && new_names.contains(m.from.as_slice());
+            if swap && !crate::faults::on("hold-swaps") {
+                continue;
             }
             h.roots.insert(m.from.clone());
             h.above_old.extend(parents(&m.from).map(|p| p.to_vec()));
@@ -351,5 +360,34 @@ mod tests {
         );
         assert!(h.renamed_file(b"d/f").is_none() && h.renamed_file(b"b").is_none());
         assert!(!MoveHolds::new(&[]).holds(b"b"));
+    }
+
+    #[test]
+    fn swapped_or_cycled_file_names_hold_nothing_of_each_other() {
+        let j_dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(&j_dir.path().join("j")).unwrap();
+        let file = |from: &str, to: &str| crate::journal::Rename {
+            from: from.into(),
+            to: to.into(),
+            dir: false,
+        };
+        // mv d/a d/t; mv d/b d/a; mv d/t d/b, and a 3-cycle in e/.
+        let renames = [
+            file("d/a", "d/t"),
+            file("d/b", "d/a"),
+            file("d/t", "d/b"),
+            file("e/x", "e/t"),
+            file("e/z", "e/x"),
+            file("e/y", "e/z"),
+            file("e/t", "e/y"),
+        ];
+        j.record_moves(&["r/t".into()], &renames).unwrap();
+        let moves = j.moves("r/t").unwrap();
+        assert_eq!(moves.len(), 5, "{moves:?}");
+        let h = MoveHolds::new(&moves);
+        for p in ["d/a", "d/b", "e/x", "e/y", "e/z", "d", "e"] {
+            assert!(!h.holds(p.as_bytes()), "{p} goes");
+        }
+        assert!(h.renamed_file(b"d/a").is_some() && h.renamed_file(b"e/y").is_some());
     }
 }

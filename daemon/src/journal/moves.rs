@@ -158,9 +158,16 @@ impl Journal {
         })
     }
 
-    /// Whether `path` has a pending entry for `target`.
-    pub fn is_pending(&self, target: &str, path: &[u8]) -> Result<bool, JournalError> {
-        self.with(|t| Ok(t.pending.contains_key(key(target, path))?))
+    /// The pending entry of `path` for `target`, if it has one.
+    pub fn pending_entry(
+        &self,
+        target: &str,
+        path: &[u8],
+    ) -> Result<Option<super::Entry>, JournalError> {
+        self.with(|t| match t.pending.get(key(target, path))? {
+            Some(v) => Ok(Some(opts().deserialize(&v)?)),
+            None => Ok(None),
+        })
     }
 
     /// The move reached the target, or was given up: forgotten, unless it was recorded again

@@ -23,6 +23,7 @@ pub struct Metrics {
     rsync_runs: IntCounterVec,
     bytes_sent: IntCounterVec,
     delivered: IntCounterVec,
+    stuck: IntCounterVec,
     lag: HistogramVec,
     last_success: GaugeVec,
     /// Set from the status at every scrape.
@@ -102,6 +103,11 @@ impl Metrics {
                 "Paths the target confirmed",
                 TARGET,
             ),
+            stuck: r.counter(
+                "syncd_stuck_paths_total",
+                "Paths found pending with nothing running to deliver them (a bug of syncd's; each was pushed again)",
+                TARGET,
+            ),
             lag: r.histogram(
                 "syncd_replication_lag_seconds",
                 "From a path's first unconfirmed change to its confirmation by the target",
@@ -126,6 +132,8 @@ impl Metrics {
 
     /// The handle one target's pushes report to.
     pub fn target(self: &Arc<Self>, root: &str, target: &str) -> TargetMetrics {
+        // Present from the start, so an alert on its increase sees the first one.
+        self.stuck.with_label_values(&[root, target]);
         TargetMetrics {
             m: self.clone(),
             root: root.to_string(),
@@ -281,6 +289,11 @@ impl TargetMetrics {
             .inc_by(bytes);
     }
 
+    /// A path was found stuck.
+    pub fn stuck(&self) {
+        self.m.stuck.with_label_values(&self.labels()).inc();
+    }
+
     /// The target confirmed `items` (`confirmed` of them were still current).
     pub fn delivered(&self, items: &[Item], confirmed: u64) {
         let now = now_ms();
@@ -335,6 +348,7 @@ mod tests {
                     verify: None,
                     renames: syncd_proto::RenameMode::Unprobed,
                     deletes_held: 0,
+                    stuck: 0,
                 }],
             }],
         }

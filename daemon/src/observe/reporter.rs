@@ -53,6 +53,15 @@ impl Reporter {
             .publish(&self.id, LogKind::Failed, [path], Some(error));
     }
 
+    /// `path` was found stuck (see `dispatch::liveness`): `what` says why and what was done.
+    /// `on_failure` and `syncctl log` are told like of a parked path.
+    pub fn stuck(&self, path: &[u8], what: &str) {
+        self.metrics.stuck();
+        self.hooks.parked(path, what);
+        self.events
+            .publish(&self.id, LogKind::Failed, [path], Some(what));
+    }
+
     /// The deletions `held` were held by `delete_guard`; `total` of the target's are held now.
     pub fn deletes_held(&self, held: &[Item], total: u64) {
         let error = format!(

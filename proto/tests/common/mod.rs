@@ -1,6 +1,8 @@
 //! Messages both the golden bytes and the JSON tests pin.
 
-use syncd_proto::{ByteBuf, FailedList, FailedPath, HeldFullSync, HeldPath, RetryingPath};
+use syncd_proto::{
+    ByteBuf, FailedList, FailedPath, HeldFullSync, HeldPath, RetryingPath, StuckPath,
+};
 
 /// A `FailedList` with one of each kind: parked, retrying, held, held by a full sync.
 pub fn failed_list() -> FailedList {
@@ -29,6 +31,12 @@ pub fn failed_list() -> FailedList {
             target: "data/b2".into(),
             path: ByteBuf::from(b"".to_vec()),
             deletions: 6,
+        }],
+        stuck: vec![StuckPath {
+            target: "data/b1".into(),
+            path: ByteBuf::from(b"d/a\xff".to_vec()),
+            ago_ms: 2500,
+            what: "pushed again".into(),
         }],
     }
 }
