@@ -94,3 +94,27 @@ pub fn ctl<S: AsRef<std::ffi::OsStr>>(socket: &Path, args: &[S]) -> Output {
         .output()
         .expect("run syncctl")
 }
+
+/// The installed rsync's version (major, minor, patch): some expectations about what rsync
+/// saves (not what syncd delivers) depend on it.
+pub fn rsync_version() -> (u32, u32, u32) {
+    let out = Command::new("rsync")
+        .arg("--version")
+        .output()
+        .expect("rsync --version");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v = text
+        .split_whitespace()
+        .skip_while(|w| *w != "version")
+        .nth(1)
+        .unwrap_or("0.0.0");
+    let mut n = v
+        .trim_start_matches('v')
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|x| x.parse().unwrap_or(0));
+    (
+        n.next().unwrap_or(0),
+        n.next().unwrap_or(0),
+        n.next().unwrap_or(0),
+    )
+}

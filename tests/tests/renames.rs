@@ -101,18 +101,24 @@ fn directories_renamed_and_moved_reach_chrooted_and_unchrooted_daemons_as_moves(
     std::fs::rename(env.src.join("a"), env.src.join("b")).unwrap();
     std::fs::rename(env.src.join("deep/er/x"), env.src.join("elsewhere/y")).unwrap();
     d.settle();
-    for (m, before) in [&m1, &m2].into_iter().zip(&before) {
+    for ((m, before), t) in [&m1, &m2].into_iter().zip(&before).zip(["d1", "d2"]) {
         assert_same_tree(&env.src, m);
-        assert_moved(before, m, "a", "b", &[]);
-        assert_moved(before, m, "deep/er/x", "elsewhere/y", &[]);
         assert!(
             !m.join("syncd-rename-probe").exists(),
             "the probe leaves nothing"
         );
-    }
-    for t in ["d1", "d2"] {
         let st = d.target_status(t);
+        // Some rsync builds do not link from a relative --link-dest into a daemon without
+        // chroot (Debian's 3.2.7-1+deb12u5, upstream 3.4.3: rsync #915): there the probe must
+        // have found it and said why, and the renames went as plain pushes.
+        if t == "d2" && st["renames"] == "plain" {
+            let why = st["renames_reason"].as_str().unwrap_or("");
+            assert!(!why.is_empty(), "plain renames say why: {st}");
+            continue;
+        }
         assert_eq!(st["renames"], "moves", "the probe found links: {st}");
+        assert_moved(before, m, "a", "b", &[]);
+        assert_moved(before, m, "deep/er/x", "elsewhere/y", &[]);
     }
     let text = String::from_utf8(d.ctl(&["status"]).stdout).unwrap();
     assert!(text.contains("renames: moved"), "{text}");
@@ -390,9 +396,21 @@ fn files_renamed_and_moved_send_no_data(
     );
     if let (Some(port), Some(sent)) = (port, sent) {
         let sent = sent_bytes(port, name) - sent;
+        // A file renamed into another directory takes its old name there as the basis
+        // (`--fuzzy --fuzzy` with `--link-dest`). rsync 3.2 finds no such basis in the
+        // target's root (`--link-dest=../../`: `top` moved down is sent whole, 2 MiB) and may
+        // fail the run ("failed verification", exit 23): then syncd says so and pushes the two
+        // renamed files (4 MiB) plainly.
+        let fell_back = d.log.text().contains("file moves failed");
+        let mib = match (fell_back, rsync_version() < (3, 3, 0)) {
+            (true, _) => 4.5,
+            (false, true) => 2.5,
+            (false, false) => 0.5,
+        };
+        let bound = mib * 1024.0 * 1024.0;
         assert!(
-            sent < 512.0 * 1024.0,
-            "10 MiB of files renamed and moved: {sent} bytes sent"
+            sent < bound,
+            "10 MiB of files renamed and moved: {sent} bytes sent (moves fell back: {fell_back})"
         );
     }
 }
