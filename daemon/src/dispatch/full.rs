@@ -12,7 +12,7 @@ use crate::config::RootConfig;
 use crate::fs::{check_root, join_rel, RootIdentity};
 use crate::journal::{Journal, ResyncToken};
 use crate::observe::Reporter;
-use crate::rsync::exit::deletions_skipped;
+use crate::rsync::exit::{deletions_skipped, parent_not_a_directory};
 use crate::rsync::{FullProgress, Outcome, Runner};
 
 /// What a full-sync job works with.
@@ -85,6 +85,13 @@ impl FullJob {
         let mut skipped = 0;
         match run.outcome {
             Outcome::Delivered => {}
+            Outcome::Partial(e) if !sub.is_empty() && parent_not_a_directory(&e) => {
+                // A directory above `sub` is still a file at the target (its change of type not
+                // pushed yet): the directory above syncs it first, and `sub` with it.
+                let parent = crate::fs::dir_of(sub);
+                warn!(target = %id, sub = %String::from_utf8_lossy(sub), error = %e, "a directory above is not one at the target yet; syncing the directory above instead");
+                self.journal.request_resync(id, parent)?;
+            }
             Outcome::Partial(e) => {
                 warn!(target = %id, sub = %String::from_utf8_lossy(sub), error = %e, "full sync finished with errors; narrowing down");
                 self.narrow_down(sub).await?;

@@ -73,6 +73,23 @@ pub fn permanent_for_a_path(message: &str) -> bool {
     PERMANENT_FOR_A_PATH.iter().any(|m| message.contains(m))
 }
 
+/// What rsync says when a directory it must enter or create is a file (or anything but a
+/// directory) at the target: a path pushed before its parent's change of type (a file replaced
+/// by a directory and things moved into it). Pushing the parent first fixes it; it is neither
+/// a full disk nor the target's fault.
+const PARENT_NOT_A_DIRECTORY: &[&str] = &["Not a directory (20)", "File exists (17)"];
+
+/// Whether rsync failed because a directory above a path is not a directory at the target
+/// (see [`PARENT_NOT_A_DIRECTORY`]).
+pub fn parent_not_a_directory(message: &str) -> bool {
+    PARENT_NOT_A_DIRECTORY.iter().any(|m| message.contains(m))
+}
+
+/// What a receiver says of a file list it refuses because of one of its entries: a
+/// `--delete-missing-args` entry to a receiver with the 2025-26 file-list hardening, or a
+/// basis deleted under `--fuzzy` (rsync 3.5.0). A batch narrows it down to the paths.
+const LIST_REFUSED: &[&str] = &["invalid file mode", "got a block match with no basis file"];
+
 /// How an exit 25's message begins.
 const MAX_DELETE_STOPPED: &str = "--max-delete limit stopped deletions";
 
@@ -107,6 +124,13 @@ pub fn classify(status: ExitStatus, stderr: &str) -> Outcome {
     match code {
         0 | 24 => Outcome::Delivered,
         23 => Outcome::Partial(msg("some files were not transferred")),
+        // A file list refused for one of its entries: the paths, not the server.
+        2 if LIST_REFUSED.iter().any(|m| stderr.contains(m)) => {
+            Outcome::Partial(msg("the receiver refused an entry of the file list"))
+        }
+        11 if stderr.contains("mkdir") && parent_not_a_directory(stderr) => Outcome::Partial(msg(
+            "a directory above the path is not a directory at the target yet",
+        )),
         1 => Outcome::Permanent(msg(
             "syntax or usage error (check rsync_args, password_file)",
         )),
@@ -190,6 +214,37 @@ mod tests {
 
     fn st(code: i32) -> ExitStatus {
         ExitStatus::from_raw(code << 8)
+    }
+
+    #[test]
+    fn errors_of_syncds_own_order_are_the_paths_not_the_target() {
+        // rsync 3.2.7: a push into `X/f/` (--mkpath) where the target has `X/f` as a file.
+        let mkdir = "rsync: [Receiver] mkdir \"/t/X/f/\" failed: File exists (17)\nrsync error: error in file IO (code 11) at main.c(800) [Receiver=3.2.7]\n";
+        let Outcome::Partial(m) = classify(st(11), mkdir) else {
+            panic!("a parent that is a file is the path's problem");
+        };
+        assert!(
+            !m.contains("disk full") && parent_not_a_directory(&m),
+            "{m}"
+        );
+        // A file list the receiver refuses for one entry (Debian's 3.2.7-1+deb12u5, rsync
+        // 3.5.0 with a basis deleted under --fuzzy).
+        for list in [
+            "invalid file mode 00 for d/x [Receiver]\nrsync error: protocol incompatibility (code 2) at flist.c(874) [Receiver=3.2.7]\n",
+            "got a block match with no basis file\nrsync error: protocol incompatibility (code 2)\n",
+        ] {
+            let o = classify(st(2), list);
+            assert!(matches!(&o, Outcome::Partial(m) if !m.contains("refused by the server")), "{o:?}");
+        }
+        // Other exits 11 and 2 are still what they were.
+        assert!(matches!(
+            classify(st(11), "rsync: write failed on \"x\": No space left on device (28)"),
+            Outcome::Interrupted(m) if m.contains("disk full")
+        ));
+        assert!(matches!(
+            classify(st(2), "rsync: on remote machine: --fuzzy: unknown option"),
+            Outcome::Permanent(_)
+        ));
     }
 
     #[test]
