@@ -167,6 +167,7 @@ impl MoveJob {
         match run.outcome {
             Outcome::Delivered => {
                 info!(target = %id, from = %show(&m.from), to = %show(&m.to), bytes = run.bytes, "directory moved");
+                let items = self.delivered(items).await;
                 let mut n = 0;
                 // Not once the watcher stopped: see `BatchJob::confirm`.
                 if !self.watch_stopped.is_cancelled() {
@@ -190,6 +191,26 @@ impl MoveJob {
                 0,
             ),
         }
+    }
+
+    /// Of the paths a move pushed, those it delivered: where symlinks go apart (see
+    /// `Runner::symlinks_go_apart`), the symlinks stay pending for the batches.
+    async fn delivered(&self, items: Vec<crate::journal::Item>) -> Vec<crate::journal::Item> {
+        if !self.runner.symlinks_go_apart() {
+            return items;
+        }
+        let root = self.runner.root.source.clone();
+        tokio::task::spawn_blocking(move || {
+            items
+                .into_iter()
+                .filter(|i| {
+                    std::fs::symlink_metadata(abs_path(&root, &i.path))
+                        .map_or(true, |m| !m.file_type().is_symlink())
+                })
+                .collect()
+        })
+        .await
+        .unwrap_or_default()
     }
 
     /// Whether `rel` is a directory at the source now.
@@ -233,6 +254,10 @@ impl MoveJob {
         from_dirs.dedup();
         let run = self.runner.push_file_moves(dir, &names, &from_dirs).await;
         self.reporter.rsync_run("move", &run.exit, run.bytes);
+        let items = match run.outcome {
+            Outcome::Delivered => self.delivered(items).await,
+            _ => items,
+        };
         let n = match run.outcome {
             Outcome::Delivered if self.watch_stopped.is_cancelled() => 0,
             Outcome::Delivered => match self.journal.confirm(id, &items) {

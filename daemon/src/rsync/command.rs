@@ -187,8 +187,23 @@ impl Runner {
         }
         // A line for every entry, up to date or not: how far the sync is (progress.rs).
         c.args(["-ii", "--out-format=%i %l %b"]);
-        self.versions_args(&mut c, sub);
-        self.full_command_ends(&mut c, sub);
+        if sub.is_empty() || !self.symlinks_go_apart() {
+            self.versions_args(&mut c, sub);
+            self.full_command_ends(&mut c, sub);
+            return c;
+        }
+        // Into a daemon, a subdirectory is synced from the root, narrowed to it by include
+        // rules (every directory above it, then all of it; the rest is excluded, so neither
+        // sent nor deleted): rooted at the subdirectory, a daemon without chroot would rewrite
+        // the symlinks in it that climb out of it (see `no_links_below_the_root`).
+        self.versions_args(&mut c, b"");
+        for d in crate::fs::parents(sub) {
+            c.arg(include_arg(d, b"/"));
+        }
+        c.arg(include_arg(sub, b"/***")).arg("--exclude=*");
+        c.arg(self.src_arg(b""))
+            .arg(self.target.dest.rsync_arg(b""));
+        c.stdout(Stdio::piped());
         c
     }
 
@@ -201,9 +216,25 @@ impl Runner {
         // directory as its basis.
         c.args(["--fuzzy", "--fuzzy"]).arg(link_dest(to, from));
         c.arg("--out-format=%i %l %b");
+        self.no_links_below_the_root(&mut c);
         self.versions_args(&mut c, to);
         self.full_command_ends(&mut c, to);
         c
+    }
+
+    /// A transfer rooted below the module's root, into a daemon: an rsync daemon without
+    /// chroot sanitizes every symlink against its depth in the transfer (`../x` pushed in
+    /// `sub/` arrives as `x`, measured with 3.2.7), so symlinks are left out (`--no-links`)
+    /// and go with the batches, which are rooted at the root (see `Runner::symlinks_go_apart`).
+    fn no_links_below_the_root(&self, c: &mut Command) {
+        if self.symlinks_go_apart() {
+            c.arg("--no-links");
+        }
+    }
+
+    /// Whether transfers rooted below the root leave symlinks out (a daemon target).
+    pub fn symlinks_go_apart(&self) -> bool {
+        matches!(self.target.dest, Dest::Daemon { .. })
     }
 
     /// Files renamed into directory `dir` from other directories: `names` (relative to `dir`)
@@ -225,6 +256,7 @@ impl Runner {
             "--mkpath",
             "--out-format=%i %l %b",
         ]);
+        self.no_links_below_the_root(&mut c);
         for d in from_dirs {
             c.arg(link_dest(dir, d));
         }
@@ -314,6 +346,16 @@ pub(super) fn deletion_rules(list: &[Vec<u8>]) -> Vec<u8> {
         anchored_rule(&mut out, p, b"/**");
     }
     out
+}
+
+/// `--include=/PATH` + `suffix`, matching `path` literally (see [`anchored_rule`]).
+fn include_arg(path: &[u8], suffix: &[u8]) -> OsString {
+    let mut rule = Vec::new();
+    anchored_rule(&mut rule, path, suffix);
+    rule.pop();
+    let mut a = b"--include=".to_vec();
+    a.extend_from_slice(&rule);
+    OsString::from_vec(a)
 }
 
 /// Append the rule `/PATH` + `suffix` (NUL-terminated) matching `path` literally. rsync reads a
