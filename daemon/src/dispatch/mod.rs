@@ -30,6 +30,7 @@ mod guard;
 pub mod inflight;
 pub mod job;
 pub mod liveness;
+pub mod planner;
 pub mod prune;
 mod rename;
 pub mod schedule;
@@ -48,14 +49,14 @@ use tracing::{debug, error, info, warn};
 use crate::fs::RootIdentity;
 use crate::journal::{now_ms, Bell, Journal, ResyncToken};
 use crate::observe::Reporter;
-use crate::rsync::{plan_path, FullProgress, Runner};
+use crate::rsync::{FullProgress, Runner};
 use batch::BatchJob;
 use full::FullJob;
 use guard::DeleteWindow;
 use inflight::{Claim, InFlight};
 use job::{flushed, JobKind, JobResult};
 use liveness::{Liveness, StuckPath};
-use rename::{file_move_groups, file_moves_claim, move_claim, MoveHolds, MoveJob};
+use rename::{MoveHolds, MoveJob};
 use schedule::Schedule;
 
 /// What a target worker publishes for `status` and `wait-idle`.
@@ -129,19 +130,6 @@ pub struct Worker {
     pub grace: Duration,
     /// Cancelled once the watcher stopped (at shutdown, before the workers are told to).
     pub watch_stopped: CancellationToken,
-}
-
-/// Claim `claim` in flight if a worker is free and nothing running conflicts with it.
-fn try_claim(r: &mut Running, claim: &Claim) -> bool {
-    let free = r.jobs.len() < r.sched.workers()
-        && !claim
-            .plans
-            .iter()
-            .any(|plan| r.inflight.conflicts(&plan.0, Some(plan)));
-    if free {
-        r.inflight.claim(claim);
-    }
-    free
 }
 
 /// What the worker's loop keeps between wake-ups.
@@ -413,23 +401,18 @@ impl Worker {
         let mut passed_over = Vec::new();
         let root = &self.runner.root.source;
         let inflight = &r.inflight;
-        let mut skip = |p: &[u8]| {
-            if inflight.held_as_is(p) {
-                return true;
-            }
-            if holds.holds(p) {
-                if !inflight.touches(p) {
-                    passed_over.push(p.to_vec());
-                }
-                return true;
-            }
-            let plan = plan_path(root, p);
-            let held = inflight.conflicts(p, plan.as_ref());
-            if !held {
+        let view = crate::rsync::Fs(root);
+        let mut skip = |p: &[u8]| match planner::consider(p, inflight, holds, &view) {
+            planner::Consider::Take(plan) => {
                 // Every path let through is taken: `plans` stays aligned with the items.
                 plans.push(plan);
+                false
             }
-            held
+            planner::Consider::Waits => true,
+            planner::Consider::PassedOver => {
+                passed_over.push(p.to_vec());
+                true
+            }
         };
         let (items, next) =
             self.journal
@@ -498,72 +481,61 @@ impl Worker {
     }
 
     /// Start the pending moves nothing in flight conflicts with, ahead of any batch (the paths
-    /// they hold wait for them), and return what they hold. Where an exclude pattern would mean
-    /// something else in a subdirectory's transfer, moves are given up for plain pushes.
+    /// they hold wait for them), and return what they hold; what is decided is
+    /// [`planner::plan_moves`]'s. Where an exclude pattern would mean something else in a
+    /// subdirectory's transfer, moves are given up for plain pushes.
     fn start_moves(&self, r: &mut Running) -> Result<MoveHolds, crate::journal::JournalError> {
         let moves = self.journal.moves(&self.id)?;
         if moves.is_empty() {
             return Ok(MoveHolds::default());
         }
-        if !self.runner.root.excludes.same_in_every_subtree() {
+        let caps = planner::MoveCaps {
+            excludes_same_in_subtrees: self.runner.root.excludes.same_in_every_subtree(),
+            probe_known_or_running: r.link_dest.get().is_some() || r.probing,
+        };
+        if !caps.excludes_same_in_subtrees {
             debug!(target = %self.id, moves = moves.len(), "exclude patterns name whole paths; renamed directories go as plain pushes");
-            for m in &moves {
-                self.journal.move_done(&self.id, m)?;
-            }
-            return Ok(MoveHolds::default());
         }
-        if moves.iter().any(|m| m.dir) && r.link_dest.get().is_none() && !r.probing {
+        let mut read_error = None;
+        let mut attempts_of = |to: &[u8]| match self.journal.pending_entry(&self.id, to) {
+            Ok(e) => e.map(|e| e.attempts),
+            Err(e) => {
+                read_error = Some(e);
+                // Unknown: kept, looked at again at the next pass.
+                Some(0)
+            }
+        };
+        let running = r.jobs.len();
+        let workers = r.sched.workers();
+        let pass = planner::plan_moves(
+            moves,
+            caps,
+            &mut r.inflight,
+            running,
+            workers,
+            &mut attempts_of,
+        );
+        if let Some(e) = read_error {
+            return Err(e);
+        }
+        for m in &pass.forget {
+            self.journal.move_done(&self.id, m)?;
+        }
+        if pass.probe {
             r.probing = true;
             let probe = rename::probe(self.runner.clone(), self.id.clone(), r.link_dest.clone());
             r.jobs.spawn(probe);
         }
-        for (dir, group) in file_move_groups(&moves) {
-            let claim = file_moves_claim(&group);
-            if try_claim(r, &claim) {
-                let job = self.move_job(r).run_files(dir, group, claim);
-                r.jobs.spawn(flushed(self.journal.clone(), job));
-            }
+        for (dir, group, claim) in pass.file_groups {
+            let job = self.move_job(r).run_files(dir, group, claim);
+            r.jobs.spawn(flushed(self.journal.clone(), job));
         }
-        let mut live = Vec::new();
-        for m in moves {
-            if !m.dir && m.same_dir() {
-                if !self.renamed_file_done(r, &m)? {
-                    live.push(m);
-                }
-                continue;
-            }
-            if m.dir {
-                let claim = move_claim(&m);
-                if try_claim(r, &claim) {
-                    debug!(target = %self.id, to = %String::from_utf8_lossy(&m.to), "push move");
-                    let job = self.move_job(r).run(m.clone(), claim);
-                    r.jobs.spawn(flushed(self.journal.clone(), job));
-                }
-            }
-            live.push(m);
+        for (m, claim) in pass.dir_moves {
+            debug!(target = %self.id, to = %String::from_utf8_lossy(&m.to), "push move");
+            let job = self.move_job(r).run(m, claim);
+            r.jobs.spawn(flushed(self.journal.clone(), job));
         }
-        Ok(MoveHolds::new(&live))
-    }
-
-    /// A file renamed in its directory: its new name goes with the batches, which forget the
-    /// move once they delivered it. One no batch will deliver now (parked, gone meanwhile, or
-    /// failed once and waiting for its retry) is found when the target is quiet, and
-    /// forgotten: its old name may go too (it was held only to be the new name's basis).
-    fn renamed_file_done(
-        &self,
-        r: &Running,
-        m: &crate::journal::PendingMove,
-    ) -> Result<bool, crate::journal::JournalError> {
-        let left = r.jobs.is_empty()
-            && !r.inflight.carries(&m.to)
-            && self
-                .journal
-                .pending_entry(&self.id, &m.to)?
-                .is_none_or(|e| e.attempts > 0);
-        if left {
-            self.journal.move_done(&self.id, m)?;
-        }
-        Ok(left)
+        Ok(pass.holds)
     }
 
     fn move_job(&self, r: &Running) -> MoveJob {

@@ -45,7 +45,7 @@ mod moves;
 pub use bell::Bell;
 pub use held::HeldList;
 pub use index::{IndexEntry, IndexError, IndexScan, IndexSum, IndexTally};
-pub use moves::{Move, PendingMove, Rename};
+pub use moves::{record_rename, Move, MoveMap, PendingMove, Rename};
 
 const SCHEMA_VERSION: u32 = 1;
 /// In `meta`: how many times changes were recorded.

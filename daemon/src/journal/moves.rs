@@ -50,6 +50,19 @@ pub struct PendingMove {
 }
 
 impl PendingMove {
+    /// The pending move onto `to` that `m` records (as the journal would read it back).
+    pub fn of(to: &[u8], m: &Move) -> PendingMove {
+        PendingMove {
+            to: to.to_vec(),
+            from: m.from.clone(),
+            dir: m.dir,
+            raw: opts()
+                .serialize(m)
+                .map(sled::IVec::from)
+                .unwrap_or_default(),
+        }
+    }
+
     /// A file renamed inside its directory (its old name is a `--fuzzy` basis there).
     pub fn same_dir(&self) -> bool {
         crate::fs::dir_of(&self.to) == crate::fs::dir_of(&self.from)
@@ -61,6 +74,94 @@ impl PendingMove {
     }
 }
 
+/// Where the moves pending for one target are kept, by new path: the journal's `moves` tree,
+/// or a map (the planner's simulation). [`record_rename`] is the one place a rename becomes a
+/// move.
+pub trait MoveMap {
+    fn get(&self, to: &[u8]) -> Result<Option<Move>, JournalError>;
+    fn put(&mut self, to: &[u8], m: &Move) -> Result<(), JournalError>;
+    fn remove(&mut self, to: &[u8]) -> Result<(), JournalError>;
+}
+
+impl MoveMap for std::collections::BTreeMap<Vec<u8>, Move> {
+    fn get(&self, to: &[u8]) -> Result<Option<Move>, JournalError> {
+        Ok(std::collections::BTreeMap::get(self, to).cloned())
+    }
+    fn put(&mut self, to: &[u8], m: &Move) -> Result<(), JournalError> {
+        self.insert(to.to_vec(), m.clone());
+        Ok(())
+    }
+    fn remove(&mut self, to: &[u8]) -> Result<(), JournalError> {
+        std::collections::BTreeMap::remove(self, to);
+        Ok(())
+    }
+}
+
+/// One target's part of the journal's `moves` tree.
+struct TargetMoves<'a> {
+    tree: &'a sled::Tree,
+    target: &'a str,
+}
+
+impl MoveMap for TargetMoves<'_> {
+    fn get(&self, to: &[u8]) -> Result<Option<Move>, JournalError> {
+        match self.tree.get(key(self.target, to))? {
+            Some(v) => Ok(Some(opts().deserialize(&v)?)),
+            None => Ok(None),
+        }
+    }
+    fn put(&mut self, to: &[u8], m: &Move) -> Result<(), JournalError> {
+        self.tree
+            .insert(key(self.target, to), opts().serialize(m)?)?;
+        Ok(())
+    }
+    fn remove(&mut self, to: &[u8]) -> Result<(), JournalError> {
+        self.tree.remove(key(self.target, to))?;
+        Ok(())
+    }
+}
+
+/// Record the rename `r` in `map`, collapsed onto what the target has: a chain `a → b → c` is
+/// the move `a → c`, a rename below a pending move's new path names the target's old place, a
+/// rename back where the target has it is no move at all.
+pub fn record_rename(
+    map: &mut dyn MoveMap,
+    r: &Rename,
+    generation: u64,
+) -> Result<(), JournalError> {
+    let from = where_at_target(map, &r.from)?;
+    if from == r.to {
+        // Renamed back where the target has it: nothing to move.
+        return map.remove(&r.to);
+    }
+    let m = Move {
+        from,
+        dir: r.dir,
+        generation,
+    };
+    map.put(&r.to, &m)
+}
+
+/// Where the target has what the source now calls `path`: below a pending move's new path,
+/// it is still below that move's old path (the move consumed when `path` is its new path
+/// itself: its directory moves on).
+fn where_at_target(map: &mut dyn MoveMap, path: &[u8]) -> Result<Vec<u8>, JournalError> {
+    // Deepest first: the closest pending move at or above `path` is the one that names it.
+    let above: Vec<&[u8]> = parents(path).collect();
+    for to in std::iter::once(path).chain(above.into_iter().rev()) {
+        let Some(m) = map.get(to)? else {
+            continue;
+        };
+        let mut from = m.from;
+        from.extend_from_slice(&path[to.len()..]);
+        if to == path {
+            map.remove(to)?;
+        }
+        return Ok(from);
+    }
+    Ok(path.to_vec())
+}
+
 impl Trees {
     fn record_moves(&self, targets: &[String], moves: &[Rename]) -> Result<(), JournalError> {
         if moves.is_empty() {
@@ -68,44 +169,15 @@ impl Trees {
         }
         let generation = self.db.generate_id()?;
         for t in targets {
+            let mut map = TargetMoves {
+                tree: &self.moves,
+                target: t,
+            };
             for r in moves {
-                let from = self.where_at_target(t, &r.from)?;
-                if from == r.to {
-                    // Renamed back where the target has it: nothing to move.
-                    self.moves.remove(key(t, &r.to))?;
-                    continue;
-                }
-                let m = Move {
-                    from,
-                    dir: r.dir,
-                    generation,
-                };
-                self.moves.insert(key(t, &r.to), opts().serialize(&m)?)?;
+                record_rename(&mut map, r, generation)?;
             }
         }
         Ok(())
-    }
-
-    /// Where the target has what the source now calls `path`: below a pending move's new path,
-    /// it is still below that move's old path (the move consumed when `path` is its new path
-    /// itself: its directory moves on).
-    fn where_at_target(&self, target: &str, path: &[u8]) -> Result<Vec<u8>, JournalError> {
-        // Deepest first: the closest pending move at or above `path` is the one that names it.
-        let above: Vec<&[u8]> = parents(path).collect();
-        for to in std::iter::once(path).chain(above.into_iter().rev()) {
-            let k = key(target, to);
-            let Some(v) = self.moves.get(&k)? else {
-                continue;
-            };
-            let m: Move = opts().deserialize(&v)?;
-            let mut from = m.from;
-            from.extend_from_slice(&path[to.len()..]);
-            if to == path {
-                self.moves.remove(k)?;
-            }
-            return Ok(from);
-        }
-        Ok(path.to_vec())
     }
 
     fn moves(&self, target: &str) -> Result<Vec<PendingMove>, JournalError> {

@@ -35,7 +35,7 @@ pub mod versions;
 use std::sync::Arc;
 
 pub use exit::{classify, Outcome};
-pub use plan::{plan_list, plan_path, MAX_PATH_BYTES};
+pub use plan::{plan_in, plan_list, plan_path, Fs, SourceView, MAX_PATH_BYTES};
 pub use probe::LinkDest;
 pub use progress::FullProgress;
 pub use run::RunReport;

@@ -8,6 +8,25 @@ use crate::fs::abs_path;
 /// rsync cannot take longer list entries (its list reader truncates at MAXPATHLEN).
 pub const MAX_PATH_BYTES: usize = 4095;
 
+/// What the planner may ask of the source: the type of an entry (an `lstat`, never following
+/// a symlink), or `None` when it is not there. The real file system ([`Fs`]) or a model of it
+/// (the planner's simulation).
+pub trait SourceView {
+    /// Whether `rel` (relative to the root; empty: the root) exists, and is a directory.
+    fn entry(&self, rel: &[u8]) -> Option<bool>;
+}
+
+/// The source root on disk.
+pub struct Fs<'a>(pub &'a Path);
+
+impl SourceView for Fs<'_> {
+    fn entry(&self, rel: &[u8]) -> Option<bool> {
+        std::fs::symlink_metadata(abs_path(self.0, rel))
+            .ok()
+            .map(|m| m.is_dir())
+    }
+}
+
 /// What rsync must be told about one changed path, and whether that is a deletion:
 /// - the path itself if it exists;
 /// - else its top-most missing ancestor, deleted with everything below it (rsync warns and skips
@@ -18,21 +37,26 @@ pub const MAX_PATH_BYTES: usize = 4095;
 ///
 /// `None` for what is never listed: the root itself and paths rsync cannot take.
 pub fn plan_path(root: &Path, p: &[u8]) -> Option<(Vec<u8>, bool)> {
+    plan_in(&Fs(root), p)
+}
+
+/// [`plan_path`] against any [`SourceView`].
+pub fn plan_in(view: &dyn SourceView, p: &[u8]) -> Option<(Vec<u8>, bool)> {
     if p.is_empty() || p.len() > MAX_PATH_BYTES {
         return None;
     }
     let mut cur: &[u8] = p;
     let mut missing: Option<&[u8]> = None;
     loop {
-        match std::fs::symlink_metadata(abs_path(root, cur)) {
-            Ok(m) => {
+        match view.entry(cur) {
+            Some(is_dir) => {
                 return Some(match missing {
                     None => (p.to_vec(), false),
-                    Some(top) if m.is_dir() => (top.to_vec(), true),
+                    Some(top) if is_dir => (top.to_vec(), true),
                     Some(_) => (cur.to_vec(), false),
                 })
             }
-            Err(_) => missing = Some(cur),
+            None => missing = Some(cur),
         }
         match cur.iter().rposition(|b| *b == b'/') {
             Some(i) => cur = &cur[..i],
