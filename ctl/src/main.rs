@@ -59,7 +59,8 @@ enum Command {
     /// path deleted by mistake can be restored from the target before this.
     ReleaseDeletes { target: Option<String> },
     /// List parked (failed) paths and why, then paths failing but still retried, then the
-    /// deletions delete_guard holds.
+    /// deletions delete_guard holds, then the paths found stuck (a bug of syncd's; each was
+    /// pushed again).
     Failed {
         #[arg(long)]
         target: Option<String>,
