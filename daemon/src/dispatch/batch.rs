@@ -25,8 +25,9 @@ const QUICK_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
 const PARENT_RETRY: std::time::Duration = std::time::Duration::from_millis(500);
 /// Most paths of a batch pushed with `--fuzzy`: the receiver scans the destination directory
 /// for a basis for every new file of the batch, so a large batch into a large directory costs
-/// new files × entries (5,000 new files into a directory of 10,000: 155 s with it, 0.9 s
-/// without, rsync 3.5.0). Beyond it a renamed file is sent whole.
+/// new files × entries: 5,000 new files into a directory of 10,000 took 6.9 s with it and
+/// 0.63 s without, 256 of them 0.57 s with it (rsync 3.2.7, local target; an issue measured
+/// 155 s against 0.9 s at a daemon with 3.5.0). Beyond it a renamed file is sent whole.
 const FUZZY_MAX_PATHS: usize = 256;
 
 /// What a batch job works with.
