@@ -15,8 +15,13 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// How long a due path may be passed over with nothing running that covers it.
+/// How long a due path may be passed over with nothing running that covers it, the target
+/// otherwise idle.
 pub const STUCK_AFTER: Duration = Duration::from_secs(5);
+
+/// The same while other pushes run: a move held back by one of them (a conflict) starts when it
+/// ends, so a path is given longer before it counts as stuck (still within `failed`'s 30 s).
+pub const STUCK_AFTER_BUSY: Duration = Duration::from_secs(20);
 
 /// Most stuck paths remembered for `syncctl failed`.
 const RECENT: usize = 100;
@@ -46,10 +51,11 @@ pub struct Liveness {
 
 impl Liveness {
     /// A pass over the due paths found nothing to start and passed over `paths` (each held
-    /// with nothing running that covers it): those passed over for [`STUCK_AFTER`] or longer
-    /// are returned, and forgotten (they are dealt with). A path not passed over this time
-    /// starts again from zero.
-    pub fn observe(&mut self, paths: Vec<Vec<u8>>, now: Instant) -> Vec<Vec<u8>> {
+    /// with nothing running that covers it): those passed over for [`STUCK_AFTER`] (the
+    /// target `idle`: no push running) or [`STUCK_AFTER_BUSY`] are returned, and forgotten
+    /// (they are dealt with). A path not passed over this time starts again from zero.
+    pub fn observe(&mut self, paths: Vec<Vec<u8>>, now: Instant, idle: bool) -> Vec<Vec<u8>> {
+        let after = if idle { STUCK_AFTER } else { STUCK_AFTER_BUSY };
         let mut kept = HashMap::with_capacity(paths.len().min(FOLLOWED));
         for p in paths.into_iter().take(FOLLOWED) {
             let since = self.passed_over.get(&p).copied().unwrap_or(now);
@@ -59,7 +65,7 @@ impl Liveness {
         let stuck: Vec<Vec<u8>> = self
             .passed_over
             .iter()
-            .filter(|(_, since)| now.duration_since(**since) >= STUCK_AFTER)
+            .filter(|(_, since)| now.duration_since(**since) >= after)
             .map(|(p, _)| p.clone())
             .collect();
         for p in &stuck {
@@ -73,9 +79,10 @@ impl Liveness {
         self.passed_over.clear();
     }
 
-    /// When the worker must look again, if a path is being followed.
-    pub fn next_check(&self) -> Option<Instant> {
-        self.passed_over.values().min().map(|s| *s + STUCK_AFTER)
+    /// When the worker must look again, if a path is being followed (`idle`: no push runs).
+    pub fn next_check(&self, idle: bool) -> Option<Instant> {
+        let after = if idle { STUCK_AFTER } else { STUCK_AFTER_BUSY };
+        self.passed_over.values().min().map(|s| *s + after)
     }
 
     /// Remember that `path` was found stuck and what was done.
@@ -104,21 +111,32 @@ mod tests {
     fn a_path_passed_over_for_the_whole_delay_is_stuck_once() {
         let mut l = Liveness::default();
         let t0 = Instant::now();
-        assert!(l.observe(paths(&["a", "b"]), t0).is_empty());
-        assert_eq!(l.next_check(), Some(t0 + STUCK_AFTER));
+        assert!(l.observe(paths(&["a", "b"]), t0, true).is_empty());
+        assert_eq!(l.next_check(true), Some(t0 + STUCK_AFTER));
+        assert_eq!(l.next_check(false), Some(t0 + STUCK_AFTER_BUSY));
         // `b` went meanwhile: its clock starts again when it is passed over again.
         let t1 = t0 + Duration::from_secs(3);
-        assert!(l.observe(paths(&["a"]), t1).is_empty());
+        assert!(l.observe(paths(&["a"]), t1, true).is_empty());
         let t2 = t1 + Duration::from_secs(1);
-        assert!(l.observe(paths(&["a", "b"]), t2).is_empty());
+        assert!(l.observe(paths(&["a", "b"]), t2, true).is_empty());
         let t3 = t0 + STUCK_AFTER;
-        assert_eq!(l.observe(paths(&["a", "b"]), t3), paths(&["a"]));
-        assert_eq!(l.next_check(), Some(t2 + STUCK_AFTER));
-        assert_eq!(l.observe(paths(&["b"]), t2 + STUCK_AFTER), paths(&["b"]));
-        assert_eq!(l.next_check(), None);
-        l.observe(paths(&["c"]), t3);
+        // While other pushes run, the longer delay.
+        assert!(l.observe(paths(&["a", "b"]), t3, false).is_empty());
+        assert_eq!(l.observe(paths(&["a", "b"]), t3, true), paths(&["a"]));
+        assert_eq!(l.next_check(true), Some(t2 + STUCK_AFTER));
+        assert_eq!(
+            l.observe(paths(&["b"]), t2 + STUCK_AFTER, true),
+            paths(&["b"])
+        );
+        assert_eq!(l.next_check(true), None);
+        l.observe(paths(&["c"]), t3, true);
+        assert_eq!(
+            l.observe(paths(&["c"]), t3 + STUCK_AFTER_BUSY, false),
+            paths(&["c"])
+        );
+        l.observe(paths(&["d"]), t3, true);
         l.clear();
-        assert_eq!(l.next_check(), None);
+        assert_eq!(l.next_check(true), None);
     }
 
     #[test]

@@ -195,7 +195,11 @@ impl Worker {
                 return;
             }
             let mut wake_at = r.sched.next_wake(can_start, r.jobs.len());
-            if let Some(check) = r.liveness.next_check().filter(|_| can_start) {
+            if let Some(check) = r
+                .liveness
+                .next_check(r.jobs.is_empty())
+                .filter(|_| can_start)
+            {
                 wake_at = wake_at.min(check);
             }
             let far = Instant::now() + Duration::from_secs(86_400);
@@ -437,7 +441,9 @@ impl Worker {
         r: &mut Running,
         passed_over: Vec<Vec<u8>>,
     ) -> Result<(), crate::journal::JournalError> {
-        let stuck = r.liveness.observe(passed_over, Instant::now());
+        let stuck = r
+            .liveness
+            .observe(passed_over, Instant::now(), r.jobs.is_empty());
         if stuck.is_empty() {
             return Ok(());
         }

@@ -128,7 +128,9 @@ pub fn consider(
         return Consider::Waits;
     }
     if holds.holds(p) {
-        return match inflight.touches(p) {
+        let covered =
+            inflight.touches(p) || holds.new_name_of(p).is_some_and(|to| inflight.carries(to));
+        return match covered {
             true => Consider::Waits,
             false => Consider::PassedOver,
         };

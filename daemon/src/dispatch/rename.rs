@@ -311,6 +311,8 @@ pub struct MoveHolds {
     above_old: HashSet<Vec<u8>>,
     /// Renamed files, by new name.
     files: HashMap<Vec<u8>, PendingMove>,
+    /// The old names those hold, and the new name each waits for.
+    old_names: HashMap<Vec<u8>, Vec<u8>>,
 }
 
 impl MoveHolds {
@@ -336,6 +338,9 @@ impl MoveHolds {
             if swap && !crate::faults::on("hold-swaps") {
                 continue;
             }
+            if !m.dir && m.same_dir() {
+                h.old_names.insert(m.from.clone(), m.to.clone());
+            }
             h.roots.insert(m.from.clone());
             h.above_old.extend(parents(&m.from).map(|p| p.to_vec()));
         }
@@ -346,6 +351,11 @@ impl MoveHolds {
     /// basis, and once it is delivered the old name may go.
     pub fn renamed_file(&self, p: &[u8]) -> Option<&PendingMove> {
         self.files.get(p)
+    }
+
+    /// Of a renamed file's old name, the new name whose delivery it waits for.
+    pub fn new_name_of(&self, old: &[u8]) -> Option<&[u8]> {
+        self.old_names.get(old).map(Vec::as_slice)
     }
 
     pub fn holds(&self, p: &[u8]) -> bool {
