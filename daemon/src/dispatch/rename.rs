@@ -238,10 +238,18 @@ impl MoveJob {
             // enter it (exit 3, retried in vain). Their paths go as they are now.
             return (self.forget_all(moves), 0);
         }
+        // A name that is a directory now (the file deleted, a directory made there) is no
+        // file move any more: pushed as one, it would confirm what is below it undelivered.
+        for m in moves {
+            if self.is_dir(&m.to).await {
+                return (self.forget_all(moves), 0);
+            }
+        }
         let mut items = Vec::new();
         for m in moves {
             match self.journal.pending_below(id, &m.to) {
-                Ok(i) => items.extend(i),
+                // The file itself: never what a directory of that name holds.
+                Ok(i) => items.extend(i.into_iter().filter(|i| i.path == m.to)),
                 Err(e) => return (Ending::Failed(e.into()), 0),
             }
         }

@@ -88,6 +88,11 @@ pub struct Watcher {
     tx: mpsc::Sender<Vec<Change>>,
     /// Changes not yet handed over: sent as one message per inotify read (fewer wake-ups).
     out: Vec<Change>,
+    /// Watches added (or added again) during the read being handled: a directory moved away
+    /// and one moved or made in under the same name in the same read (`mv d out; mv out d`, the
+    /// same inode, so the same watch) must keep the new watches when the one moved away is
+    /// dropped at the end of the read.
+    tracked_in_read: std::collections::HashSet<i32>,
 }
 
 impl Watcher {
@@ -128,6 +133,7 @@ impl Watcher {
             counts: counts.clone(),
             tx,
             out: Vec::new(),
+            tracked_in_read: Default::default(),
         };
         for (r, lost) in lost_at_start.into_iter().enumerate() {
             if let Some(why) = lost {
@@ -161,6 +167,7 @@ impl Watcher {
     /// Remember a watch; counts stay incremental (a big `rm -rf` must not rescan the map per
     /// directory).
     fn track(&mut self, id: i32, w: Watched) {
+        self.tracked_in_read.insert(id);
         let root = w.root;
         if let Some(old) = self.by_wd.insert(id, w) {
             self.add_count(old.root, -1);
@@ -377,6 +384,7 @@ impl Watcher {
         // Directories moved away in this read: (cookie → root, old rel). Matched by a moved_to in
         // the same read they are renames; unmatched they left the tree.
         let mut moved = MovedAway::default();
+        self.tracked_in_read.clear();
         for ev in events {
             let id = ev.wd.get_watch_descriptor_id();
             match classify(ev.mask, ev.name.is_some()) {
@@ -539,12 +547,15 @@ impl Watcher {
         }
     }
 
-    /// A directory left the tree: stop watching it and everything below.
+    /// A directory left the tree: stop watching it and everything below (but what this read
+    /// watched anew: a directory moved or made in there since).
     fn drop_prefix(&mut self, root: usize, old: &[u8]) {
         let gone: Vec<i32> = self
             .by_wd
             .iter()
-            .filter(|(_, w)| w.root == root && is_prefix_dir(old, &w.rel))
+            .filter(|(id, w)| {
+                w.root == root && is_prefix_dir(old, &w.rel) && !self.tracked_in_read.contains(*id)
+            })
             .map(|(id, _)| *id)
             .collect();
         for id in gone {
