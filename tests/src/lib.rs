@@ -9,11 +9,13 @@
 //! By role: `bins` (the binaries, spawning, reaping), `syncd`, `rsyncd`, `sshd` and `tmpfs`
 //! (fixtures), `config` (config builders), `wait` (waits with deadlines), `asserts` (trees
 //! compared exactly), `metrics` (HTTP and Prometheus), `procfs`, `log` (a child's lines),
-//! `signals` (waits on status and events).
+//! `signals` (waits on status and events), `soak` (kill -9 cycles under a writer), `fuzz` (random
+//! operations, then an exact comparison).
 
 mod asserts;
 mod bins;
 mod config;
+pub mod fuzz;
 mod log;
 mod metrics;
 mod procfs;
