@@ -187,3 +187,53 @@ fn found_a_file_moved_twice_into_a_directory_that_replaced_a_file_arrives() {
         3,
     );
 }
+
+/// The orders issue 25 names, each a regression case at every kind of target.
+#[test]
+fn named_orders_converge_at_every_kind_of_target() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "three files cycled through a temporary name",
+            "# round 0\nmkdir -p d0\nwrite d0/f0 1000 0x1\nwrite d0/f1 2000 0x2\nwrite d0/f2 3000 0x3\n\
+             # round 1\nmv d0/f0 d0/t\nmv d0/f2 d0/f0\nmv d0/f1 d0/f2\nmv d0/t d0/f1\n",
+        ),
+        (
+            "two directories swapped through a temporary name",
+            "# round 0\nmkdir -p d0/d1\nwrite d0/d1/f0 100 0x1\nmkdir -p d1\nwrite d1/f1 200 0x2\n\
+             # round 1\nmv d0 d2\nmv d1 d0\nmv d2 d1\n",
+        ),
+        (
+            "a file replaced by a directory that then receives moved files",
+            "# round 0\nwrite f3 10 0x1\nmkdir -p d0\nwrite d0/f0 100 0x2\nwrite d0/f1 100 0x3\n\
+             # round 1\nrm f3\nmkdir -p f3\nmv d0/f0 f3/f0\nmv d0/f1 f3/f1\n",
+        ),
+        (
+            "a directory renamed into place holding relative symlinks that climb out of it",
+            "# round 0\nwrite f0 10 0x1\nmkdir -p d0/d3/d2\nln -s ../../f0 d0/d3/l0\n\
+             ln -s ../../../f0 d0/d3/d2/l1\n# round 1\nmv d0/d3 d0/d1\n",
+        ),
+        (
+            "a rename over a file whose old name goes in the same batch (--fuzzy)",
+            "# round 0\nmkdir -p d0\nwrite d0/f0 200000 0x1\n\
+             # round 1\nwrite d0/f1 200000 0x2\nmv d0/f1 d0/f0\n",
+        ),
+    ];
+    let mut failed = Vec::new();
+    let settings = Settings {
+        idle_timeout_s: 20,
+        ..Settings::default()
+    };
+    for (what, script) in cases {
+        let rounds = Round::parse(script).expect("a script as Round::script prints it");
+        for kind in TargetKind::ALL {
+            let run = run_rounds(kind, 1, rounds.clone(), &settings);
+            if run.failure.is_some() {
+                failed.push(format!(
+                    "{what}:\n{}",
+                    run.report("cargo test -p syncd-tests --test fuzz named_orders -- --exact")
+                ));
+            }
+        }
+    }
+    assert!(failed.is_empty(), "{}", failed.join("\n\n"));
+}
