@@ -35,17 +35,21 @@ impl Links {
         root: &str,
         changed: &[(Vec<u8>, Option<Stat>)],
     ) -> Result<Vec<Vec<u8>>, JournalError> {
-        // A name gone is no longer one of its inode's (pushing it would only delete it again).
+        let mut out = BTreeSet::new();
+        // A name gone, or now something else, is no longer one of its inode's. What was
+        // written through it before it went changed the other names too, with no event for
+        // them (`write f5; rm f5` where f2 is f5's other name, both in one commit: f5 is seen
+        // gone, never written): the other names go again.
         if !self.known.is_empty() {
-            for (p, _) in changed.iter().filter(|(_, s)| s.is_none()) {
-                for ((r, _), k) in self.known.iter_mut() {
-                    if r == root {
-                        k.names.remove(p);
+            for (p, now) in changed {
+                for ((r, ino), k) in self.known.iter_mut() {
+                    let same = now.is_some_and(|s| s.ino == *ino && s.kind == Kind::File);
+                    if r == root && !same && k.names.remove(p) {
+                        out.extend(k.names.iter().cloned());
                     }
                 }
             }
         }
-        let mut out = BTreeSet::new();
         for (p, s) in changed {
             let Some(s) = s.filter(|s| s.kind == Kind::File && s.nlink > 1) else {
                 continue;
@@ -62,5 +66,56 @@ impl Links {
             out.remove(p);
         }
         Ok(out.into_iter().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(ino: u64, nlink: u64) -> Option<Stat> {
+        Some(Stat {
+            kind: Kind::File,
+            size: 1,
+            mtime_ns: 0,
+            ctime_ns: 0,
+            ino,
+            mode: 0o644,
+            nlink,
+        })
+    }
+
+    fn ps(v: &[&str]) -> Vec<Vec<u8>> {
+        v.iter().map(|p| p.as_bytes().to_vec()).collect()
+    }
+
+    #[test]
+    fn a_name_written_then_gone_sends_its_other_names_again() {
+        let d = tempfile::tempdir().unwrap();
+        let j = Journal::open(d.path()).unwrap();
+        let mut l = Links::default();
+        let c = |p: &str, s: Option<Stat>| (p.as_bytes().to_vec(), s);
+        // f2 and f5 are one inode; written through f5: f2 goes too.
+        assert!(l
+            .siblings(&j, "r", &[c("f2", file(7, 2)), c("f5", file(7, 2))])
+            .unwrap()
+            .is_empty());
+        assert_eq!(
+            l.siblings(&j, "r", &[c("f5", file(7, 2))]).unwrap(),
+            ps(&["f2"])
+        );
+        // Written through f5, then f5 removed and a directory made there, all in one commit:
+        // f5 is never seen as the file, but f2 changed with it.
+        let dir = Some(Stat {
+            kind: Kind::Dir,
+            ..file(9, 2).unwrap()
+        });
+        assert_eq!(l.siblings(&j, "r", &[c("f5", dir)]).unwrap(), ps(&["f2"]));
+        // f5 is no name of the inode any more.
+        assert!(l.siblings(&j, "r", &[c("f5", None)]).unwrap().is_empty());
+        // Gone: the same.
+        l.siblings(&j, "r", &[c("g1", file(8, 2)), c("g2", file(8, 2))])
+            .unwrap();
+        assert_eq!(l.siblings(&j, "r", &[c("g1", None)]).unwrap(), ps(&["g2"]));
     }
 }

@@ -82,6 +82,9 @@ pub struct Site {
     pub dst: PathBuf,
     /// syncd's configuration file.
     pub cfg: PathBuf,
+    /// A daemon without chroot rewrites any symlink that leaves the module (`../../x` from
+    /// `d/`), whatever syncd does: such links are not compared there.
+    pub clips_escaping_links: bool,
     /// Declared last: the temp dir goes after the server that serves from it.
     pub env: Env,
 }
@@ -119,6 +122,7 @@ impl Site {
             _sshd: sshd,
             dst,
             cfg,
+            clips_escaping_links: kind == TargetKind::DaemonNoChroot,
             env,
         }
     }
@@ -371,7 +375,13 @@ impl Runner<'_> {
         let d = self.d.as_ref().expect("syncd runs at the end of a round");
         let out = d.ctl(&["wait-idle", "--timeout", &s.idle_timeout_s.to_string()]);
         let code = out.status.code().unwrap_or(-1);
-        let diff = compare(self.src(), &self.site.dst, excluded_tmp);
+        let escaping = match self.site.clips_escaping_links {
+            true => escaping_links(self.src()),
+            false => Default::default(),
+        };
+        let diff = compare(self.src(), &self.site.dst, |p: &[u8]| {
+            excluded_tmp(p) || escaping.contains(p)
+        });
         if code == 0 && diff.is_ok() {
             return self.watches_every_directory(d);
         }
@@ -660,5 +670,70 @@ mod tests {
         let rounds = Round::parse("# round 0\nrm a\nrm b\n# round 1\nrm c\nrm d\n").unwrap();
         let left = Round::script(&without(&rounds, 1, 2));
         assert_eq!(left, "# round 0\nrm a\n# round 1\nrm d\n");
+    }
+}
+
+/// The symlinks below `root` whose target, read from the link's directory, leaves `root` (or
+/// is absolute).
+fn escaping_links(root: &std::path::Path) -> std::collections::HashSet<Vec<u8>> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut out = std::collections::HashSet::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let Ok(t) = e.file_type() else { continue };
+            if t.is_dir() {
+                stack.push(e.path());
+            } else if t.is_symlink() {
+                let rel = e
+                    .path()
+                    .strip_prefix(root)
+                    .unwrap()
+                    .as_os_str()
+                    .as_bytes()
+                    .to_vec();
+                let target = std::fs::read_link(e.path()).unwrap_or_default();
+                if escapes(&rel, target.as_os_str().as_bytes()) {
+                    out.insert(rel);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Whether symlink `rel` (relative to the root) pointing at `target` leaves the root.
+fn escapes(rel: &[u8], target: &[u8]) -> bool {
+    if target.starts_with(b"/") {
+        return true;
+    }
+    let mut depth = rel.iter().filter(|b| **b == b'/').count() as i64;
+    for part in target.split(|b| *b == b'/') {
+        match part {
+            b"" | b"." => {}
+            b".." => {
+                depth -= 1;
+                if depth < 0 {
+                    return true;
+                }
+            }
+            _ => depth += 1,
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod escape_tests {
+    #[test]
+    fn a_link_escapes_the_root_when_its_target_climbs_above_it() {
+        assert!(super::escapes(b"d3/l2", b"../../d1/d1/d3"));
+        assert!(!super::escapes(b"d2/d1/l2", b"../../d1/d1/d3"));
+        assert!(super::escapes(b"l", b"/etc"));
+        assert!(!super::escapes(b"l", b"f0"));
+        assert!(super::escapes(b"l", b".."));
     }
 }
