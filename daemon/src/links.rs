@@ -41,12 +41,23 @@ impl Links {
         // them (`write f5; rm f5` where f2 is f5's other name, both in one commit: f5 is seen
         // gone, never written): the other names go again.
         if !self.known.is_empty() {
+            let mut rescan = BTreeSet::new();
             for (p, now) in changed {
                 for ((r, ino), k) in self.known.iter_mut() {
                     let same = now.is_some_and(|s| s.ino == *ino && s.kind == Kind::File);
                     if r == root && !same && k.names.remove(p) {
                         out.extend(k.names.iter().cloned());
+                        rescan.insert(*ino);
                     }
+                }
+            }
+            // The names remembered may be old ones (a directory above them renamed since):
+            // the index has them as they are now.
+            for ino in rescan {
+                let names = journal.index_names_of(root, ino)?;
+                out.extend(names.iter().cloned());
+                if let Some(k) = self.known.get_mut(&(root.to_string(), ino)) {
+                    k.names.extend(names);
                 }
             }
         }
