@@ -50,26 +50,35 @@ pub fn wait_for_entry(dir: &Path, pred: impl Fn(&str) -> bool, timeout: Duration
 /// Wait until `cond` holds, checking it again whenever something in `dir` changes (an entry
 /// created, written, moved in or removed: inotify); false after `timeout`. For conditions on
 /// files a process writes (its log, a hook's output).
-pub fn wait_for_change_in(dir: &Path, timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+pub fn wait_for_change_in(dir: &Path, timeout: Duration, cond: impl FnMut() -> bool) -> bool {
+    try_wait_for_change_in(dir, timeout, cond).expect("inotify watch on the directory")
+}
+
+/// Like [`wait_for_change_in`], `None` when `dir` cannot be watched (gone, say).
+pub fn try_wait_for_change_in(
+    dir: &Path,
+    timeout: Duration,
+    mut cond: impl FnMut() -> bool,
+) -> Option<bool> {
     use std::os::fd::AsFd;
-    let mut ino = inotify::Inotify::init().expect("inotify");
+    let mut ino = inotify::Inotify::init().ok()?;
     use inotify::WatchMask as M;
     ino.watches()
         .add(
             dir,
             M::CREATE | M::MODIFY | M::CLOSE_WRITE | M::MOVED_TO | M::DELETE | M::ATTRIB,
         )
-        .expect("watch");
+        .ok()?;
     let deadline = Instant::now() + timeout;
     let mut buf = [0u8; 4096];
     loop {
         // Checked after the watch exists: no change can slip between the check and the wait.
         if cond() {
-            return true;
+            return Some(true);
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return false;
+            return Some(false);
         }
         let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
         let mut fds = [nix::poll::PollFd::new(

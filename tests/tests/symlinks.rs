@@ -9,29 +9,13 @@ use syncd_tests::*;
 
 /// Every symlink below `root` with its target, as bytes.
 fn links(root: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
-    use std::os::unix::ffi::OsStrExt;
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for e in std::fs::read_dir(&dir).unwrap().flatten() {
-            let t = e.file_type().unwrap();
-            if t.is_dir() {
-                stack.push(e.path());
-            } else if t.is_symlink() {
-                let rel = e
-                    .path()
-                    .strip_prefix(root)
-                    .unwrap()
-                    .as_os_str()
-                    .as_bytes()
-                    .to_vec();
-                let to = std::fs::read_link(e.path()).unwrap();
-                out.push((rel, to.as_os_str().as_bytes().to_vec()));
-            }
-        }
-    }
-    out.sort();
-    out
+    snapshot(root)
+        .into_iter()
+        .filter_map(|(p, n)| match n {
+            Node::Symlink(to) => Some((p, to)),
+            _ => None,
+        })
+        .collect()
 }
 
 fn assert_links_exact(src: &Path, dst: &Path, when: &str) {

@@ -338,14 +338,8 @@ mod sim {
             // Vanished: skipped (--ignore-missing-args); its deletion is journaled.
             return true;
         };
-        for d in parents(p) {
-            match tgt.get(d) {
-                None => {
-                    tgt.insert(d.to_vec(), Node::Dir);
-                }
-                Some(Node::Dir) => {}
-                Some(_) => return false,
-            }
+        if !make_parents(tgt, p) {
+            return false;
         }
         match (tgt.get(p), &node) {
             (Some(Node::Dir), Node::Dir) => {}
@@ -360,20 +354,29 @@ mod sim {
         true
     }
 
-    /// A directory move: `to` pushed whole (`--delete` inside it, `--mkpath` above it).
-    fn push_tree(src: &Tree, tgt: &mut Tree, to: &[u8]) -> bool {
-        if !is_dir(src, to) {
-            return false;
-        }
-        for d in parents(to) {
+    /// Create the directories missing above `p` at the target, as rsync does; false when one
+    /// of them is something else there (rsync: "Not a directory", "File exists").
+    fn make_parents(tgt: &mut Tree, p: &[u8]) -> bool {
+        for d in parents(p) {
             match tgt.get(d) {
                 None => {
                     tgt.insert(d.to_vec(), Node::Dir);
                 }
                 Some(Node::Dir) => {}
-                // mkdir over a file: exit 11, a path failure: given up for plain pushes.
                 Some(_) => return false,
             }
+        }
+        true
+    }
+
+    /// A directory move: `to` pushed whole (`--delete` inside it, `--mkpath` above it).
+    fn push_tree(src: &Tree, tgt: &mut Tree, to: &[u8]) -> bool {
+        if !is_dir(src, to) {
+            return false;
+        }
+        // mkdir over a file: exit 11, a path failure: given up for plain pushes.
+        if !make_parents(tgt, to) {
+            return false;
         }
         if matches!(tgt.get(to), Some(Node::File(_) | Node::Link(_))) {
             return false;

@@ -498,46 +498,28 @@ impl Runner<'_> {
 /// (`.NAME.XXXXXX`): true; false once `name` is there with `len` bytes (the transfer ended
 /// unseen), at the deadline, or when `dir` cannot be watched.
 fn await_temp_file(dir: &Path, name: &str, len: u64, timeout: Duration) -> bool {
-    use inotify::WatchMask as M;
-    use std::os::fd::AsFd;
-    let Ok(mut ino) = inotify::Inotify::init() else {
-        return false;
-    };
-    if ino.watches().add(dir, M::CREATE | M::MOVED_TO).is_err() {
-        return false;
-    }
     let temp = format!(".{name}.");
-    let look = || -> Option<bool> {
-        for e in std::fs::read_dir(dir).ok()?.flatten() {
+    let mut seen = None;
+    let mut look = || {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return false;
+        };
+        for e in rd.flatten() {
             let n = e.file_name();
             let n = n.to_string_lossy();
             if n.starts_with(&temp) {
-                return Some(true);
+                seen = Some(true);
+            } else if n == name && e.metadata().is_ok_and(|m| m.len() == len) {
+                seen = Some(false);
             }
-            if n == name && e.metadata().is_ok_and(|m| m.len() == len) {
-                return Some(false);
+            if seen.is_some() {
+                return true;
             }
         }
-        None
+        false
     };
-    let deadline = Instant::now() + timeout;
-    let mut buf = [0u8; 4096];
-    loop {
-        if let Some(seen) = look() {
-            return seen;
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return false;
-        }
-        let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
-        let mut fds = [nix::poll::PollFd::new(
-            ino.as_fd(),
-            nix::poll::PollFlags::POLLIN,
-        )];
-        let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(ms));
-        let _ = ino.read_events(&mut buf);
-    }
+    let _ = crate::try_wait_for_change_in(dir, timeout, &mut look);
+    seen == Some(true)
 }
 
 /// The smallest rounds found that still fail on `kind`: whole rounds, then ever smaller runs
@@ -676,33 +658,13 @@ mod tests {
 /// The symlinks below `root` whose target, read from the link's directory, leaves `root` (or
 /// is absolute).
 fn escaping_links(root: &std::path::Path) -> std::collections::HashSet<Vec<u8>> {
-    use std::os::unix::ffi::OsStrExt;
-    let mut out = std::collections::HashSet::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let Ok(t) = e.file_type() else { continue };
-            if t.is_dir() {
-                stack.push(e.path());
-            } else if t.is_symlink() {
-                let rel = e
-                    .path()
-                    .strip_prefix(root)
-                    .unwrap()
-                    .as_os_str()
-                    .as_bytes()
-                    .to_vec();
-                let target = std::fs::read_link(e.path()).unwrap_or_default();
-                if escapes(&rel, target.as_os_str().as_bytes()) {
-                    out.insert(rel);
-                }
-            }
-        }
-    }
-    out
+    crate::snapshot(root)
+        .into_iter()
+        .filter_map(|(p, n)| match n {
+            crate::Node::Symlink(to) if escapes(&p, &to) => Some(p),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Whether symlink `rel` (relative to the root) pointing at `target` leaves the root.
