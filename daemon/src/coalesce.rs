@@ -30,8 +30,9 @@ use tracing::{debug, info, warn};
 
 use crate::catchup;
 use crate::config::RootConfig;
+use crate::dispatch::inbox::{Command, Inbox};
 use crate::fs::{abs_path, Stat};
-use crate::journal::{Bell, Journal, JournalError, Rename};
+use crate::journal::{Journal, JournalError, Rename};
 use crate::links::Links;
 use crate::observe::log::Events;
 use crate::watch::{Change, Urgency};
@@ -63,9 +64,8 @@ pub struct RootSink {
     pub config: Arc<RootConfig>,
     pub start: RootStart,
     pub target_ids: Vec<String>,
-    pub wakes: Vec<Arc<Bell>>,
-    /// Set to cut a target's backoff short (the root is back).
-    pub kicks: Vec<Arc<std::sync::atomic::AtomicBool>>,
+    /// Its targets' workers: told what was journaled, and that the root is back.
+    pub inboxes: Vec<Inbox>,
     pub state: Arc<watch::Sender<RootState>>,
     /// The start's catch-up walk, begun beside the watcher's (taken by the first catch-up).
     pub early: std::sync::Mutex<Option<catchup::Early>>,
@@ -231,8 +231,8 @@ impl Held {
             }
             Change::Back { root } => {
                 roots[root].state.send_replace(RootState::Watching);
-                for k in &roots[root].kicks {
-                    k.store(true, std::sync::atomic::Ordering::Relaxed);
+                for t in &roots[root].inboxes {
+                    t.send(Command::Retry);
                 }
             }
             Change::Barrier(reply) => self.barriers.push(reply),
@@ -479,8 +479,10 @@ impl Coalescer {
     /// Wake the root's targets and tell `syncctl log` what the catch-up decided and found.
     fn tell_plan(&self, r: usize, plan: &catchup::Plan) {
         let sink = &self.roots[r];
-        for w in &sink.wakes {
-            w.ring(plan.found.len());
+        for t in &sink.inboxes {
+            t.send(Command::Wake {
+                fresh: plan.found.len(),
+            });
         }
         for (id, why) in sink.target_ids.iter().zip(&plan.full) {
             match why {
@@ -636,8 +638,8 @@ impl Coalescer {
         // can leave the journal (else a delete made while syncd is down goes unseen).
         self.index(written).await;
         for (r, paths) in woken {
-            for w in &self.roots[r].wakes {
-                w.ring(paths);
+            for t in &self.roots[r].inboxes {
+                t.send(Command::Wake { fresh: paths });
             }
         }
         self.tick.send_modify(|n| *n += 1);
@@ -760,8 +762,7 @@ mod tests {
             config: root_at(Path::new("/nonexistent")),
             start: RootStart::Nothing,
             target_ids: vec!["r/t".into()],
-            wakes: vec![Arc::default()],
-            kicks: vec![Arc::default()],
+            inboxes: vec![Inbox::channel().0],
             state: Arc::new(watch::Sender::new(RootState::Watching)),
             early: Default::default(),
         }

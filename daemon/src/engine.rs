@@ -3,7 +3,7 @@
 //! journal; the control socket outlives generations.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use syncd_proto::{ErrorKind, Response, RootState};
@@ -15,9 +15,10 @@ use tracing::info;
 use crate::catchup::{Early, FullSyncWhy};
 use crate::coalesce::{Coalescer, RootSink, RootStart};
 use crate::config::{Config, RootConfig, TargetConfig};
+use crate::dispatch::inbox::{Command, Inbox};
 use crate::dispatch::{TargetHandle, Worker, WorkerView};
 use crate::fs::{dir_is_empty, RootIdentity};
-use crate::journal::{Bell, Journal};
+use crate::journal::Journal;
 use crate::observe::hooks::{Hook, HookQueue, Hooks};
 use crate::observe::{log::Events, metrics::Metrics, Reporter};
 use crate::rsync::Runner;
@@ -111,7 +112,8 @@ pub struct Engine {
     /// Stops the watcher; the coalescer follows when the watcher's channel closes.
     stop_watch: CancellationToken,
     watch_tasks: JoinSet<()>,
-    /// Stops the target workers (after the coalescer journaled everything).
+    /// Stops the versions prune tasks; the target workers are told [`Command::Stop`] (both
+    /// after the coalescer journaled everything).
     stop_push: CancellationToken,
     push_tasks: JoinSet<()>,
     stop_hooks: CancellationToken,
@@ -277,10 +279,8 @@ impl<'a> Wiring<'a> {
         if resync {
             self.journal.request_resync(&id, b"")?;
         }
-        let wake = Arc::new(Bell::default());
-        let (paused_tx, paused_rx) = watch::channel(false);
+        let (inbox, inbox_rx) = Inbox::channel();
         let (view_tx, view_rx) = watch::channel(WorkerView::default());
-        let kick = Arc::new(AtomicBool::new(false));
         let runner = Runner {
             root: root.clone(),
             target: Arc::new(t.clone()),
@@ -297,15 +297,12 @@ impl<'a> Wiring<'a> {
             },
             journal: self.journal.clone(),
             identity,
-            wake: wake.clone(),
-            paused: paused_rx,
-            kick: kick.clone(),
             view: view_tx,
             tick: self.tick.clone(),
             grace: self.cfg.grace_period,
             watch_stopped: self.stop_watch.clone(),
         };
-        self.push_tasks.spawn(worker.run(self.stop_push.clone()));
+        self.push_tasks.spawn(worker.run(inbox_rx));
         if let (Some(_), Some(keep)) = (&t.versions, t.keep_versions) {
             let prune = crate::dispatch::prune::prune_versions(
                 runner.clone(),
@@ -320,9 +317,7 @@ impl<'a> Wiring<'a> {
             root: ri,
             name: t.name.clone(),
             dest: t.dest.to_string(),
-            wake,
-            paused: Arc::new(paused_tx),
-            kick,
+            inbox,
             view: view_rx,
             runner,
             verifying: Arc::default(),
@@ -358,8 +353,7 @@ impl<'a> Wiring<'a> {
             config: root.clone(),
             start: root_start(start, at, ri),
             target_ids: Vec::new(),
-            wakes: Vec::new(),
-            kicks: Vec::new(),
+            inboxes: Vec::new(),
             state: state.clone(),
             early: Default::default(),
         };
@@ -370,8 +364,7 @@ impl<'a> Wiring<'a> {
             };
             let handle = self.target(ri, &root, t, at.identities[ri], owed)?;
             sink.target_ids.push(handle.id.clone());
-            sink.wakes.push(handle.wake.clone());
-            sink.kicks.push(handle.kick.clone());
+            sink.inboxes.push(handle.inbox.clone());
             targets.push(handle);
         }
         let view = RootView {
@@ -473,6 +466,9 @@ impl Engine {
         self.stop_watch.cancel();
         while self.watch_tasks.join_next().await.is_some() {}
         let full_done = self.full_done.load(Ordering::Relaxed);
+        for t in &self.view.targets {
+            t.inbox.send(Command::Stop);
+        }
         self.stop_push.cancel();
         while self.push_tasks.join_next().await.is_some() {}
         let clean = self.full_done.load(Ordering::Relaxed) == full_done;

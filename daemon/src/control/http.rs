@@ -308,9 +308,12 @@ mod tests {
         };
         let r = guarded(&st, &bearer("wrong"), pause()).await;
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-        assert!(!*v.targets[1].paused.borrow(), "nothing done when refused");
+        assert!(
+            !crate::control::tests::paused(&v, 1),
+            "nothing done when refused"
+        );
         let r = guarded(&st, &bearer("t"), pause()).await;
         assert_eq!(r.status(), StatusCode::OK);
-        assert!(*v.targets[1].paused.borrow());
+        assert!(crate::control::tests::paused(&v, 1));
     }
 }

@@ -125,8 +125,8 @@ pub(crate) async fn answer(req: Request, shared: &Shared) -> Response {
     match req {
         Request::Hello { .. } => err(ErrorKind::BadRequest, "already greeted"),
         Request::Status => status::status(&engine, shared),
-        Request::Pause { target } => pause::set_paused(&engine, target.as_deref(), true),
-        Request::Resume { target } => pause::set_paused(&engine, target.as_deref(), false),
+        Request::Pause { target } => pause::set_paused(&engine, target.as_deref(), true).await,
+        Request::Resume { target } => pause::set_paused(&engine, target.as_deref(), false).await,
         Request::Resync { target, path } => {
             let resp = resync::resync(&engine, shared, target.as_deref(), path);
             durable(shared, resp).await

@@ -4,6 +4,7 @@
 use syncd_proto::{ErrorKind, Response};
 
 use super::{err, Shared};
+use crate::dispatch::inbox::Command;
 use crate::engine::EngineView;
 
 pub(super) fn release_deletes(
@@ -22,7 +23,7 @@ pub(super) fn release_deletes(
             Ok(n) => done.push(format!("{n} at {}", t.id)),
             Err(e) => return err(ErrorKind::Internal, e.to_string()),
         }
-        t.wake.notify_one();
+        t.inbox.send(Command::Release);
     }
     let message = match done.is_empty() {
         true => "no deletions were held".to_string(),

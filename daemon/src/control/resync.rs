@@ -1,11 +1,10 @@
 //! `syncctl resync [--target NAME] [PATH]`: a full rsync of a root (or of the directory PATH
 //! inside one) owed to the chosen targets, in the journal.
 
-use std::sync::atomic::Ordering;
-
 use syncd_proto::{ByteBuf, ErrorKind, Response};
 
 use super::{err, Shared};
+use crate::dispatch::inbox::Command;
 use crate::engine::EngineView;
 
 pub(super) fn resync(
@@ -27,8 +26,7 @@ pub(super) fn resync(
         shared
             .events
             .full_sync_owed(&t.id, sub, "asked for by syncctl resync");
-        t.kick.store(true, Ordering::Relaxed);
-        t.wake.notify_one();
+        t.inbox.send(Command::Resync);
     }
     Response::Done {
         message: format!("full resync queued for {n} target(s)"),

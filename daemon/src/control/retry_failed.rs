@@ -1,10 +1,9 @@
 //! `syncctl retry-failed [--target NAME]`: parked paths back to pending with fresh attempts.
 
-use std::sync::atomic::Ordering;
-
 use syncd_proto::{ErrorKind, Response};
 
 use super::{err, Shared};
+use crate::dispatch::inbox::Command;
 use crate::engine::EngineView;
 
 pub(super) fn retry_failed(engine: &EngineView, shared: &Shared, target: Option<&str>) -> Response {
@@ -18,8 +17,7 @@ pub(super) fn retry_failed(engine: &EngineView, shared: &Shared, target: Option<
             Ok(k) => n += k,
             Err(e) => return err(ErrorKind::Internal, e.to_string()),
         }
-        t.kick.store(true, Ordering::Relaxed);
-        t.wake.notify_one();
+        t.inbox.send(Command::Retry);
     }
     Response::Done {
         message: format!("{n} failed path(s) queued again"),

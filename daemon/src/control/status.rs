@@ -2,7 +2,7 @@
 //! journal's counts.
 
 use syncd_proto::{
-    ByteBuf, RenameMode, Response, RootState, RootStatus, StatusReport, TargetState, TargetStatus,
+    ByteBuf, RenameMode, Response, RootState, RootStatus, StatusReport, TargetStatus,
 };
 use tokio::time::Instant;
 
@@ -34,13 +34,8 @@ pub(super) fn status(engine: &EngineView, shared: &Shared) -> Response {
             targets.push(TargetStatus {
                 name: t.name.clone(),
                 dest: t.dest.clone(),
-                // The switch itself, not the worker's last view of it: status right after
-                // pause/resume must already show it.
-                state: match (*t.paused.borrow(), v.state) {
-                    (true, _) => TargetState::Paused,
-                    (false, TargetState::Paused) => TargetState::Running,
-                    (false, s) => s,
-                },
+                // Pause and resume are answered once the worker shows them (`pause`).
+                state: v.state,
                 pending,
                 in_flight: v.in_flight,
                 failed,

@@ -1,15 +1,16 @@
 //! The requests answered against a generation built by hand: two roots, three targets, a real
-//! journal in a temp dir, no workers.
+//! journal in a temp dir, and in place of each worker a double that records what it is told
+//! (and shows a pause, as the worker does).
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use syncd_proto::{ByteBuf, ErrorKind, Request, Response, RootState};
+use syncd_proto::{ByteBuf, ErrorKind, Request, Response, RootState, TargetState};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::{answer, Access, Shared};
+use crate::dispatch::inbox::{Command, Inbox, Switches};
 use crate::dispatch::{TargetHandle, WorkerView};
 use crate::engine::{EngineView, RootView};
 use crate::journal::Journal;
@@ -22,22 +23,46 @@ pub(super) struct Fixture {
     engine: watch::Sender<Option<Arc<EngineView>>>,
     reload: ReloadRx,
     pub dir: tempfile::TempDir,
+    /// What each target of [`view`] was told, in its order (filled in a runtime only).
+    pub told: Vec<Told>,
 }
 
-fn target(id: &str, root: usize) -> TargetHandle {
+pub(super) type Told = Arc<Mutex<Vec<Command>>>;
+
+/// A target whose worker is a double: it records each command and shows pause and resume in
+/// its view, as the worker does. Outside a runtime nothing reads its inbox.
+fn target(id: &str, root: usize) -> (TargetHandle, Told) {
     let (_, name) = id.split_once('/').unwrap();
-    TargetHandle {
+    let (inbox, mut rx) = Inbox::channel();
+    let (view_tx, view) = watch::channel(WorkerView::default());
+    let told = Told::default();
+    if tokio::runtime::Handle::try_current().is_ok() {
+        let log = told.clone();
+        tokio::spawn(async move {
+            let mut sw = Switches::default();
+            while let Some(c) = rx.recv().await {
+                log.lock().unwrap().push(c);
+                sw.apply(c, tokio::time::Instant::now(), std::time::Duration::ZERO);
+                view_tx.send_modify(|v| {
+                    v.state = match sw.paused {
+                        true => TargetState::Paused,
+                        false => TargetState::Running,
+                    }
+                });
+            }
+        });
+    }
+    let handle = TargetHandle {
         id: id.into(),
         root,
         name: name.into(),
         dest: format!("/backup/{id}"),
-        wake: Arc::default(),
-        paused: Arc::new(watch::channel(false).0),
-        kick: Arc::new(AtomicBool::new(false)),
-        view: watch::channel(WorkerView::default()).1,
+        inbox,
+        view,
         runner: runner(),
         verifying: Arc::default(),
-    }
+    };
+    (handle, told)
 }
 
 /// A runner of a valid configuration (its source in a temp dir kept for the whole test run).
@@ -70,14 +95,14 @@ fn root(name: &str, source: &str) -> RootView {
     }
 }
 
-fn view() -> EngineView {
-    EngineView {
+fn view() -> (EngineView, Vec<Told>) {
+    let (targets, told) = [("data/b1", 0), ("data/b2", 0), ("home/b1", 1)]
+        .into_iter()
+        .map(|(id, root)| target(id, root))
+        .unzip();
+    let v = EngineView {
         roots: vec![root("data", "/srv/data"), root("home", "/home")],
-        targets: vec![
-            target("data/b1", 0),
-            target("data/b2", 0),
-            target("home/b1", 1),
-        ],
+        targets,
         watches: Arc::new(WatchCounts {
             watches: vec![Default::default(), Default::default()],
         }),
@@ -85,7 +110,8 @@ fn view() -> EngineView {
         waiting: watch::channel(0).1,
         tick: Arc::new(watch::channel(0).0),
         journal_error: watch::channel(None).1,
-    }
+    };
+    (v, told)
 }
 
 /// A control face with no generation running yet.
@@ -107,13 +133,16 @@ pub(super) fn fixture() -> Fixture {
         engine,
         reload,
         dir,
+        told: Vec::new(),
     }
 }
 
 /// A control face with [`view`] running.
 pub(super) fn running() -> (Fixture, Arc<EngineView>) {
-    let f = fixture();
-    let v = Arc::new(view());
+    let mut f = fixture();
+    let (v, told) = view();
+    let v = Arc::new(v);
+    f.told = told;
     f.engine.send_replace(Some(v.clone()));
     (f, v)
 }
@@ -130,6 +159,18 @@ fn refusal(r: Response) -> (ErrorKind, String) {
         Response::Error { kind, message } => (kind, message),
         other => panic!("expected an error, got {other:?}"),
     }
+}
+
+/// Whether target `i` shows paused (pause and resume are answered once it does).
+pub(super) fn paused(v: &EngineView, i: usize) -> bool {
+    v.targets[i].view.borrow().state == TargetState::Paused
+}
+
+/// What target `i` was told so far. The doubles run on this (current-thread) runtime: one
+/// yield lets each read what was sent to it before.
+async fn told(f: &Fixture, i: usize) -> Vec<Command> {
+    tokio::task::yield_now().await;
+    f.told[i].lock().unwrap().clone()
 }
 
 fn path(p: &str) -> Option<ByteBuf> {
@@ -154,8 +195,8 @@ async fn a_target_is_chosen_by_name_in_every_root_or_by_its_full_id() {
         done(answer(pause("b1"), &f.shared).await),
         "paused data/b1, home/b1"
     );
-    assert!(*v.targets[2].paused.borrow());
-    assert!(!*v.targets[1].paused.borrow());
+    assert!(paused(&v, 2));
+    assert!(!paused(&v, 1));
     assert_eq!(
         done(
             answer(
@@ -168,8 +209,10 @@ async fn a_target_is_chosen_by_name_in_every_root_or_by_its_full_id() {
         ),
         "resumed home/b1"
     );
-    assert!(*v.targets[0].paused.borrow(), "only home/b1 resumed");
-    assert!(!*v.targets[2].paused.borrow());
+    assert!(paused(&v, 0), "only home/b1 resumed");
+    assert!(!paused(&v, 2));
+    assert_eq!(told(&f, 2).await, [Command::Pause, Command::Resume]);
+    assert_eq!(told(&f, 1).await, []);
     let (kind, message) = refusal(answer(pause("b3"), &f.shared).await);
     assert_eq!(kind, ErrorKind::UnknownTarget);
     assert_eq!(
@@ -180,7 +223,7 @@ async fn a_target_is_chosen_by_name_in_every_root_or_by_its_full_id() {
 
 #[tokio::test]
 async fn a_resync_is_owed_in_the_journal_to_the_targets_of_the_root_holding_the_path() {
-    let (f, v) = running();
+    let (f, _) = running();
     let req = Request::Resync {
         target: None,
         path: path("/srv/data/photos/2026"),
@@ -205,11 +248,12 @@ async fn a_resync_is_owed_in_the_journal_to_the_targets_of_the_root_holding_the_
         };
         assert_eq!(subs, want, "{t}");
     }
-    assert!(
-        v.targets[0].kick.load(Ordering::Relaxed),
-        "leaves backoff at once"
+    assert_eq!(
+        told(&f, 0).await,
+        [Command::Resync],
+        "told: it leaves backoff at once"
     );
-    assert!(!v.targets[2].kick.load(Ordering::Relaxed));
+    assert_eq!(told(&f, 2).await, []);
 }
 
 #[tokio::test]

@@ -2,6 +2,7 @@
 //! reschedules them, and keeps the target's backoff.
 //!
 //! - `mod.rs`: the worker's select loop and what it publishes;
+//! - `inbox`: what the worker is told (its only input from outside), and the switches it sets;
 //! - `schedule`: when what may start (backoff, pace, connection limit, parked retries);
 //! - `inflight`: what the running rsyncs cover;
 //! - `batch`, `full`, `rename`: the kinds of push job (paths, a whole root, a renamed
@@ -27,6 +28,7 @@
 mod batch;
 mod full;
 mod guard;
+pub mod inbox;
 pub mod inflight;
 pub mod job;
 pub mod liveness;
@@ -35,24 +37,24 @@ pub mod prune;
 mod rename;
 pub mod schedule;
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use syncd_proto::TargetState;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::fs::RootIdentity;
-use crate::journal::{now_ms, Bell, Journal, ResyncToken};
+use crate::journal::{now_ms, Journal, ResyncToken};
 use crate::observe::Reporter;
 use crate::rsync::{FullProgress, Runner};
 use batch::BatchJob;
 use full::FullJob;
 use guard::DeleteWindow;
+use inbox::{Command, Switches};
 use inflight::{Claim, InFlight};
 use job::{flushed, JobKind, JobResult};
 use liveness::{Liveness, StuckPath};
@@ -103,10 +105,8 @@ pub struct TargetHandle {
     pub root: usize,
     pub name: String,
     pub dest: String,
-    pub wake: Arc<Bell>,
-    pub paused: Arc<watch::Sender<bool>>,
-    /// Set to leave backoff at once (explicit resync or retry-failed).
-    pub kick: Arc<AtomicBool>,
+    /// What the worker is told (see `inbox`).
+    pub inbox: inbox::Inbox,
     pub view: watch::Receiver<WorkerView>,
     /// What its rsyncs run against (`syncctl verify` runs one too).
     pub runner: Runner,
@@ -121,9 +121,6 @@ pub struct Worker {
     pub reporter: Reporter,
     pub journal: Journal,
     pub identity: RootIdentity,
-    pub wake: Arc<Bell>,
-    pub paused: watch::Receiver<bool>,
-    pub kick: Arc<AtomicBool>,
     pub view: watch::Sender<WorkerView>,
     /// Bumped on every state change; `wait-idle` waits on it.
     pub tick: Arc<watch::Sender<u64>>,
@@ -139,8 +136,8 @@ struct Running {
     jobs: JoinSet<JobResult>,
     /// The progress of the full sync running, if one is.
     full: Option<Arc<FullProgress>>,
-    /// When the shutdown grace period ends, once shutdown began.
-    stopping: Option<Instant>,
+    /// What the worker was told (see `inbox`).
+    switches: Switches,
     /// Whether the target links from a relative `--link-dest` (probed beside the first move).
     link_dest: Arc<std::sync::OnceLock<crate::rsync::LinkDest>>,
     /// The probe is running.
@@ -165,33 +162,31 @@ struct Due {
 /// What woke the worker.
 enum Wake {
     Job(JobResult),
+    Told(Command),
     Nothing,
-    Shutdown,
     GraceOver,
 }
 
 impl Worker {
-    /// Run until `shutdown`, then let running rsyncs finish within the grace period.
-    pub async fn run(self, shutdown: CancellationToken) {
+    /// Run until told [`Command::Stop`] (or until nobody can tell it anything: every
+    /// [`inbox::Inbox`] dropped), then let running rsyncs finish within the grace period.
+    pub async fn run(self, mut inbox: mpsc::UnboundedReceiver<Command>) {
         let t = self.runner.target.clone();
         let mut r = Running {
             sched: Schedule::new(self.id.clone(), t.retry.clone(), t.workers, Instant::now()),
             inflight: InFlight::default(),
             jobs: JoinSet::new(),
             full: None,
-            stopping: None,
+            switches: Switches::default(),
             link_dest: Arc::default(),
             probing: false,
             deletes: self.delete_window(),
             liveness: Liveness::default(),
             stuck_recent: Arc::default(),
         };
-        let mut paused = self.paused.clone();
-        // The pause switch lives in the engine view; once it is gone, stop listening to it.
-        let mut pause_alive = true;
         loop {
-            let can_start = self.step(&mut r, *paused.borrow());
-            if r.stopping.is_some() && r.jobs.is_empty() {
+            let can_start = self.step(&mut r);
+            if r.switches.stopping.is_some() && r.jobs.is_empty() {
                 return;
             }
             let mut wake_at = r.sched.next_wake(can_start, r.jobs.len());
@@ -208,16 +203,22 @@ impl Worker {
                     Ok(res) => Wake::Job(res),
                     Err(e) => { warn!(target = %self.id, error = %e, "push task failed"); Wake::Nothing }
                 },
-                _ = self.wake.notified() => Wake::Nothing,
-                c = paused.changed(), if pause_alive => { pause_alive = c.is_ok(); Wake::Nothing }
+                // Closed: every sender is gone, nobody can tell it anything any more.
+                c = inbox.recv(), if r.switches.stopping.is_none() => Wake::Told(c.unwrap_or(Command::Stop)),
                 _ = sleep_until(wake_at) => Wake::Nothing,
-                _ = shutdown.cancelled(), if r.stopping.is_none() => Wake::Shutdown,
-                _ = sleep_until(r.stopping.unwrap_or(far)), if r.stopping.is_some() => Wake::GraceOver,
+                _ = sleep_until(r.switches.stopping.unwrap_or(far)), if r.switches.stopping.is_some() => Wake::GraceOver,
             };
             match woke {
                 Wake::Job(res) => self.finished(&mut r, res),
+                Wake::Told(c) => {
+                    // Everything told so far, at once: one step for a burst of wake-ups.
+                    let now = Instant::now();
+                    r.switches.apply(c, now, self.grace);
+                    while let Ok(c) = inbox.try_recv() {
+                        r.switches.apply(c, now, self.grace);
+                    }
+                }
                 Wake::Nothing => {}
-                Wake::Shutdown => r.stopping = Some(Instant::now() + self.grace),
                 Wake::GraceOver => {
                     warn!(target = %self.id, running = r.jobs.len(), "grace period over; killing rsync (its paths stay pending)");
                     r.jobs.abort_all();
@@ -230,11 +231,11 @@ impl Worker {
 
     /// One pass: bring the schedule up to now, start what may start, publish the state.
     /// Returns whether pushes could start.
-    fn step(&self, r: &mut Running, is_paused: bool) -> bool {
-        if self.kick.swap(false, Ordering::Relaxed) {
-            r.sched.kick();
-        }
-        if r.sched.advance(Instant::now()) {
+    fn step(&self, r: &mut Running) -> bool {
+        let (gate, retry_parked) = r
+            .switches
+            .gate(&mut r.sched, r.full.is_some(), Instant::now());
+        if retry_parked {
             match self.journal.retry_failed(&self.id) {
                 Ok(n) if n > 0 => {
                     info!(target = %self.id, paths = n, "scheduled retry of failed paths")
@@ -243,21 +244,13 @@ impl Worker {
                 Err(e) => warn!(target = %self.id, error = %e, "journal read failed"),
             }
         }
-        let can_start = r.stopping.is_none()
-            && !is_paused
-            && r.sched.backoff_until().is_none()
-            && r.full.is_none();
-        if can_start {
+        if gate.can_start {
             self.start_jobs(r);
         }
-        let state = if is_paused {
-            TargetState::Paused
-        } else if r.sched.backoff_until().is_some() {
-            TargetState::Backoff
-        } else if r.full.is_some() {
-            TargetState::InitialSync
-        } else {
-            TargetState::Running
+        // A full sync started by this step shows at once.
+        let state = match (gate.state, r.full.is_some()) {
+            (TargetState::Running, true) => TargetState::InitialSync,
+            (s, _) => s,
         };
         self.view.send_replace(WorkerView {
             state,
@@ -272,7 +265,7 @@ impl Worker {
             stuck_recent: r.stuck_recent.clone(),
         });
         self.tick.send_modify(|n| *n += 1);
-        can_start
+        gate.can_start
     }
 
     /// A job ended: release what it held and let the schedule learn from it.
@@ -314,11 +307,11 @@ impl Worker {
         while r.jobs.len() < r.sched.workers() {
             // Paced: not even a look at the journal (a scan per wake-up costs more than the
             // batch it finds under a steady stream of changes).
-            if let Some(at) = r.sched.paced_until(Instant::now(), self.wake.fresh()) {
+            if let Some(at) = r.sched.paced_until(Instant::now(), r.switches.fresh) {
                 r.sched.due_at(at);
                 return;
             }
-            self.wake.clear();
+            r.switches.batch_started();
             let (items, claim, passed_over) = match self.take_due(r, &holds) {
                 Ok(taken) => taken,
                 Err(e) => return self.read_failed(r, e),
@@ -575,3 +568,6 @@ impl Worker {
         r.jobs.spawn(flushed(self.journal.clone(), job.run()));
     }
 }
+
+#[cfg(test)]
+mod tests;

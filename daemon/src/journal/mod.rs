@@ -38,11 +38,9 @@ use sled::transaction::{TransactionError, TransactionResult};
 use sled::{IVec, Transactional};
 use tokio_util::sync::CancellationToken;
 
-mod bell;
 mod held;
 mod index;
 mod moves;
-pub use bell::Bell;
 pub use held::HeldList;
 pub use index::{IndexEntry, IndexError, IndexScan, IndexSum, IndexTally};
 pub use moves::{record_rename, Move, MoveMap, PendingMove, Rename};
