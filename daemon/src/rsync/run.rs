@@ -41,6 +41,15 @@ pub(super) async fn run(
     progress: Option<&FullProgress>,
     deadline: Option<Duration>,
 ) -> RunReport {
+    if tracing::enabled!(tracing::Level::TRACE) {
+        let list = input.as_deref().map(|i| {
+            i.split(|b| *b == 0)
+                .map(String::from_utf8_lossy)
+                .collect::<Vec<_>>()
+                .join(" ")
+        });
+        tracing::trace!(command = ?c.as_std(), list = ?list, "rsync starts");
+    }
     let mut child = match c.spawn() {
         Ok(ch) => ch,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

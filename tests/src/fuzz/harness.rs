@@ -451,11 +451,12 @@ impl Runner<'_> {
     }
 
     /// syncd's log since the round began (since its start if it was restarted): the first 60
-    /// and the last 30 lines when longer (a target retrying repeats itself).
+    /// and the last 30 lines when longer (a target retrying repeats itself), all of it with
+    /// `SYNCD_FUZZ_WHOLE_LOG=1` (with `SYNCD_LOG=trace`, every rsync's command and list).
     fn round_log(&self, d: &Syncd) -> String {
         let text = d.log.text();
         let lines: Vec<&str> = text.lines().skip(self.log_from).collect();
-        if lines.len() <= 90 {
+        if lines.len() <= 90 || std::env::var_os("SYNCD_FUZZ_WHOLE_LOG").is_some() {
             return lines.join("\n");
         }
         format!(
