@@ -15,7 +15,7 @@
 //! of a target runs beside the probe ([`probe`]) that tells whether a relative `--link-dest`
 //! links there at all.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, OnceLock};
 
 use tracing::{debug, info, warn};
@@ -88,16 +88,38 @@ pub fn file_move_groups(moves: &[PendingMove]) -> Vec<(Vec<u8>, Vec<PendingMove>
     by_dir.into_iter().collect()
 }
 
-/// What a file move group holds in flight: each new name (its journal path too, so the group
-/// is not started twice), and each old one, as pushes.
+/// What a file move group holds in flight, as journal paths (no other push may touch one
+/// meanwhile, nor the group start twice): every path its run writes or reads at the target.
+/// That is each new name, each old one, and each new name's file name in every old directory:
+/// rsync's `--link-dest` links from there, even over a destination already up to date, and a
+/// file replaced there by a concurrent push between rsync's check and its link is linked with
+/// the wrong content (fuzz seed 3102: `f2` at the target became `d0/f2`'s new content).
 pub fn file_moves_claim(moves: &[PendingMove]) -> Claim {
-    Claim {
-        paths: moves.iter().map(|m| m.to.clone()).collect(),
-        plans: moves
-            .iter()
-            .flat_map(|m| [(m.to.clone(), false), (m.from.clone(), false)])
-            .collect(),
+    let olds: BTreeSet<&[u8]> = moves.iter().map(|m| dir_of(&m.from)).collect();
+    let mut touched: BTreeSet<Vec<u8>> = BTreeSet::new();
+    for m in moves {
+        touched.insert(m.to.clone());
+        touched.insert(m.from.clone());
+        let name = file_name_of(&m.to);
+        for d in &olds {
+            let mut p = d.to_vec();
+            if !p.is_empty() {
+                p.push(b'/');
+            }
+            p.extend_from_slice(name);
+            touched.insert(p);
+        }
     }
+    Claim {
+        paths: touched.iter().cloned().collect(),
+        plans: touched.into_iter().map(|p| (p, false)).collect(),
+    }
+}
+
+/// The last component of `p`.
+fn file_name_of(p: &[u8]) -> &[u8] {
+    let dir = dir_of(p);
+    &p[dir.len() + usize::from(!dir.is_empty())..]
 }
 
 /// What a move job hands back: how it ended and what it delivered, with its claim.
@@ -112,12 +134,13 @@ fn result((ending, delivered): (Ending, u64), claim: Claim) -> JobResult {
 }
 
 /// What a move holds in flight: its new path, as a push that may delete below it, and its old
-/// path, which it reads at the target (no move into it may run meanwhile: a file replaced there
-/// between rsync's check and its link would be linked with the wrong content).
+/// path, which it reads at the target (`--link-dest`), held like a deletion: nothing at or
+/// below it may be written meanwhile (a file replaced there between rsync's check and its link
+/// would be linked with the wrong content).
 pub fn move_claim(m: &PendingMove) -> Claim {
     Claim {
         paths: Vec::new(),
-        plans: vec![(m.to.clone(), true), (m.from.clone(), false)],
+        plans: vec![(m.to.clone(), true), (m.from.clone(), true)],
     }
 }
 
@@ -432,5 +455,69 @@ mod tests {
             assert!(!h.holds(p.as_bytes()), "{p} goes");
         }
         assert!(h.renamed_file(b"d/a").is_some() && h.renamed_file(b"e/y").is_some());
+    }
+
+    /// The pending moves of `renames` as the journal keeps them, and what one planner pass
+    /// starts of them with nothing running: (file groups by directory, directory moves by new
+    /// path).
+    fn started(renames: &[crate::journal::Rename]) -> (Vec<String>, Vec<String>) {
+        let j_dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(&j_dir.path().join("j")).unwrap();
+        j.record_moves(&["r/t".into()], renames).unwrap();
+        let caps = crate::dispatch::planner::MoveCaps {
+            excludes_same_in_subtrees: true,
+            probe_known_or_running: true,
+        };
+        let mut inflight = crate::dispatch::inflight::InFlight::default();
+        let pass = crate::dispatch::planner::plan_moves(
+            j.moves("r/t").unwrap(),
+            caps,
+            &mut inflight,
+            0,
+            8,
+            &mut |_| Some(0),
+        );
+        let show = |p: &[u8]| String::from_utf8_lossy(p).into_owned();
+        (
+            pass.file_groups.iter().map(|(d, _, _)| show(d)).collect(),
+            pass.dir_moves.iter().map(|(m, _)| show(&m.to)).collect(),
+        )
+    }
+
+    fn rename(from: &str, to: &str, dir: bool) -> crate::journal::Rename {
+        crate::journal::Rename {
+            from: from.into(),
+            to: to.into(),
+            dir,
+        }
+    }
+
+    /// Fuzz seed 3102: files moved into the root from `d0` (so `--link-dest=d0`, which reads
+    /// `d0/f2` for `f2`) and into `d0` (writing `d0/f2`) ran side by side, and rsync linked the
+    /// root's `f2` to the new `d0/f2`. What one run reads at the target, no other writes.
+    #[test]
+    fn file_moves_reading_what_other_file_moves_write_run_one_after_the_other() {
+        // mv d0/f2 f2 (into the root, from d0) while f1 goes to d0/f2 (into d0, from the root).
+        let (groups, _) = started(&[rename("d0/f2", "f2", false), rename("f1", "d0/f2", false)]);
+        assert_eq!(groups.len(), 1, "{groups:?}");
+        // Into the root from d0 reads d0/f3 too (the same name); into d0 writes d0/f3.
+        let (groups, _) = started(&[rename("d0/x", "f3", false), rename("y", "d0/f3", false)]);
+        assert_eq!(groups.len(), 1, "{groups:?}");
+        // Nothing shared: side by side.
+        let (groups, _) = started(&[rename("d0/x", "f3", false), rename("y", "d1/f4", false)]);
+        assert_eq!(groups, ["", "d1"]);
+    }
+
+    /// A directory move links from its old directory at the target: nothing may be written at
+    /// or below it meanwhile.
+    #[test]
+    fn a_directory_move_holds_its_old_directory_like_a_deletion() {
+        let (groups, dirs) = started(&[rename("a", "b", true), rename("x", "a/f", false)]);
+        assert_eq!((groups.len() + dirs.len()), 1, "{groups:?} {dirs:?}");
+        let (groups, dirs) = started(&[rename("a", "b", true), rename("x/f", "c/f", false)]);
+        assert_eq!(
+            (groups, dirs),
+            (vec!["c".to_string()], vec!["b".to_string()])
+        );
     }
 }
