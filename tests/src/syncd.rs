@@ -42,7 +42,10 @@ impl Syncd {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        cmd.env("SYNCD_LOG", "info,syncd=debug");
+        // SYNCD_TEST_LOG: another filter for a run being looked into (`syncd::rsync::run=trace`
+        // logs every rsync's command and list).
+        let filter = std::env::var("SYNCD_TEST_LOG").unwrap_or_else(|_| "info,syncd=debug".into());
+        cmd.env("SYNCD_LOG", filter);
         for (k, v) in env {
             cmd.env(k, v);
         }

@@ -452,7 +452,8 @@ impl Runner<'_> {
 
     /// syncd's log since the round began (since its start if it was restarted): the first 60
     /// and the last 30 lines when longer (a target retrying repeats itself), all of it with
-    /// `SYNCD_FUZZ_WHOLE_LOG=1` (with `SYNCD_LOG=trace`, every rsync's command and list).
+    /// `SYNCD_FUZZ_WHOLE_LOG=1` (with `SYNCD_TEST_LOG=info,syncd=debug,syncd::rsync::run=trace`,
+    /// every rsync's command and list).
     fn round_log(&self, d: &Syncd) -> String {
         let text = d.log.text();
         let lines: Vec<&str> = text.lines().skip(self.log_from).collect();
