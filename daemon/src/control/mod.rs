@@ -58,6 +58,16 @@ pub struct Shared {
     pub events: crate::observe::log::Events,
 }
 
+/// What a request's PATH must name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Names {
+    /// A directory there now, reached from the root through directories only (`resync`,
+    /// `verify`: a full sync or a comparison of it).
+    Dir,
+    /// Any name beneath the root, there or not (`versions`: a deleted file's are kept).
+    Any,
+}
+
 /// The targets `target` names (all of them for `None`), each with the directory of its root
 /// that the absolute `path` names (empty: the whole root; targets of other roots are left
 /// out), or the error answer saying why there are none.
@@ -65,9 +75,10 @@ fn chosen<'a>(
     engine: &'a EngineView,
     target: Option<&str>,
     path: Option<syncd_proto::ByteBuf>,
+    names: Names,
 ) -> Result<Vec<(&'a crate::dispatch::TargetHandle, Vec<u8>)>, Response> {
     let ts = engine.select(target)?;
-    let sub_for_root = locate(engine, path)?;
+    let sub_for_root = locate(engine, path, names)?;
     let chosen: Vec<_> = ts
         .into_iter()
         .filter_map(|t| match &sub_for_root {
@@ -86,28 +97,102 @@ fn chosen<'a>(
 }
 
 /// The root holding the absolute `path` and the path inside it (`None` without a path), or
-/// the error answer naming it.
+/// the error answer naming it. The path is taken as written, never resolved: `.` and empty
+/// components are dropped, `..` is refused (it could name something outside the root), and
+/// with [`Names::Dir`] every component must be a directory, not a symlink (a full sync through
+/// a symlink would read and delete outside the root and the target).
 fn locate(
     engine: &EngineView,
     path: Option<syncd_proto::ByteBuf>,
+    names: Names,
 ) -> Result<Option<(usize, Vec<u8>)>, Response> {
-    use std::os::unix::ffi::OsStrExt;
     let Some(p) = path else {
         return Ok(None);
     };
-    let p = std::path::PathBuf::from(std::ffi::OsStr::from_bytes(&p));
+    let shown = String::from_utf8_lossy(&p).into_owned();
+    let parts = match components(&p) {
+        Ok(parts) => parts,
+        Err(why) => return Err(err(ErrorKind::BadRequest, format!("{shown}: {why}"))),
+    };
     let found = engine.roots.iter().enumerate().find_map(|(i, r)| {
-        p.strip_prefix(&r.source)
-            .ok()
-            .map(|rel| (i, rel.as_os_str().as_bytes().to_vec()))
+        let root = components(r.source.as_os_str().as_encoded_bytes()).ok()?;
+        parts
+            .strip_prefix(root.as_slice())
+            .map(|rel| (i, rel.to_vec()))
     });
-    match found {
-        Some(f) => Ok(Some(f)),
-        None => Err(err(
+    let Some((i, rel)) = found else {
+        return Err(err(
             ErrorKind::UnknownPath,
-            format!("{} is not inside any watched root", p.display()),
-        )),
+            format!("{shown} is not inside any watched root"),
+        ));
+    };
+    if names == Names::Dir {
+        real_directory(&engine.roots[i].source, &rel, &shown)?;
     }
+    Ok(Some((i, rel.join(&b'/'))))
+}
+
+/// The components of an absolute path as written, `.` and empty ones dropped; why not.
+fn components(p: &[u8]) -> Result<Vec<&[u8]>, &'static str> {
+    if !p.starts_with(b"/") {
+        return Err("not an absolute path (syncctl sends paths absolute)");
+    }
+    let parts: Vec<&[u8]> = p
+        .split(|b| *b == b'/')
+        .filter(|c| !c.is_empty() && *c != b".")
+        .collect();
+    if parts.contains(&&b".."[..]) {
+        return Err("`..` is not allowed (the path could leave the root): name the directory by its own path inside the root");
+    }
+    Ok(parts)
+}
+
+/// Check that `rel` (components below `root`) is a directory reached through directories only.
+fn real_directory(root: &std::path::Path, rel: &[&[u8]], shown: &str) -> Result<(), Response> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut at = root.to_path_buf();
+    for (n, c) in rel.iter().enumerate() {
+        at.push(std::ffi::OsStr::from_bytes(c));
+        let here = String::from_utf8_lossy(&rel[..=n].join(&b'/')).into_owned();
+        let last = n + 1 == rel.len();
+        match std::fs::symlink_metadata(&at) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(err(
+                    ErrorKind::UnknownPath,
+                    format!("{shown} does not exist ({here} is not there)"),
+                ));
+            }
+            Err(e) => {
+                return Err(err(
+                    ErrorKind::UnknownPath,
+                    format!("{shown}: cannot read {here}: {e}"),
+                ));
+            }
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(err(
+                    ErrorKind::BadRequest,
+                    format!("{shown}: {here} is a symlink; syncd replicates it as a link and never syncs through one: name a directory of the root"),
+                ));
+            }
+            Ok(m) if !m.is_dir() && last => {
+                let parent = std::path::Path::new(shown.trim_end_matches('/'))
+                    .parent()
+                    .map_or_else(|| "/".to_string(), |p| p.display().to_string());
+                return Err(err(
+                    ErrorKind::BadRequest,
+                    format!("{shown} is not a directory: name the directory holding it ({parent})"),
+                ));
+            }
+            Ok(m) if !m.is_dir() => {
+                return Err(err(
+                    ErrorKind::UnknownPath,
+                    format!("{shown} does not exist ({here} is not a directory)"),
+                ));
+            }
+            Ok(_) => {}
+        }
+    }
+    Ok(())
 }
 
 fn err(kind: ErrorKind, message: impl Into<String>) -> Response {

@@ -13,7 +13,7 @@ pub(super) fn resync(
     target: Option<&str>,
     path: Option<ByteBuf>,
 ) -> Response {
-    let chosen = match super::chosen(engine, target, path) {
+    let chosen = match super::chosen(engine, target, path, super::Names::Dir) {
         Ok(c) => c,
         Err(e) => return e,
     };

@@ -95,13 +95,21 @@ fn root(name: &str, source: &str) -> RootView {
     }
 }
 
-fn view() -> (EngineView, Vec<Told>) {
+/// Two roots in `base`: `srv/data` (with `photos/2026/`, the file `photos/list`, and a
+/// symlink `out` to a directory beside the root) and `home` (with `ann/`).
+fn view(base: &std::path::Path) -> (EngineView, Vec<Told>) {
+    for d in ["srv/data/photos/2026", "home/ann", "beside"] {
+        std::fs::create_dir_all(base.join(d)).unwrap();
+    }
+    std::fs::write(base.join("srv/data/photos/list"), "x").unwrap();
+    std::os::unix::fs::symlink("../../beside", base.join("srv/data/out")).unwrap();
+    let at = |p: &str| base.join(p).display().to_string();
     let (targets, told) = [("data/b1", 0), ("data/b2", 0), ("home/b1", 1)]
         .into_iter()
         .map(|(id, root)| target(id, root))
         .unzip();
     let v = EngineView {
-        roots: vec![root("data", "/srv/data"), root("home", "/home")],
+        roots: vec![root("data", &at("srv/data")), root("home", &at("home"))],
         targets,
         watches: Arc::new(WatchCounts {
             watches: vec![Default::default(), Default::default()],
@@ -140,7 +148,7 @@ pub(super) fn fixture() -> Fixture {
 /// A control face with [`view`] running.
 pub(super) fn running() -> (Fixture, Arc<EngineView>) {
     let mut f = fixture();
-    let (v, told) = view();
+    let (v, told) = view(f.dir.path());
     let v = Arc::new(v);
     f.told = told;
     f.engine.send_replace(Some(v.clone()));
@@ -175,6 +183,11 @@ async fn told(f: &Fixture, i: usize) -> Vec<Command> {
 
 fn path(p: &str) -> Option<ByteBuf> {
     Some(ByteBuf::from(p.as_bytes().to_vec()))
+}
+
+/// `p` (absolute as written, `/srv/data/…`) in the fixture's directory.
+fn at(f: &Fixture, p: &str) -> Option<ByteBuf> {
+    path(&format!("{}{p}", f.dir.path().display()))
 }
 
 #[tokio::test]
@@ -226,7 +239,7 @@ async fn a_resync_is_owed_in_the_journal_to_the_targets_of_the_root_holding_the_
     let (f, _) = running();
     let req = Request::Resync {
         target: None,
-        path: path("/srv/data/photos/2026"),
+        path: at(&f, "/srv/data/photos/2026"),
     };
     assert_eq!(
         done(answer(req, &f.shared).await),
@@ -268,13 +281,99 @@ async fn a_resync_of_a_path_no_root_or_target_holds_is_refused_and_owes_nothing(
     assert_eq!(message, "/etc is not inside any watched root");
     let other_root = Request::Resync {
         target: Some("data/b2".into()),
-        path: path("/home/ann"),
+        path: at(&f, "/home/ann"),
     };
     let (kind, _) = refusal(answer(other_root, &f.shared).await);
     assert_eq!(kind, ErrorKind::UnknownTarget);
     for t in ["data/b1", "data/b2", "home/b1"] {
         assert!(f.shared.journal.resyncs(t).unwrap().is_empty(), "{t}");
     }
+}
+
+/// A path is taken as written and must stay beneath the root: `..` is refused (the old
+/// answer stripped the root's prefix and kept it, and a full sync ran `rsync -a --delete
+/// SRC/../victim/ DEST/../victim/`), and a full sync's or a verify's must be a directory
+/// reached through directories only, never a symlink.
+#[tokio::test]
+async fn paths_that_leave_the_root_name_a_symlink_a_file_or_nothing_are_refused() {
+    let (f, _) = running();
+    let base = f.dir.path().display().to_string();
+    let resync = |p: String| Request::Resync {
+        target: None,
+        path: path(&p),
+    };
+    let verify = |p: String| Request::Verify {
+        target: None,
+        path: path(&p),
+        checksum: false,
+    };
+    let cases = [
+        (
+            "/srv/data/../beside",
+            ErrorKind::BadRequest,
+            "`..` is not allowed",
+        ),
+        (
+            "/srv/data/photos/../../../beside",
+            ErrorKind::BadRequest,
+            "`..` is not allowed",
+        ),
+        ("/srv/data/out", ErrorKind::BadRequest, "out is a symlink"),
+        ("/srv/data/out/x", ErrorKind::BadRequest, "out is a symlink"),
+        (
+            "/srv/data/photos/list",
+            ErrorKind::BadRequest,
+            "is not a directory: name the directory holding it",
+        ),
+        (
+            "/srv/data/nothing",
+            ErrorKind::UnknownPath,
+            "does not exist",
+        ),
+        (
+            "/srv/data/photos/list/x",
+            ErrorKind::UnknownPath,
+            "photos/list is not a directory",
+        ),
+    ];
+    for (p, kind, says) in cases {
+        for req in [resync(format!("{base}{p}")), verify(format!("{base}{p}"))] {
+            let (k, message) = refusal(answer(req, &f.shared).await);
+            assert_eq!(k, kind, "{p}: {message}");
+            assert!(message.contains(says), "{p}: {message}");
+        }
+    }
+    let (k, message) = refusal(answer(resync("srv/data".into()), &f.shared).await);
+    assert_eq!(k, ErrorKind::BadRequest);
+    assert!(message.contains("not an absolute path"), "{message}");
+    for t in ["data/b1", "data/b2", "home/b1"] {
+        assert!(
+            f.shared.journal.resyncs(t).unwrap().is_empty(),
+            "{t}: nothing owed"
+        );
+    }
+    // Written with `.` and doubled slashes: the same directory.
+    let ok = resync(format!("{base}/srv/./data//photos/2026/"));
+    assert_eq!(
+        done(answer(ok, &f.shared).await),
+        "full resync queued for 2 target(s)"
+    );
+    let subs: Vec<Vec<u8>> = f
+        .shared
+        .journal
+        .resyncs("data/b1")
+        .unwrap()
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
+    assert_eq!(subs, vec![b"photos/2026".to_vec()]);
+    // versions names any path beneath the root, there or not, but never leaves it.
+    let versions = |p: &str| Request::Versions {
+        target: None,
+        path: ByteBuf::from(format!("{base}{p}").into_bytes()),
+    };
+    let (k, _) = refusal(answer(versions("/srv/data/../beside/f"), &f.shared).await);
+    assert_eq!(k, ErrorKind::BadRequest);
 }
 
 #[tokio::test]

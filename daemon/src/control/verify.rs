@@ -55,7 +55,7 @@ pub(super) async fn verify(
     path: Option<ByteBuf>,
     checksum: bool,
 ) -> Response {
-    let chosen = match super::chosen(engine, target, path) {
+    let chosen = match super::chosen(engine, target, path, super::Names::Dir) {
         Ok(c) => c,
         Err(e) => return e,
     };

@@ -7,7 +7,7 @@ use super::err;
 use crate::engine::EngineView;
 
 pub(super) async fn versions(engine: &EngineView, target: Option<&str>, path: ByteBuf) -> Response {
-    let chosen = match super::chosen(engine, target, Some(path)) {
+    let chosen = match super::chosen(engine, target, Some(path), super::Names::Any) {
         Ok(c) => c,
         Err(e) => return e,
     };
