@@ -187,20 +187,29 @@ impl Runner {
         }
         // A line for every entry, up to date or not: how far the sync is (progress.rs).
         c.args(["-ii", "--out-format=%i %l %b"]);
-        if sub.is_empty() || !self.symlinks_go_apart() {
+        if sub.is_empty() {
             self.versions_args(&mut c, sub);
             self.full_command_ends(&mut c, sub);
             return c;
         }
-        // Into a daemon, a subdirectory is synced from the root, narrowed to it by include
-        // rules (every directory above it, then all of it; the rest is excluded, so neither
-        // sent nor deleted): rooted at the subdirectory, a daemon without chroot would rewrite
-        // the symlinks in it that climb out of it (see `no_links_below_the_root`).
+        // A subdirectory is synced from the root, narrowed to it by include rules (every
+        // directory above it, then all of it; the rest is excluded, so neither sent nor
+        // deleted). rsync then meets each component as an entry of the transfer, never as the
+        // start of a path: a component that became a symlink at the source is sent as the
+        // symlink, one that is a symlink at the target is replaced, and neither is followed out
+        // of the root or the target (`SRC/sub/ DEST/sub/` followed both, and deleted beside the
+        // target). And a daemon without chroot would rewrite the symlinks in a transfer rooted
+        // below the module that climb out of it (see `no_links_below_the_root`).
         self.versions_args(&mut c, b"");
+        // Each name also without the slash: a `/d/` rule matches only a directory, and a
+        // component that is a symlink now must be sent as one (else the target's directory of
+        // that name is deleted and nothing takes its place).
         for d in crate::fs::parents(sub) {
-            c.arg(include_arg(d, b"/"));
+            c.arg(include_arg(d, b"")).arg(include_arg(d, b"/"));
         }
-        c.arg(include_arg(sub, b"/***")).arg("--exclude=*");
+        c.arg(include_arg(sub, b""))
+            .arg(include_arg(sub, b"/***"))
+            .arg("--exclude=*");
         c.arg(self.src_arg(b""))
             .arg(self.target.dest.rsync_arg(b""));
         c.stdout(Stdio::piped());

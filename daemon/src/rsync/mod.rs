@@ -23,6 +23,8 @@
 //! - `versions`: the run directories a target keeps (`versions = NAME`), listed and pruned.
 
 mod command;
+#[cfg(test)]
+mod confinement_tests;
 pub mod exit;
 pub mod plan;
 pub mod probe;
