@@ -308,6 +308,64 @@ mod tests {
         (dir, r)
     }
 
+    /// Issue 26: the overlap checks compare paths as resolved, not as written.
+    #[test]
+    fn sources_targets_and_state_that_overlap_once_resolved_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display().to_string();
+        for p in ["a", "b", "elsewhere", "dst"] {
+            std::fs::create_dir(dir.path().join(p)).unwrap();
+        }
+        std::os::unix::fs::symlink(dir.path().join("a"), dir.path().join("link-to-a")).unwrap();
+        let one = |state: &str, dest: &str| {
+            format!("state_dir = \"{state}\"\n[[sync]]\nsource = \"{d}/a\"\n[[sync.target]]\ndest = \"{dest}\"\n")
+        };
+        let two = |dest_a: &str, dest_b: &str| {
+            format!(
+                "state_dir = \"{d}/state\"\n[[sync]]\nsource = \"{d}/a\"\n[[sync.target]]\ndest = \"{dest_a}\"\n\
+                 [[sync]]\nsource = \"{d}/b\"\n[[sync.target]]\ndest = \"{dest_b}\"\n"
+            )
+        };
+        let refused = |text: String, says: &str| {
+            let e = Config::from_toml(&text, Path::new("t.toml"))
+                .expect_err(&text)
+                .to_string();
+            assert!(e.contains(says), "{text}\n{e}");
+        };
+        let st = format!("{d}/state");
+        refused(
+            one(&st, &format!("{d}/elsewhere/../a/bk")),
+            "must not overlap the source",
+        );
+        refused(one(&st, &format!("{d}/link-to-a/bk")), "it resolves to");
+        refused(
+            one(&format!("{d}/a/.state"), &format!("{d}/dst")),
+            "inside the source",
+        );
+        refused(
+            one(&format!("{d}/dst/state"), &format!("{d}/dst")),
+            "a full sync would delete it",
+        );
+        refused(
+            two(&format!("{d}/dst"), &format!("{d}/dst")),
+            "overlaps target",
+        );
+        refused(
+            two(&format!("{d}/dst"), &format!("{d}/dst/b")),
+            "overlaps target",
+        );
+        refused(
+            two(&format!("{d}/dst"), &format!("{d}/a/bk")),
+            "overlaps the source",
+        );
+        // Apart: accepted.
+        Config::from_toml(
+            &two(&format!("{d}/dst-a"), &format!("{d}/dst-b")),
+            Path::new("t.toml"),
+        )
+        .unwrap();
+    }
+
     #[test]
     fn http_beyond_loopback_without_a_token_is_warned_of_with_the_fix() {
         // Parsed only: nothing is bound.

@@ -45,7 +45,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     for (i, s) in raw.sync.into_iter().enumerate() {
         roots.push(validate_root(i, s, &mut root_names)?);
     }
-    check_nesting(&roots)?;
+    check_nesting(&roots, &state_dir)?;
     Ok(Config {
         state_dir,
         socket,
@@ -255,11 +255,14 @@ fn check_dest(
         return Ok(dest);
     };
     let p = absolute(p);
-    if p.starts_with(source) || source.starts_with(&p) {
+    if overlap(&p, source) {
         return Err(invalid(
             tkey("dest"),
             p.display(),
-            "a local target must not overlap the source directory",
+            format!(
+                "a local target must not overlap the source directory{}",
+                shown_resolved(&p)
+            ),
         ));
     }
     let parent = p.parent().unwrap_or(Path::new("/"));
@@ -383,11 +386,75 @@ fn check_retry(tkey: &dyn Fn(&str) -> String, t: &RawTarget) -> Result<RetryPoli
     })
 }
 
-/// Roots must not nest: one path would belong to two roots.
-fn check_nesting(roots: &[RootConfig]) -> Result<(), ConfigError> {
+/// Roots must not nest: one path would belong to two roots. A local target must not overlap
+/// another root's source either (each would replicate the other for ever), nor another root's
+/// local target (each root's full sync would delete the other's files); the state directory
+/// must be inside none of them. All compared as resolved (`..` and symlinks followed).
+fn check_nesting(roots: &[RootConfig], state_dir: &Path) -> Result<(), ConfigError> {
+    let locals: Vec<(&RootConfig, &TargetConfig, &Path)> = roots
+        .iter()
+        .flat_map(|r| {
+            r.targets.iter().filter_map(move |t| match &t.dest {
+                Dest::Local(p) => Some((r, t, p.as_path())),
+                _ => None,
+            })
+        })
+        .collect();
+    for (r, t, p) in &locals {
+        for other in roots.iter().filter(|o| o.name != r.name) {
+            if overlap(p, &other.source) {
+                return Err(invalid(
+                    "sync.target.dest",
+                    p.display(),
+                    format!(
+                        "[[sync]] {:?} target {:?} overlaps the source of [[sync]] {:?}{}",
+                        r.name,
+                        t.name,
+                        other.name,
+                        shown_resolved(p)
+                    ),
+                ));
+            }
+        }
+        for (r2, t2, p2) in &locals {
+            if r2.name != r.name && overlap(p, p2) {
+                return Err(invalid(
+                    "sync.target.dest",
+                    p.display(),
+                    format!(
+                        "[[sync]] {:?} target {:?} overlaps target {:?} of [[sync]] {:?}: each root's full sync would delete the other's files; give each root its own directory",
+                        r.name, t.name, t2.name, r2.name
+                    ),
+                ));
+            }
+        }
+        if resolved(state_dir).starts_with(resolved(p)) {
+            return Err(invalid(
+                "state_dir",
+                state_dir.display(),
+                format!(
+                    "is inside the local target {} of [[sync]] {:?}: a full sync would delete it; keep the state elsewhere",
+                    p.display(),
+                    r.name
+                ),
+            ));
+        }
+    }
+    for r in roots {
+        if resolved(state_dir).starts_with(resolved(&r.source)) {
+            return Err(invalid(
+                "state_dir",
+                state_dir.display(),
+                format!(
+                    "is inside the source of [[sync]] {:?}: every journal write would be a change to replicate; keep the state elsewhere",
+                    r.name
+                ),
+            ));
+        }
+    }
     for (a, ra) in roots.iter().enumerate() {
         for rb in &roots[a + 1..] {
-            if ra.source.starts_with(&rb.source) || rb.source.starts_with(&ra.source) {
+            if overlap(&ra.source, &rb.source) {
                 return Err(invalid(
                     "sync.source",
                     ra.source.display(),
@@ -489,6 +556,55 @@ fn hook(
 /// Make a path absolute against the current directory without touching the file system.
 pub(super) fn absolute(p: PathBuf) -> PathBuf {
     std::path::absolute(&p).unwrap_or(p)
+}
+
+/// `p` as the file system resolves it: its longest existing ancestor canonicalized (`..` and
+/// symlinks followed), the rest appended with `.` dropped and `..` taken lexically (nothing
+/// exists there to be a symlink).
+pub(super) fn resolved(p: &Path) -> PathBuf {
+    use std::path::Component;
+    let p = absolute(p.to_path_buf());
+    let mut rest = Vec::new();
+    let mut base = p.as_path();
+    let canon = loop {
+        if let Ok(c) = base.canonicalize() {
+            break c;
+        }
+        match (base.parent(), base.components().next_back()) {
+            (Some(parent), Some(last)) => {
+                rest.push(last);
+                base = parent;
+            }
+            _ => break PathBuf::from("/"),
+        }
+    };
+    let mut out = canon;
+    for c in rest.into_iter().rev() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::Normal(n) => out.push(n),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Whether `a` and `b` are one directory or one is inside the other, as resolved.
+fn overlap(a: &Path, b: &Path) -> bool {
+    let (a, b) = (resolved(a), resolved(b));
+    a.starts_with(&b) || b.starts_with(&a)
+}
+
+/// " (it resolves to R)" when `p` resolves elsewhere than it reads.
+fn shown_resolved(p: &Path) -> String {
+    let r = resolved(p);
+    if r == absolute(p.to_path_buf()) {
+        String::new()
+    } else {
+        format!(" (it resolves to {})", r.display())
+    }
 }
 
 fn default_root_name(source: &Path) -> String {
