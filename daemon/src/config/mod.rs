@@ -308,6 +308,23 @@ mod tests {
         (dir, r)
     }
 
+    /// Issue 26: names syncd uses at the target are not a `versions` directory (the probe
+    /// deleted what it held).
+    #[test]
+    fn versions_may_not_take_a_name_syncd_uses_at_the_target() {
+        for name in [
+            "syncd-rename-probe",
+            ".rsync-partial",
+            "syncd-probe-0123456789abcdef",
+        ] {
+            let (_d, c) = tmp_config(&format!("versions = \"{name}\""));
+            let e = c.expect_err(name).to_string();
+            assert!(e.contains("a name syncd uses at the target"), "{e}");
+        }
+        let (_d, c) = tmp_config("versions = \".syncd-versions\"");
+        c.unwrap();
+    }
+
     /// Issue 26: the overlap checks compare paths as resolved, not as written.
     #[test]
     fn sources_targets_and_state_that_overlap_once_resolved_are_refused() {

@@ -241,6 +241,13 @@ fn check_versions(key: &str, v: Option<String>) -> Result<Option<String>, Config
             "must be one directory name at the target root, without / or wildcards; for example \".syncd-versions\"",
         ));
     }
+    if crate::rsync::probe::is_reserved(&name) {
+        return Err(invalid(
+            key,
+            &name,
+            "is a name syncd uses at the target itself (the rename probe's, rsync's partial directory): choose another, for example \".syncd-versions\"",
+        ));
+    }
     Ok(Some(name))
 }
 

@@ -16,8 +16,18 @@ use tokio::process::Command;
 use super::exit::{classify, Outcome};
 use super::Runner;
 
-/// The probe's directory at the target root.
-pub const PROBE_DIR: &str = "syncd-rename-probe";
+/// The start of the probe's directory name at the target root; the rest is 64 random bits
+/// drawn for each probe, so it is never a name the source has (a fixed
+/// `syncd-rename-probe` was: the probe deleted the user's directory of that name at the
+/// target, and a `versions` of that name with every version kept in it).
+pub const PROBE_PREFIX: &str = "syncd-probe-";
+/// The name of older releases' probe, and rsync's partial directory: reserved too.
+const RESERVED: [&str; 2] = ["syncd-rename-probe", ".rsync-partial"];
+
+/// Whether `name` (at the target root) is one syncd uses itself.
+pub fn is_reserved(name: &str) -> bool {
+    name.starts_with(PROBE_PREFIX) || RESERVED.contains(&name)
+}
 /// The probe file's size: far above what checksums and file lists take.
 const PROBE_BYTES: usize = 256 * 1024;
 
@@ -41,28 +51,29 @@ impl Runner {
             .prefix("syncd-probe")
             .tempdir()
             .map_err(|e| Outcome::TargetDown(format!("cannot make the probe's directory: {e}")))?;
-        let res = self.probe_in(tmp.path()).await;
+        let dir = format!("{PROBE_PREFIX}{:016x}", rand::random::<u64>());
+        let res = self.probe_in(tmp.path(), &dir).await;
         // Whatever the probe found, nothing of it stays at the target.
-        let cleaned = self.remove_probe(tmp.path()).await;
+        let cleaned = self.remove_probe(tmp.path(), &dir).await;
         let found = res?;
         cleaned?;
         Ok(found)
     }
 
-    async fn probe_in(&self, tmp: &Path) -> Result<LinkDest, Outcome> {
-        let a = tmp.join(PROBE_DIR).join("a");
+    async fn probe_in(&self, tmp: &Path, dir: &str) -> Result<LinkDest, Outcome> {
+        let a = tmp.join(dir).join("a");
         std::fs::create_dir_all(&a)
             .and_then(|_| std::fs::write(a.join("probe-data"), probe_data()))
             .map_err(|e| Outcome::TargetDown(format!("cannot write the probe: {e}")))?;
-        let mut first = self.probe_command(&a, "a");
+        let mut first = self.probe_command(&a, dir, "a");
         first.arg("--mkpath");
         if let Some(e) = output(first).await?.1 {
             return Ok(LinkDest::Fails(e));
         }
-        let b = tmp.join(PROBE_DIR).join("b");
+        let b = tmp.join(dir).join("b");
         std::fs::rename(&a, &b)
             .map_err(|e| Outcome::TargetDown(format!("cannot rename the probe: {e}")))?;
-        let mut second = self.probe_command(&b, "b");
+        let mut second = self.probe_command(&b, dir, "b");
         second.args(["--stats", "--link-dest=../a"]);
         let (stdout, failed) = output(second).await?;
         if let Some(e) = failed {
@@ -79,9 +90,9 @@ impl Runner {
         })
     }
 
-    /// `rsync -a SRC/ DEST/PROBE_DIR/SUB/` with the target's transport and options, without
-    /// the root's excludes (they could skip the probe's own file).
-    fn probe_command(&self, src: &Path, sub: &str) -> Command {
+    /// `rsync -a SRC/ DEST/DIR/SUB/` with the target's transport and options, without the
+    /// root's excludes (they could skip the probe's own file).
+    fn probe_command(&self, src: &Path, dir: &str, sub: &str) -> Command {
         let mut c = self.transport_command();
         c.args(&self.target.rsync_args);
         let mut s = src.as_os_str().to_owned();
@@ -89,18 +100,19 @@ impl Runner {
         c.arg(s).arg(
             self.target
                 .dest
-                .rsync_arg(format!("{PROBE_DIR}/{sub}").as_bytes()),
+                .rsync_arg(format!("{dir}/{sub}").as_bytes()),
         );
         c.stdout(Stdio::piped());
         c
     }
 
-    /// Delete `PROBE_DIR` at the target, from an empty source (see `Runner::removal_command`).
-    async fn remove_probe(&self, tmp: &Path) -> Result<(), Outcome> {
+    /// Delete the probe's `dir` at the target, from an empty source (see
+    /// `Runner::removal_command`): only that name, which no one else has.
+    async fn remove_probe(&self, tmp: &Path, dir: &str) -> Result<(), Outcome> {
         let empty = tmp.join("empty");
         std::fs::create_dir_all(&empty)
             .map_err(|e| Outcome::TargetDown(format!("cannot clean up the probe: {e}")))?;
-        let (c, rules) = self.removal_command(&empty, b"", &[PROBE_DIR.as_bytes().to_vec()]);
+        let (c, rules) = self.removal_command(&empty, b"", &[dir.as_bytes().to_vec()]);
         let run = super::run::run(c, Some(rules), None, Some(self.target.push_deadline)).await;
         match run.outcome {
             Outcome::Delivered | Outcome::Partial(_) | Outcome::Permanent(_) => Ok(()),
