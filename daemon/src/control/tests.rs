@@ -73,15 +73,8 @@ fn runner() -> crate::rsync::Runner {
         .get_or_init(|| {
             let dir = tempfile::tempdir().unwrap();
             std::fs::create_dir(dir.path().join("src")).unwrap();
-            let text = format!(
-                "state_dir = \"{d}/state\"\n[[sync]]\nsource = \"{d}/src\"\n[[sync.target]]\ndest = \"{d}/dst\"\n",
-                d = dir.path().display()
-            );
-            let cfg = crate::config::Config::from_toml(&text, std::path::Path::new("t.toml"))
-                .unwrap();
-            let root = Arc::new(cfg.roots[0].clone());
-            let target = Arc::new(root.targets[0].clone());
-            (dir, crate::rsync::Runner { root, target })
+            let runner = crate::rsync::Runner::local_for_tests(dir.path());
+            (dir, runner)
         })
         .1
         .clone()

@@ -1,7 +1,6 @@
 //! The worker itself, driven only through its inbox: a real journal, a local target and the real
 //! rsync, every wait a condition with a deadline.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,13 +32,8 @@ impl Rig {
         let d = dir.path();
         std::fs::create_dir(d.join("src")).unwrap();
         std::fs::create_dir(d.join("dst")).unwrap();
-        let text = format!(
-            "state_dir = \"{d}/state\"\n[[sync]]\nsource = \"{d}/src\"\n[[sync.target]]\ndest = \"{d}/dst\"\n",
-            d = d.display()
-        );
-        let cfg = crate::config::Config::from_toml(&text, Path::new("t.toml")).unwrap();
-        let root = Arc::new(cfg.roots[0].clone());
-        let target = Arc::new(root.targets[0].clone());
+        let runner = crate::rsync::Runner::local_for_tests(d);
+        let (root, target) = (runner.root.clone(), runner.target.clone());
         let id = format!("{}/{}", root.name, target.name);
         let journal = Journal::open(&d.join("state")).unwrap();
         let (inbox, rx) = Inbox::channel();
@@ -47,10 +41,7 @@ impl Rig {
         let tick = Arc::new(watch::Sender::new(0));
         let worker = Worker {
             id: id.clone(),
-            runner: crate::rsync::Runner {
-                root: root.clone(),
-                target,
-            },
+            runner,
             reporter: Reporter {
                 id: id.clone(),
                 hooks: Default::default(),

@@ -4,7 +4,6 @@
 
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::Path;
-use std::sync::Arc;
 
 use super::{FullProgress, Outcome, Runner};
 
@@ -28,17 +27,8 @@ impl Site {
         std::fs::set_permissions(d.join("secret/key"), std::fs::Permissions::from_mode(0o600))
             .unwrap();
         std::fs::write(d.join("beside/canary"), "canary").unwrap();
-        let text = format!(
-            "state_dir = \"{d}/state\"\n[[sync]]\nsource = \"{d}/src\"\n[[sync.target]]\ndest = \"{d}/dst\"\n",
-            d = d.display()
-        );
-        let cfg = crate::config::Config::from_toml(&text, Path::new("t.toml")).unwrap();
-        let root = Arc::new(cfg.roots[0].clone());
-        let target = Arc::new(root.targets[0].clone());
-        Site {
-            dir,
-            runner: Runner { root, target },
-        }
+        let runner = Runner::local_for_tests(d);
+        Site { dir, runner }
     }
 
     fn p(&self, rel: &str) -> std::path::PathBuf {

@@ -76,6 +76,21 @@ pub struct Runner {
 }
 
 impl Runner {
+    /// For tests: the runner of a root `DIR/src` with one local target `DIR/dst` (state in
+    /// `DIR/state`), as a minimal configuration file gives them.
+    #[cfg(test)]
+    pub fn local_for_tests(dir: &std::path::Path) -> Runner {
+        let text = format!(
+            "state_dir = \"{d}/state\"\n[[sync]]\nsource = \"{d}/src\"\n[[sync.target]]\ndest = \"{d}/dst\"\n",
+            d = dir.display()
+        );
+        let cfg = crate::config::Config::from_toml(&text, std::path::Path::new("t.toml"))
+            .expect("a minimal configuration");
+        let root = Arc::new(cfg.roots[0].clone());
+        let target = Arc::new(root.targets[0].clone());
+        Runner { root, target }
+    }
+
     /// Push exactly `list` (already planned with [`plan_list`]: each path, and whether it is a
     /// deletion); with `fuzzy`, a new file's basis may be a similar file of its directory at
     /// the target (a renamed file's old name). The paths that exist go first, the deletions
