@@ -105,16 +105,21 @@ impl Switches {
         let retry_parked = sched.advance(now);
         let backoff = sched.backoff_until().is_some();
         let can_start = self.stopping.is_none() && !self.paused && !backoff && !full_running;
-        let state = if self.paused {
+        let state = self.state(sched, full_running);
+        (Gate { can_start, state }, retry_parked)
+    }
+
+    /// What `status` shows, with a full sync running or not.
+    pub fn state(&self, sched: &Schedule, full_running: bool) -> TargetState {
+        if self.paused {
             TargetState::Paused
-        } else if backoff {
+        } else if sched.backoff_until().is_some() {
             TargetState::Backoff
         } else if full_running {
             TargetState::InitialSync
         } else {
             TargetState::Running
-        };
-        (Gate { can_start, state }, retry_parked)
+        }
     }
 
     /// Whether the grace period after a stop is over at `now`.

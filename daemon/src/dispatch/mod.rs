@@ -247,13 +247,9 @@ impl Worker {
         if gate.can_start {
             self.start_jobs(r);
         }
-        // A full sync started by this step shows at once.
-        let state = match (gate.state, r.full.is_some()) {
-            (TargetState::Running, true) => TargetState::InitialSync,
-            (s, _) => s,
-        };
         self.view.send_replace(WorkerView {
-            state,
+            // After the start: a full sync started by this step shows at once.
+            state: r.switches.state(&r.sched, r.full.is_some()),
             in_flight: r.inflight.len() as u64,
             delivered: r.sched.delivered,
             last_error: r.sched.last_error.clone(),
