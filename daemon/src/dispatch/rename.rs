@@ -22,7 +22,7 @@ use tracing::{debug, info, warn};
 
 use super::inflight::Claim;
 use super::job::{Ending, JobKind, JobResult};
-use crate::fs::{abs_path, check_root, dir_of, parents, RootIdentity};
+use crate::fs::{abs_path, check_root, dir_of, join_rel, name_of, parents, RootIdentity};
 use crate::journal::{Journal, PendingMove};
 use crate::observe::Reporter;
 use crate::rsync::{LinkDest, Outcome, Runner};
@@ -100,26 +100,14 @@ pub fn file_moves_claim(moves: &[PendingMove]) -> Claim {
     for m in moves {
         touched.insert(m.to.clone());
         touched.insert(m.from.clone());
-        let name = file_name_of(&m.to);
         for d in &olds {
-            let mut p = d.to_vec();
-            if !p.is_empty() {
-                p.push(b'/');
-            }
-            p.extend_from_slice(name);
-            touched.insert(p);
+            touched.insert(join_rel(d, name_of(&m.to)));
         }
     }
     Claim {
         paths: touched.iter().cloned().collect(),
         plans: touched.into_iter().map(|p| (p, false)).collect(),
     }
-}
-
-/// The last component of `p`.
-fn file_name_of(p: &[u8]) -> &[u8] {
-    let dir = dir_of(p);
-    &p[dir.len() + usize::from(!dir.is_empty())..]
 }
 
 /// What a move job hands back: how it ended and what it delivered, with its claim.
@@ -276,10 +264,7 @@ impl MoveJob {
                 Err(e) => return (Ending::Failed(e.into()), 0),
             }
         }
-        let names: Vec<Vec<u8>> = moves
-            .iter()
-            .map(|m| m.to[dir.len() + usize::from(!dir.is_empty())..].to_vec())
-            .collect();
+        let names: Vec<Vec<u8>> = moves.iter().map(|m| name_of(&m.to).to_vec()).collect();
         let mut from_dirs: Vec<Vec<u8>> = moves.iter().map(|m| dir_of(&m.from).to_vec()).collect();
         from_dirs.sort();
         from_dirs.dedup();

@@ -8,6 +8,6 @@ pub mod stat;
 
 pub use identity::{check_root, dir_is_empty, RootIdentity, RootUnavailable};
 pub use paths::{
-    abs_path, common_dir, dir_of, is_prefix_dir, join_rel, parents, rel_path, walk_order,
+    abs_path, common_dir, dir_of, is_prefix_dir, join_rel, name_of, parents, rel_path, walk_order,
 };
 pub use stat::{Kind, Stat};

@@ -42,6 +42,14 @@ pub fn dir_of(p: &[u8]) -> &[u8] {
     }
 }
 
+/// The last component of `p` (all of it at the root).
+pub fn name_of(p: &[u8]) -> &[u8] {
+    match p.iter().rposition(|b| *b == b'/') {
+        Some(i) => &p[i + 1..],
+        None => p,
+    }
+}
+
 /// The directories strictly above `p`, the root excepted.
 pub fn parents(p: &[u8]) -> impl Iterator<Item = &[u8]> {
     p.iter()
