@@ -175,6 +175,22 @@ impl Watcher {
         self.add_count(root, 1);
     }
 
+    /// Stop watching every directory `which` picks (by id and watch).
+    fn unwatch(&mut self, which: impl Fn(i32, &Watched) -> bool) {
+        let gone: Vec<i32> = self
+            .by_wd
+            .iter()
+            .filter(|(id, w)| which(**id, w))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in gone {
+            if let Some(w) = self.untrack(id) {
+                // Fails harmlessly if the kernel already dropped it.
+                let _ = self.fd.get_mut().watches().remove(w.wd);
+            }
+        }
+    }
+
     fn untrack(&mut self, id: i32) -> Option<Watched> {
         let w = self.by_wd.remove(&id)?;
         self.add_count(w.root, -1);
@@ -567,19 +583,7 @@ impl Watcher {
             return;
         };
         self.rename_prefix(old_root, &old, root, path);
-        let hidden: Vec<i32> = self
-            .by_wd
-            .iter()
-            .filter(|(_, w)| w.root == root && is_prefix_dir(path, &w.rel))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in hidden {
-            if let Some(w) = self.untrack(id) {
-                let _ = self.fd.get_mut().watches().remove(w.wd);
-            }
-        }
-        self.tracked_in_read
-            .retain(|id| self.by_wd.contains_key(id));
+        self.unwatch(|_, w| w.root == root && is_prefix_dir(path, &w.rel));
         self.send(Change::TreeGone {
             root: old_root,
             path: old,
@@ -590,20 +594,9 @@ impl Watcher {
     /// A directory left the tree: stop watching it and everything below (but what this read
     /// watched anew: a directory moved or made in there since).
     fn drop_prefix(&mut self, root: usize, old: &[u8]) {
-        let gone: Vec<i32> = self
-            .by_wd
-            .iter()
-            .filter(|(id, w)| {
-                w.root == root && is_prefix_dir(old, &w.rel) && !self.tracked_in_read.contains(*id)
-            })
-            .map(|(id, _)| *id)
-            .collect();
-        for id in gone {
-            if let Some(w) = self.untrack(id) {
-                // Fails harmlessly if the kernel already dropped it.
-                let _ = self.fd.get_mut().watches().remove(w.wd);
-            }
-        }
+        let new = std::mem::take(&mut self.tracked_in_read);
+        self.unwatch(|id, w| w.root == root && is_prefix_dir(old, &w.rel) && !new.contains(&id));
+        self.tracked_in_read = new;
     }
 
     /// Stop watching a root that is not the directory it was, and report it once.
@@ -613,17 +606,7 @@ impl Watcher {
         }
         self.lost[root].store(true, Ordering::Relaxed);
         // A root moved away keeps its watches; its events are no longer this root's.
-        let gone: Vec<i32> = self
-            .by_wd
-            .iter()
-            .filter(|(_, w)| w.root == root)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in gone {
-            if let Some(w) = self.untrack(id) {
-                let _ = self.fd.get_mut().watches().remove(w.wd);
-            }
-        }
+        self.unwatch(|_, w| w.root == root);
         self.root_wd[root] = None;
         let reason = format!(
             "{why} ({}); nothing is pushed for it until the same directory is back (moved back or remounted), or `syncctl reload` adopts a new directory that is not empty",
