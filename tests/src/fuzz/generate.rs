@@ -253,11 +253,24 @@ impl Gen {
             .find(|p| self.model.kind(p).is_none())
     }
 
+    /// A file name from `FILES` in `dir`, there or not.
+    fn file_in(&mut self, dir: &str) -> String {
+        join(dir, FILES[self.rng.below(FILES.len())])
+    }
+
+    /// Write a file named from `FILES` in `dir`, unless that name cannot take it now.
+    fn write_in(&mut self, dir: &str) {
+        let f = self.file_in(dir);
+        if self.writable(&f) {
+            self.write(&f);
+        }
+    }
+
     /// A path in some directory where a file can be written (nothing there, or a file).
     fn file_slot(&mut self) -> Option<String> {
         for _ in 0..5 {
             let d = self.dir();
-            let p = join(&d, FILES[self.rng.below(FILES.len())]);
+            let p = self.file_in(&d);
             if self.writable(&p) {
                 return Some(p);
             }
@@ -426,10 +439,7 @@ impl Gen {
         }
         self.push(Op::Mkdir { path: path.clone() });
         if self.rng.chance(60) {
-            let f = join(&path, FILES[self.rng.below(FILES.len())]);
-            if self.writable(&f) {
-                self.write(&f);
-            }
+            self.write_in(&path);
         }
         true
     }
@@ -439,7 +449,7 @@ impl Gen {
         let Some(from) = self.rng.pick(&self.files()) else {
             return false;
         };
-        let to = join(parent(&from), FILES[self.rng.below(FILES.len())]);
+        let to = self.file_in(parent(&from));
         self.rename_file(from, to)
     }
 
@@ -547,10 +557,7 @@ impl Gen {
             from,
             to: to.clone(),
         });
-        let f = join(&to, FILES[self.rng.below(FILES.len())]);
-        if self.writable(&f) {
-            self.write(&f);
-        }
+        self.write_in(&to);
         true
     }
 
@@ -613,7 +620,7 @@ impl Gen {
         self.push(Op::Mkdir { path: f.clone() });
         for _ in 0..self.rng.range(1, 2) {
             if let Some(g) = self.rng.pick(&self.files()) {
-                let to = join(&f, FILES[self.rng.below(FILES.len())]);
+                let to = self.file_in(&f);
                 self.rename_file(g, to);
             }
         }
@@ -634,7 +641,8 @@ impl Gen {
     /// normalized, `..` only leading and never above the root.
     fn link_target(&mut self, dir: &str) -> Option<String> {
         let mut all: Vec<String> = self.model.root.keys().cloned().collect();
-        all.push(join(&self.dir(), FILES[self.rng.below(FILES.len())]));
+        let d = self.dir();
+        all.push(self.file_in(&d));
         let to = self.rng.pick(&all)?;
         let (a, b): (Vec<&str>, Vec<&str>) = (
             dir.split('/').filter(|c| !c.is_empty()).collect(),
@@ -801,10 +809,7 @@ impl Gen {
                 to: to.clone(),
             });
             if self.rng.chance(50) {
-                let f = join(&to, FILES[self.rng.below(FILES.len())]);
-                if self.writable(&f) {
-                    self.write(&f);
-                }
+                self.write_in(&to);
             }
         }
         true
