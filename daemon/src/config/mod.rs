@@ -334,53 +334,37 @@ mod tests {
             std::fs::create_dir(dir.path().join(p)).unwrap();
         }
         std::os::unix::fs::symlink(dir.path().join("a"), dir.path().join("link-to-a")).unwrap();
+        // Paths relative to the temp dir: (state_dir, dest) of one root of a/, and the dests of
+        // two roots, of a/ and b/.
         let one = |state: &str, dest: &str| {
-            format!("state_dir = \"{state}\"\n[[sync]]\nsource = \"{d}/a\"\n[[sync.target]]\ndest = \"{dest}\"\n")
+            format!("state_dir = \"{d}/{state}\"\n[[sync]]\nsource = \"{d}/a\"\n[[sync.target]]\ndest = \"{d}/{dest}\"\n")
         };
         let two = |dest_a: &str, dest_b: &str| {
             format!(
-                "state_dir = \"{d}/state\"\n[[sync]]\nsource = \"{d}/a\"\n[[sync.target]]\ndest = \"{dest_a}\"\n\
-                 [[sync]]\nsource = \"{d}/b\"\n[[sync.target]]\ndest = \"{dest_b}\"\n"
+                "state_dir = \"{d}/state\"\n[[sync]]\nsource = \"{d}/a\"\n[[sync.target]]\ndest = \"{d}/{dest_a}\"\n\
+                 [[sync]]\nsource = \"{d}/b\"\n[[sync.target]]\ndest = \"{d}/{dest_b}\"\n"
             )
         };
-        let refused = |text: String, says: &str| {
+        let cases = [
+            (
+                one("state", "elsewhere/../a/bk"),
+                "must not overlap the source",
+            ),
+            (one("state", "link-to-a/bk"), "it resolves to"),
+            (one("a/.state", "dst"), "inside the source"),
+            (one("dst/state", "dst"), "a full sync would delete it"),
+            (two("dst", "dst"), "overlaps target"),
+            (two("dst", "dst/b"), "overlaps target"),
+            (two("dst", "a/bk"), "overlaps the source"),
+        ];
+        for (text, says) in cases {
             let e = Config::from_toml(&text, Path::new("t.toml"))
                 .expect_err(&text)
                 .to_string();
             assert!(e.contains(says), "{text}\n{e}");
-        };
-        let st = format!("{d}/state");
-        refused(
-            one(&st, &format!("{d}/elsewhere/../a/bk")),
-            "must not overlap the source",
-        );
-        refused(one(&st, &format!("{d}/link-to-a/bk")), "it resolves to");
-        refused(
-            one(&format!("{d}/a/.state"), &format!("{d}/dst")),
-            "inside the source",
-        );
-        refused(
-            one(&format!("{d}/dst/state"), &format!("{d}/dst")),
-            "a full sync would delete it",
-        );
-        refused(
-            two(&format!("{d}/dst"), &format!("{d}/dst")),
-            "overlaps target",
-        );
-        refused(
-            two(&format!("{d}/dst"), &format!("{d}/dst/b")),
-            "overlaps target",
-        );
-        refused(
-            two(&format!("{d}/dst"), &format!("{d}/a/bk")),
-            "overlaps the source",
-        );
+        }
         // Apart: accepted.
-        Config::from_toml(
-            &two(&format!("{d}/dst-a"), &format!("{d}/dst-b")),
-            Path::new("t.toml"),
-        )
-        .unwrap();
+        Config::from_toml(&two("dst-a", "dst-b"), Path::new("t.toml")).unwrap();
     }
 
     #[test]

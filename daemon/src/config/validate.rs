@@ -407,6 +407,7 @@ fn check_nesting(roots: &[RootConfig], state_dir: &Path) -> Result<(), ConfigErr
             })
         })
         .collect();
+    let state = resolved(state_dir);
     for (r, t, p) in &locals {
         for other in roots.iter().filter(|o| o.name != r.name) {
             if overlap(p, &other.source) {
@@ -435,7 +436,7 @@ fn check_nesting(roots: &[RootConfig], state_dir: &Path) -> Result<(), ConfigErr
                 ));
             }
         }
-        if resolved(state_dir).starts_with(resolved(p)) {
+        if state.starts_with(resolved(p)) {
             return Err(invalid(
                 "state_dir",
                 state_dir.display(),
@@ -448,7 +449,7 @@ fn check_nesting(roots: &[RootConfig], state_dir: &Path) -> Result<(), ConfigErr
         }
     }
     for r in roots {
-        if resolved(state_dir).starts_with(resolved(&r.source)) {
+        if state.starts_with(resolved(&r.source)) {
             return Err(invalid(
                 "state_dir",
                 state_dir.display(),
