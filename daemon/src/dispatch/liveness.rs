@@ -23,6 +23,15 @@ pub const STUCK_AFTER: Duration = Duration::from_secs(5);
 /// ends, so a path is given longer before it counts as stuck (still within `failed`'s 30 s).
 pub const STUCK_AFTER_BUSY: Duration = Duration::from_secs(20);
 
+/// How long a path may be passed over before it is stuck (`idle`: no push of the target runs).
+pub fn stuck_after(idle: bool) -> Duration {
+    if idle {
+        STUCK_AFTER
+    } else {
+        STUCK_AFTER_BUSY
+    }
+}
+
 /// Most stuck paths remembered for `syncctl failed`.
 const RECENT: usize = 100;
 
@@ -55,7 +64,7 @@ impl Liveness {
     /// target `idle`: no push running) or [`STUCK_AFTER_BUSY`] are returned, and forgotten
     /// (they are dealt with). A path not passed over this time starts again from zero.
     pub fn observe(&mut self, paths: Vec<Vec<u8>>, now: Instant, idle: bool) -> Vec<Vec<u8>> {
-        let after = if idle { STUCK_AFTER } else { STUCK_AFTER_BUSY };
+        let after = stuck_after(idle);
         let mut kept = HashMap::with_capacity(paths.len().min(FOLLOWED));
         for p in paths.into_iter().take(FOLLOWED) {
             let since = self.passed_over.get(&p).copied().unwrap_or(now);
@@ -81,7 +90,7 @@ impl Liveness {
 
     /// When the worker must look again, if a path is being followed (`idle`: no push runs).
     pub fn next_check(&self, idle: bool) -> Option<Instant> {
-        let after = if idle { STUCK_AFTER } else { STUCK_AFTER_BUSY };
+        let after = stuck_after(idle);
         self.passed_over.values().min().map(|s| *s + after)
     }
 

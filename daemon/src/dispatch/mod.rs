@@ -422,7 +422,7 @@ impl Worker {
     }
 
     /// A pass took nothing and passed over `passed_over`: what has waited for nothing for
-    /// [`liveness::STUCK_AFTER`] is stuck. It is logged as the bug it is, with its journal
+    /// [`liveness::stuck_after`] is stuck. It is logged as the bug it is, with its journal
     /// entry and the moves that held it; those moves are forgotten (their paths go as plain
     /// pushes) and its directory is owed a full sync, which pushes whatever it holds.
     fn check_liveness(
@@ -430,9 +430,8 @@ impl Worker {
         r: &mut Running,
         passed_over: Vec<Vec<u8>>,
     ) -> Result<(), crate::journal::JournalError> {
-        let stuck = r
-            .liveness
-            .observe(passed_over, Instant::now(), r.jobs.is_empty());
+        let idle = r.jobs.is_empty();
+        let stuck = r.liveness.observe(passed_over, Instant::now(), idle);
         if stuck.is_empty() {
             return Ok(());
         }
@@ -458,7 +457,7 @@ impl Worker {
                  the moves holding it are forgotten and its directory is pushed again by a full sync");
             let what = format!(
                 "stuck for {} s with nothing running to deliver it (a bug of syncd's; held by {}): pushed again by a full sync of {}",
-                liveness::STUCK_AFTER.as_secs(),
+                liveness::stuck_after(idle).as_secs(),
                 if held_by.is_empty() { "nothing known".to_string() } else { held_by.join(", ") },
                 if dir.is_empty() { ".".to_string() } else { shown(&dir) }
             );
